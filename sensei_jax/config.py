@@ -1,0 +1,244 @@
+"""Typed configuration: dataclass sections, YAML files and `--section.key value` overrides.
+
+A config is a tree of dataclasses. Each library owns the dataclass of its own section (the environment's lives in
+`envs/robodesk/config.py`, and so on); this module only composes them into `Config` and knows how to read, check,
+override and write them. Unknown keys and values of the wrong type are errors that name the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from sensei_jax.envs.robodesk.config import RobodeskConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is invalid; the message names which."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Where a run lives and how it is seeded."""
+
+    name: str = "default"
+    root: str = "runs"  # run folders are <root>/<name>
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Config:
+    """The whole experiment. Sections are owned by the library they configure."""
+
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    env: RobodeskConfig = dataclasses.field(default_factory=RobodeskConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.root) / self.run.name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with type checks.
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks `value` against the annotation `tp` and returns it converted (lists to tuples, ints to floats)."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(f"config key '{key}' has value {value!r}, which is none of {_type_name(tp)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"config key '{key}' must be one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"config key '{key}' must have {len(args)} entries, got {len(value)}: {value!r}")
+            items = [_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        key_tp, value_tp = get_args(tp) or (Any, Any)
+        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}' has an annotation this loader does not handle: {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Builds dataclass `cls` from `data`, starting from its defaults. Unknown keys raise, naming the dotted key."""
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key '{key}' (known keys here: {known})")
+        kwargs[name] = _coerce(value, hints[name], key)
+    try:
+        instance = cls(**kwargs)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"invalid config section '{prefix or cls.__name__}': {error}") from error
+    return instance
+
+
+def merge(cfg: Any, data: dict[str, Any], prefix: str = "") -> Any:
+    """Returns a copy of dataclass `cfg` with the (possibly nested) values of `data` applied on top."""
+    hints = get_type_hints(type(cfg))
+    fields = {f.name for f in dataclasses.fields(cfg) if f.init}
+    updates = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields:
+            raise ConfigError(f"unknown config key '{key}' (known keys here: {', '.join(sorted(fields))})")
+        current = getattr(cfg, name)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            updates[name] = merge(current, value, prefix=key)
+        else:
+            updates[name] = _coerce(value, hints[name], key)
+    try:
+        return dataclasses.replace(cfg, **updates)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"invalid config section '{prefix or type(cfg).__name__}': {error}") from error
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML and JSON."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files and overrides.
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(tokens: list[str]) -> dict[str, Any]:
+    """`['--explore.steps', '1000', '--env.task=open_slide']` -> nested dict. Values are parsed as YAML scalars."""
+    data: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise ConfigError(f"expected a config override like --section.key VALUE, got {token!r}")
+        if "=" in token:
+            key, raw = token[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(tokens):
+                raise ConfigError(f"config override {token} has no value")
+            key, raw = token[2:], tokens[i + 1]
+            i += 2
+        if "." not in key:
+            raise ConfigError(f"config override --{key} must name a section and a key, e.g. --run.seed 3")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config override --{key} conflicts with another override")
+        node[parts[-1]] = value
+    return data
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """The dataclass defaults, then the YAML file (the embedded default when `path` is None), then overrides."""
+    cfg = Config()
+    data = read_yaml(DEFAULT_CONFIG if path is None else path)
+    try:
+        cfg = merge(cfg, data)
+    except ConfigError as error:
+        raise ConfigError(f"{path or DEFAULT_CONFIG}: {error}") from error
+    if overrides:
+        cfg = merge(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    return cfg
+
+
+def save(cfg: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
