@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from sensei_jax.envs.robodesk.config import RobodeskConfig
+from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -41,6 +42,10 @@ class Config:
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     env: RobodeskConfig = dataclasses.field(default_factory=RobodeskConfig)
+    collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
+    pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
 
     @property
     def run_dir(self) -> Path:
