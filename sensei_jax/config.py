@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from sensei_jax.dreamer.explore_config import ExploreConfig
 from sensei_jax.envs.robodesk.config import RobodeskConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
 
@@ -42,6 +43,7 @@ class Config:
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     env: RobodeskConfig = dataclasses.field(default_factory=RobodeskConfig)
+    explore: ExploreConfig = dataclasses.field(default_factory=ExploreConfig)
     collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
     pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)

@@ -1,0 +1,74 @@
+"""Configuration of SENSEI exploration (the `explore` section of a run config).
+
+Kept free of JAX imports so that reading a config stays fast. Defaults are SENSEI's Robodesk settings
+(`robodesk_sensei` in the reference): Plan2Explore ensemble of 8 MLPs of 3x640, semantic reward clipped to +-200,
+go/explore switch at the 0.75 quantile of the semantic reward, weights go {semantic 1, disagreement 0} and explore
+{semantic 0.1, disagreement 1}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+BEHAVIOURS = ("sensei", "p2x", "motif")
+SOURCES = ("semantic", "disagreement")
+
+
+@dataclasses.dataclass
+class ExploreConfig:
+    # sensei: semantic + disagreement with the go/explore switch; p2x: disagreement only; motif: semantic only.
+    behaviour: Literal["sensei", "p2x", "motif"] = "sensei"
+    steps: int = 250_000  # policy steps of exploration (SENSEI's runs: 250K, i.e. 500K env steps at repeat 2)
+    reward_model: str | None = None  # directory of the distilled reward model; the pipeline uses <run>/distill
+    semantic_clip: float = 200.0  # the raw reward-model output is clipped to [-clip, clip], as SENSEI does
+    semantic_head_scale: float = 1.0  # loss scale of the semantic head (trained on stop-gradient features)
+    task_heads: tuple[str, ...] = ("open_drawer", "open_slide", "push_red", "push_green", "push_blue",
+                                   "lift_ball", "lift_upright_block", "lift_flat_block")
+    task_head_scale: float = 1.0  # loss scale of the sparse task-success heads (stop-gradient features)
+
+    # Plan2Explore disagreement ensemble (SENSEI: 8 MLPs of 3x640, Adam lr 1e-4, eps 1e-5, clip 100).
+    ensemble_size: int = 8
+    ensemble_units: int = 640
+    ensemble_layers: int = 3
+    ensemble_lr: float = 1e-4
+    ensemble_eps: float = 1e-5
+    ensemble_clip: float = 100.0
+
+    # The go/explore switch. `paper`: per imagined state, the semantic reward against the EMA of its k-th quantile.
+    # `code`: the reference code's form, the semantic lambda-return against max(1, EMA(P_k) - EMA(P_low)).
+    threshold: Literal["paper", "code"] = "paper"
+    quantile: float = 0.75  # k; SENSEI uses 0.75 for Robodesk
+    low_quantile: float = 0.05  # only used by the `code` form
+    threshold_decay: float = 0.99  # EMA decay of the quantile estimates
+    code_min_threshold: float = 1.0  # the `code` form's floor, max(1, ...)
+    go_weights: tuple[float, float] = (1.0, 0.0)  # (semantic, disagreement) where semantic < threshold
+    explore_weights: tuple[float, float] = (0.1, 1.0)  # (semantic, disagreement) where semantic >= threshold
+    # The actor's advantage is sum_k w_k * adv_k / denominator. The reference divides by a fixed 1.1 (the sum of
+    # its configured scales); None uses the sum of `explore_weights`.
+    advantage_denominator: float | None = None
+
+    # Downstream transfer (task policy trained in imagination on a task head of an exploration checkpoint).
+    transfer_steps: int = 10_000
+    transfer_eval_episodes: int = 10
+
+    def __post_init__(self):
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"explore.quantile must be in (0, 1), got {self.quantile}")
+        if not 0.0 <= self.low_quantile < self.quantile:
+            raise ValueError(f"explore.low_quantile must be in [0, quantile), got {self.low_quantile}")
+        if not 0.0 <= self.threshold_decay < 1.0:
+            raise ValueError(f"explore.threshold_decay must be in [0, 1), got {self.threshold_decay}")
+        if self.ensemble_size < 2:
+            raise ValueError(f"explore.ensemble_size must be >= 2 to measure disagreement, got {self.ensemble_size}")
+        if self.semantic_clip <= 0:
+            raise ValueError(f"explore.semantic_clip must be positive, got {self.semantic_clip}")
+        if self.steps < 0:
+            raise ValueError(f"explore.steps must be >= 0, got {self.steps}")
+        if self.advantage_denominator is not None and self.advantage_denominator <= 0:
+            raise ValueError(f"explore.advantage_denominator must be positive, got {self.advantage_denominator}")
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The intrinsic reward sources this behaviour optimizes, each with its own critic."""
+        return {"sensei": SOURCES, "p2x": ("disagreement",), "motif": ("semantic",)}[self.behaviour]

@@ -1,0 +1,132 @@
+"""Plan2Explore ensemble and the go/explore switch, on tiny sizes."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sensei_jax import config as config_lib
+from sensei_jax.dreamer import plan2explore
+from sensei_jax.dreamer.explore_config import ExploreConfig
+from sensei_jax.dreamer.sensei import GoExploreSwitch, clip_semantic
+
+CELLS = 16
+
+
+def grid_transitions(positions: np.ndarray, actions: np.ndarray):
+    """A 1-D grid walker: state one-hot over CELLS cells, action in {-1, +1} moves one cell (clipped)."""
+    nxt = np.clip(positions + actions, 0, CELLS - 1)
+    eye = np.eye(CELLS, dtype=np.float32)
+    deter = np.stack([positions / CELLS, np.ones_like(positions, dtype=np.float64)], -1).astype(np.float32)
+    return deter, eye[positions], actions[:, None].astype(np.float32), eye[nxt]
+
+
+def test_ensemble_shapes_and_member_axis():
+    model = plan2explore.DisagreementEnsemble(4, 6, 2, members=5, units=8, layers=2, rngs=nnx.Rngs(0))
+    x = jnp.ones((3, 7, 4)), jnp.ones((3, 7, 6)), jnp.ones((3, 7, 2))
+    assert model(*x).shape == (5, 3, 7, 6)
+    assert model.disagreement(*x).shape == (3, 7)
+    assert model.out.kernel[...].shape == (5, 8, 6)  # stacked member weights, no per-member modules
+    # Members differ only by initialization: different predictions on the same input.
+    predictions = model(*x)
+    assert float(jnp.abs(predictions[0] - predictions[1]).max()) > 1e-3
+
+
+def test_disagreement_higher_on_unseen_transitions():
+    cfg = ExploreConfig(ensemble_size=8, ensemble_units=64, ensemble_layers=2, ensemble_lr=3e-3)
+    model, optimizer = plan2explore.create(cfg, deter_size=2, stoch_size=CELLS, action_size=1,
+                                           key=jax.random.key(0))
+    rng = np.random.default_rng(0)
+    # Training data only visits the left half of the grid.
+    seen_pos = rng.integers(0, CELLS // 2, 512)
+    seen_act = rng.choice([-1, 1], 512)
+    seen = [jnp.asarray(a) for a in grid_transitions(seen_pos, seen_act)]
+    unseen_pos = rng.integers(CELLS // 2 + 1, CELLS, 256)
+    unseen = [jnp.asarray(a) for a in grid_transitions(unseen_pos, rng.choice([-1, 1], 256))]
+
+    step = nnx.jit(plan2explore.train_step)
+    first = step(model, optimizer, *seen)
+    for _ in range(300):
+        metrics = step(model, optimizer, *seen)
+    assert float(metrics["p2e/loss"]) < 0.2 * float(first["p2e/loss"])
+    seen_disag = float(model.disagreement(*seen[:3]).mean())
+    unseen_disag = float(model.disagreement(*unseen[:3]).mean())
+    assert unseen_disag > 3 * seen_disag, (seen_disag, unseen_disag)
+
+
+def test_shift_transitions_aligns_next_latent():
+    deter, stoch, action = jnp.zeros((2, 5, 3)), jnp.arange(10.0).reshape(2, 5, 1), jnp.zeros((2, 5, 1))
+    d, s, a, target = plan2explore.shift_transitions(deter, stoch, action)
+    assert d.shape == (2, 4, 3) and a.shape == (2, 4, 1)
+    np.testing.assert_array_equal(np.asarray(target - s), 1.0)
+
+
+@pytest.mark.parametrize("form", ["paper", "code"])
+def test_switch_picks_mode_per_state(form):
+    cfg = ExploreConfig(threshold=form, threshold_decay=0.0)  # decay 0: the threshold is this batch's quantile
+    switch = GoExploreSwitch(cfg)
+    # 8 imagined states; rewards and returns rise together. Top quarter (>= 0.75 quantile) must explore.
+    reward = jnp.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    ret = reward * 4.0  # code form: threshold = max(1, P75 - P5) of returns = 28*.75 - 28*.05 = 19.6
+    weights, metrics = switch(reward, ret)
+    if form == "paper":
+        explore = reward >= jnp.quantile(reward, 0.75)
+    else:
+        explore = ret >= max(1.0, float(jnp.quantile(ret, 0.75) - jnp.quantile(ret, 0.05)))
+    expected_sem = np.where(explore, 0.1, 1.0)
+    expected_dis = np.where(explore, 1.0, 0.0)
+    np.testing.assert_allclose(np.asarray(weights["semantic"]), expected_sem)
+    np.testing.assert_allclose(np.asarray(weights["disagreement"]), expected_dis)
+    assert 0 < int(explore.sum()) < 8
+    np.testing.assert_allclose(float(metrics["sensei/explore_fraction"]), float(explore.mean()))
+    np.testing.assert_allclose(float(metrics["sensei/go_fraction"]), 1 - float(explore.mean()))
+    mixed = switch.mix({"semantic": jnp.ones(8), "disagreement": 2 * jnp.ones(8)}, weights)
+    np.testing.assert_allclose(np.asarray(mixed), (expected_sem + 2 * expected_dis) / 1.1, rtol=1e-6)
+
+
+def test_switch_forms_disagree_where_they_should():
+    # Small semantic returns: the code form's floor max(1, .) keeps every state in "go"; the paper form still
+    # sends its top quantile exploring.
+    reward = jnp.linspace(0.0, 0.1, 20)
+    for form, expect_explore in (("paper", True), ("code", False)):
+        switch = GoExploreSwitch(ExploreConfig(threshold=form, threshold_decay=0.0))
+        _, metrics = switch(reward, reward)
+        assert (float(metrics["sensei/explore_fraction"]) > 0) == expect_explore, form
+
+
+def test_switch_threshold_tracks_ema():
+    switch = GoExploreSwitch(ExploreConfig(threshold="paper", threshold_decay=0.9))
+    for _ in range(3):
+        switch(jnp.arange(101.0), jnp.zeros(101))
+    # Debiased EMA of a constant quantile is that quantile.
+    np.testing.assert_allclose(float(switch.threshold()), 75.0, rtol=1e-5)
+    switch(jnp.arange(101.0) + 100.0, jnp.zeros(101))
+    assert 75.0 < float(switch.threshold()) < 175.0
+    # Without update the threshold is left alone.
+    before = float(switch.threshold())
+    switch(jnp.arange(101.0) + 1000.0, jnp.zeros(101), update=False)
+    assert float(switch.threshold()) == before
+
+
+def test_fixed_behaviours_and_clip():
+    reward = jnp.array([-500.0, 0.0, 500.0])
+    np.testing.assert_array_equal(np.asarray(clip_semantic(reward, 200.0)), [-200.0, 0.0, 200.0])
+    weights, metrics = GoExploreSwitch(ExploreConfig(behaviour="p2x"))(reward, reward)
+    np.testing.assert_array_equal(np.asarray(weights["disagreement"]), 1.0)
+    np.testing.assert_array_equal(np.asarray(weights["semantic"]), 0.0)
+    assert float(metrics["sensei/explore_fraction"]) == 1.0
+    switch = GoExploreSwitch(ExploreConfig(behaviour="motif"))
+    assert switch.sources == ("semantic",) and switch.denominator == 1.0
+
+
+def test_explore_config_section_and_validation():
+    cfg = config_lib.load(None, ["--explore.steps", "1000", "--explore.behaviour", "p2x"])
+    assert cfg.explore.steps == 1000 and cfg.explore.sources == ("disagreement",)
+    with pytest.raises(config_lib.ConfigError, match="quantile"):
+        config_lib.load(None, ["--explore.quantile", "1.5"])
+    with pytest.raises(config_lib.ConfigError, match="behaviour"):
+        config_lib.load(None, ["--explore.behaviour", "rnd"])
+    assert dataclasses.asdict(ExploreConfig())["explore_weights"] == (0.1, 1.0)
