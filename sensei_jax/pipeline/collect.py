@@ -1,0 +1,265 @@
+"""Stage `collect`: exploration rollouts with the vectorized Robodesk env, stored as frames and simulator states.
+
+SENSEI drew its annotation pairs from the replay of Plan2Explore runs (3.2M transitions). Here the policy is a
+smooth random walk in action space (`collect.policy: random`), which already reaches the objects on a desk this
+small; every step of every world is stored so that the pair sampler can re-render any frame later.
+
+Writes `run_dir/collect/`:
+
+    chunk_00000.npz ...   one file per `collect.chunk_steps` policy steps of all worlds (written atomically):
+        image        uint8   [T, B, H, W, 3]  the agent's observation
+        state        float32 [T, B, S]        env.physics_state, enough to restore and re-render the frame
+        interaction  bool    [T, B, 8]        per-object interaction flags (INTERACTION_NAMES order)
+        success      bool    [T, B, K]        per-task success flags (success_names in meta.json)
+        reward       float32 [T, B]
+        done         bool    [T, B]
+        episode_step int32   [T, B]
+        distance     float32 [T, B, D]        gripper distance to each target (DISTANCE_NAMES order)
+        drawer_qpos  float32 [T, B]
+        stack_error  float32 [T, B]           distance of the upright block from "stacked on the flat block"
+    carry_00000.npz ...   the env state, action and step after each chunk, so a killed run resumes exactly
+    meta.json             sizes, names, num_chunks, steps/s
+
+A chunk is the unit of resumption: the stage restarts after the last complete chunk, from the saved carry, and the
+per-step random keys depend only on (seed, chunk, step), so a resumed collection equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sensei_jax import io, progress
+from sensei_jax.config import Config
+from sensei_jax.pipeline import rundir
+
+INTERACTION_NAMES = ("drawer", "slide", "red_button", "green_button", "blue_button", "ball", "upright_block",
+                     "flat_block")
+# Targets whose proximity to the gripper SENSEI's heuristic counts (sensei_motif.md §1).
+DISTANCE_NAMES = ("ball", "upright_block", "flat_block", "drawer_handle", "slide_handle")
+CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "episode_step", "distance", "drawer_qpos",
+              "stack_error")
+STACK_OFFSET = (0.0, 0.0, 0.0377804)  # upright block centre above the flat block's when stacked (Robodesk)
+
+
+def make_env(cfg: Config):
+    from sensei_jax.envs.robodesk import Robodesk
+
+    return Robodesk.from_config(cfg.env)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What is stored per step.
+
+
+def step_record(env, state) -> dict[str, jax.Array]:
+    """Everything stored for one world at one step (shapes without the [T, B] prefix)."""
+    flags = state.info["interaction_flags"]
+    success = state.info["success"]
+    ee = state.obs["end_effector"]
+    targets = {name: env.target_position(state, name) for name in DISTANCE_NAMES}
+    distance = jnp.stack([jnp.linalg.norm(ee - targets[name]) for name in DISTANCE_NAMES])
+    stack_error = jnp.linalg.norm(targets["upright_block"] - targets["flat_block"] - jnp.asarray(STACK_OFFSET))
+    return {
+        "image": state.obs["image"].astype(jnp.uint8),
+        "state": env.physics_state(state).astype(jnp.float32),
+        "interaction": jnp.stack([jnp.asarray(flags[name], bool) for name in INTERACTION_NAMES]),
+        "success": jnp.stack([jnp.asarray(success[name], bool) for name in sorted(success)]),
+        "reward": jnp.asarray(state.reward, jnp.float32),
+        "done": jnp.asarray(state.done, bool),
+        "episode_step": jnp.asarray(state.info["episode_step"], jnp.int32),
+        "distance": distance.astype(jnp.float32),
+        "drawer_qpos": jnp.asarray(env.joint_position(state, "drawer"), jnp.float32),
+        "stack_error": stack_error.astype(jnp.float32),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The random-walk policy and the compiled step.
+
+
+def build_step(env, action_smoothing: float):
+    """One policy step of all worlds: (states [B], actions f32 [B, A], key) -> (states, actions, records)."""
+    step_one = jax.vmap(env.step)
+    record_all = jax.vmap(lambda s: step_record(env, s))
+
+    @jax.jit
+    def step(states, actions, key):
+        target = jax.random.uniform(key, actions.shape, minval=-1.0, maxval=1.0)
+        actions = (1.0 - action_smoothing) * actions + action_smoothing * target
+        states = step_one(states, actions)
+        return states, actions, record_all(states)
+
+    return step
+
+
+def _chunk_path(directory: Path, index: int) -> Path:
+    return directory / f"chunk_{index:05d}.npz"
+
+
+def _carry_path(directory: Path, index: int) -> Path:
+    return directory / f"carry_{index:05d}.npz"
+
+
+def _save_carry(path: Path, states, actions) -> None:
+    leaves = jax.tree.leaves(states)
+    io.write_npz(path, actions=np.asarray(actions), **{f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
+
+
+def _load_carry(path: Path, like_states):
+    """Restores the env states and actions saved by `_save_carry`, checked leaf by leaf against `like_states`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as error:
+        raise rundir.StageError(f"cannot read the collection carry {path} (corrupt?): {error}; delete it and the "
+                                "chunk after it to redo that chunk") from error
+    leaves, treedef = jax.tree.flatten(like_states)
+    restored = []
+    for i, like in enumerate(leaves):
+        key = f"leaf_{i:04d}"
+        if key not in arrays or arrays[key].shape != np.shape(like):
+            raise rundir.StageError(f"{path} does not match this env's state ({key}); it was written by another "
+                                    "config or version: rerun with --force collect")
+        restored.append(jnp.asarray(arrays[key], dtype=like.dtype))
+    return jax.tree.unflatten(treedef, restored), jnp.asarray(arrays["actions"])
+
+
+def _complete_chunks(directory: Path) -> int:
+    """How many leading chunks (and their carries) exist; both files are written atomically, chunk first."""
+    count = 0
+    while _chunk_path(directory, count).exists() and _carry_path(directory, count).exists():
+        count += 1
+    return count
+
+
+def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    out = Path(run_dir) / "collect"
+    out.mkdir(parents=True, exist_ok=True)
+    env = make_env(cfg)
+    num_envs = cfg.env.num_envs
+    chunk_steps = cfg.collect.chunk_steps
+    num_chunks = -(-cfg.collect.steps // chunk_steps)
+    seed_key = jax.random.fold_in(jax.random.key(cfg.run.seed), 1)  # stream 1: collection
+
+    states = jax.vmap(env.reset)(jax.random.split(jax.random.fold_in(seed_key, 0), num_envs))
+    actions = jnp.zeros((num_envs, env.action_size), jnp.float32)
+    done_chunks = _complete_chunks(out)
+    if done_chunks:
+        states, actions = _load_carry(_carry_path(out, done_chunks - 1), states)
+    step = build_step(env, cfg.collect.action_smoothing)
+
+    total = num_chunks * chunk_steps * num_envs
+    bar = progress.bar(total, desc="collect", unit="env step", initial=done_chunks * chunk_steps * num_envs)
+    start, stepped = time.time(), 0
+    record_shapes = None
+    for chunk in range(done_chunks, num_chunks):
+        chunk_key = jax.random.fold_in(seed_key, chunk + 1)
+        rows: list[dict[str, np.ndarray]] = []
+        for t in range(chunk_steps):
+            states, actions, record = step(states, actions, jax.random.fold_in(chunk_key, t))
+            rows.append(jax.device_get(record))
+            bar.update(num_envs)
+            stepped += num_envs
+        chunk_data = {k: np.stack([row[k] for row in rows]) for k in CHUNK_KEYS}
+        record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
+        io.write_npz(_chunk_path(out, chunk), **chunk_data)
+        _save_carry(_carry_path(out, chunk), states, actions)
+        bar.set_postfix(chunk=f"{chunk + 1}/{num_chunks}")
+    bar.close()
+    seconds = time.time() - start
+
+    meta = {"num_chunks": num_chunks, "chunk_steps": chunk_steps, "num_envs": num_envs, "policy": cfg.collect.policy,
+            "interaction_names": list(INTERACTION_NAMES), "distance_names": list(DISTANCE_NAMES),
+            "success_names": sorted(env.success_names) if hasattr(env, "success_names") else None,
+            "image_size": cfg.env.image_size, "camera": cfg.env.camera}
+    if record_shapes is None:
+        record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0).items()}
+    meta["chunk_shapes"] = record_shapes
+    if stepped:
+        meta["env_steps_per_second"] = stepped / max(seconds, 1e-9)
+    io.write_json(out / "meta.json", meta)
+    transitions = num_chunks * chunk_steps * num_envs
+    interactions = interaction_totals(out)
+    return {"transitions": transitions, "env_steps_per_second": round(meta.get("env_steps_per_second", 0.0), 1),
+            "interactions": interactions}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading a collection back (used by pairs, evaluate and report).
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / "meta.json"
+    if not path.is_file():
+        raise rundir.StageError(f"the collection in {directory} is incomplete: {path} is missing (rerun the collect "
+                                "stage; it resumes from its last chunk)")
+    try:
+        meta = io.read_json(path)
+    except ValueError as error:
+        raise rundir.StageError(f"{path} is corrupt: {error}") from error
+    return meta
+
+
+def load_chunk(directory: Path, index: int, keys: tuple[str, ...] = CHUNK_KEYS) -> dict[str, np.ndarray]:
+    """Arrays of chunk `index` ([T, B, ...]); a missing key or unreadable file is a StageError naming the file."""
+    path = _chunk_path(Path(directory), index)
+    if not path.is_file():
+        raise rundir.StageError(f"collected chunk {path} is missing: rerun the collect stage")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise rundir.StageError(f"collected chunk {path} lacks {missing}: rerun with --force collect")
+            return {k: data[k] for k in keys}
+    except (ValueError, OSError, EOFError, KeyError) as error:
+        raise rundir.StageError(f"collected chunk {path} is corrupt or truncated ({error}): delete it and rerun the "
+                                "collect stage") from error
+
+
+def load_collection(directory: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """`keys` of all chunks, flattened time-major to [N = chunks * T * B, ...] plus `world` and `time` indices."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for index in range(meta["num_chunks"]):
+        chunk = load_chunk(directory, index, keys)
+        for k in keys:
+            expected = meta["chunk_shapes"][k]
+            if list(chunk[k].shape) != expected:
+                raise rundir.StageError(f"{_chunk_path(directory, index)}: '{k}' has shape {list(chunk[k].shape)}, "
+                                        f"expected {expected} (truncated or from another config)")
+            parts[k].append(chunk[k])
+    out = {k: np.concatenate(v, axis=0) for k, v in parts.items()}  # [C*T, B, ...]
+    steps, worlds = next(iter(out.values())).shape[:2]
+    out = {k: v.reshape(steps * worlds, *v.shape[2:]) for k, v in out.items()}
+    out["time"] = np.repeat(np.arange(steps), worlds)
+    out["world"] = np.tile(np.arange(worlds), steps)
+    return out
+
+
+def interaction_totals(directory: Path) -> dict[str, int]:
+    flags = load_collection(directory, ("interaction",))["interaction"]
+    return {name: int(flags[:, i].sum()) for i, name in enumerate(INTERACTION_NAMES)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI.
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="redo this stage even if it is done (later stages of the run are forgotten too)")
+
+
+def main(args: argparse.Namespace, cfg: Config) -> int:
+    summary = rundir.run_single_stage("collect", cfg, run_stage, force=["collect"] if args.force else [])
+    print(f"collected {summary['transitions']} transitions ({summary['env_steps_per_second']} env steps/s) in "
+          f"{cfg.run_dir / 'collect'}; interactions {summary['interactions']}")
+    return 0

@@ -1,0 +1,186 @@
+"""Stage `pairs`: sample image pairs from the collection and re-render them for the annotator.
+
+SENSEI's heuristic (sensei_motif.md §1): a state is *interesting* when an object moves (|qvel| > 0.02), the gripper
+is within 0.145 m of the ball, a block or a handle, the drawer is open or the blocks are stacked. "Very good" states
+are interesting with the gripper nearer than 0.122 m to a target; "very bad" ones are not interesting with the
+targets far away (mean distance > 0.65, closest > 0.45). A contrastive pair is one good and one bad frame with the
+good one in a random slot; that slot is its ground-truth label. Uniform pairs are two random frames, labelled by
+the continuous interestingness score (ties when equal). Tiny collections may hold no strictly good or bad frames;
+then the top and bottom `pairs.fallback_quantile` of the score stand in, and the summary says so.
+
+The chosen frames are restored from their simulator states and rendered again at the annotator's resolution and
+camera (SENSEI: 224x224, "right"), then written into a `PairDataset` in `run_dir/pairs`, with the ground truth
+under the name `ground_truth` and the source frame indices as the extra array `source_index` [N, 2].
+Resumable: the pair plan is fixed first (`plan.npz`), and rendering continues after the last flushed batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sensei_jax import io, progress
+from sensei_jax.config import Config
+from sensei_jax.pipeline import collect, rundir
+from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
+
+CONTRASTIVE, UNIFORM = 0, 1
+
+
+def interest(features: dict[str, np.ndarray], cfg) -> dict[str, np.ndarray]:
+    """SENSEI's heuristic on collected frames.
+
+    features: `interaction` bool [N, 8], `distance` f32 [N, D], `drawer_qpos` f32 [N], `stack_error` f32 [N].
+    Returns bool [N] `interesting`, `good`, `bad` and float32 [N] `score` (higher = more interesting).
+    """
+    distance = features["distance"]
+    closest = distance.min(axis=1)
+    interesting = (features["interaction"].any(axis=1) | (closest < cfg.near_distance)
+                   | (features["drawer_qpos"] < cfg.drawer_open) | (features["stack_error"] < 0.04))
+    good = interesting & (closest < cfg.very_near_distance)
+    bad = ~interesting & (distance.mean(axis=1) > cfg.far_mean_distance) & (closest > cfg.far_min_distance)
+    # Continuous version for ranking: interacting frames first, then by proximity of the gripper to a target.
+    score = (interesting.astype(np.float32) + features["interaction"].sum(axis=1).astype(np.float32)
+             + np.exp(-closest / 0.1).astype(np.float32))
+    return {"interesting": interesting, "good": good, "bad": bad, "score": score.astype(np.float32)}
+
+
+def plan_pairs(labels: dict[str, np.ndarray], cfg, key: np.random.Generator) -> dict[str, Any]:
+    """Chooses pairs of frame indices. Returns `index` int64 [N, 2], `ground_truth` int8 [N], `kind` int8 [N]."""
+    score = labels["score"]
+    num = len(score)
+    good, bad = np.flatnonzero(labels["good"]), np.flatnonzero(labels["bad"])
+    fallback = len(good) == 0 or len(bad) == 0
+    if fallback:
+        order = np.argsort(score, kind="stable")
+        cut = max(1, int(cfg.fallback_quantile * num))
+        bad, good = order[:cut], order[num - cut:]
+    pieces_index, pieces_label, pieces_kind = [], [], []
+    if cfg.contrastive:
+        g = key.choice(good, cfg.contrastive)
+        b = key.choice(bad, cfg.contrastive)
+        slot = key.integers(0, 2, cfg.contrastive)  # where the interesting frame goes; it is also the label
+        index = np.where(slot[:, None] == 0, np.stack([g, b], 1), np.stack([b, g], 1))
+        pieces_index.append(index)
+        pieces_label.append(slot.astype(np.int8))
+        pieces_kind.append(np.full(cfg.contrastive, CONTRASTIVE, np.int8))
+    if cfg.uniform:
+        first = key.integers(0, num, cfg.uniform)
+        second = (first + key.integers(1, max(num, 2), cfg.uniform)) % num  # never the same frame
+        a, b = score[first], score[second]
+        label = np.where(a > b, 0, np.where(b > a, 1, 2)).astype(np.int8)
+        pieces_index.append(np.stack([first, second], 1))
+        pieces_label.append(label)
+        pieces_kind.append(np.full(cfg.uniform, UNIFORM, np.int8))
+    return {"index": np.concatenate(pieces_index).astype(np.int64),
+            "ground_truth": np.concatenate(pieces_label), "kind": np.concatenate(pieces_kind),
+            "fallback": fallback, "num_good": int(labels["good"].sum()), "num_bad": int(labels["bad"].sum())}
+
+
+def render_settings(cfg: Config) -> tuple[int, str]:
+    """(image size, camera) of the pair images: `pairs.*`, else the annotator's resolution, else the env's."""
+    size = cfg.pairs.image_size
+    if size is None:
+        vlm = getattr(cfg, "vlm", None)
+        size = getattr(vlm, "image_size", None) or cfg.env.image_size
+    return int(size), cfg.pairs.camera or cfg.env.camera
+
+
+def build_renderer(env, camera: str, size: int):
+    """Compiled: physics states f32 [B, S] -> uint8 [B, size, size, 3]."""
+    return jax.jit(jax.vmap(lambda physics: env.render(env.restore(physics), camera, size)))
+
+
+def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    out = run_dir / "pairs"
+    out.mkdir(parents=True, exist_ok=True)
+    source = run_dir / "collect"
+    features = collect.load_collection(source, ("state", "interaction", "distance", "drawer_qpos", "stack_error"))
+    size, camera = render_settings(cfg)
+
+    plan_path = out / "plan.npz"
+    if plan_path.is_file():
+        try:
+            with np.load(plan_path, allow_pickle=False) as data:
+                plan = {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError) as error:
+            raise rundir.StageError(f"{plan_path} is corrupt ({error}); rerun with --force pairs") from error
+    else:
+        labels = interest(features, cfg.pairs)
+        raw = plan_pairs(labels, cfg.pairs, np.random.default_rng([cfg.run.seed, 2]))
+        plan = {k: np.asarray(v) for k, v in raw.items()}
+        io.write_npz(plan_path, **plan)
+    index = plan["index"]
+    num_pairs = len(index)
+    states = features["state"]
+    if index.max() >= len(states):
+        raise rundir.StageError(f"{plan_path} refers to frame {int(index.max())}, but {source} holds {len(states)}; "
+                                "rerun with --force pairs")
+
+    dataset_dir = out  # the PairDataset lives directly in run_dir/pairs (plan.npz beside it)
+    expected_shape = (size, size, 3)
+    dataset = None
+    if (dataset_dir / "meta.json").is_file():
+        try:
+            dataset = PairDataset.open(dataset_dir, writable=True)
+            if len(dataset) != num_pairs or dataset.image_shape != expected_shape:
+                dataset = None  # written by another config: start over
+        except DatasetError:
+            dataset = None
+    if dataset is None:
+        dataset = PairDataset.create(dataset_dir, num_pairs, image_shape=expected_shape,
+                                     state_size=states.shape[-1], overwrite=True)
+
+    env = collect.make_env(cfg)
+    render = build_renderer(env, camera, size)
+    batch = cfg.pairs.render_batch
+    bar = progress.bar(num_pairs, desc="pairs (render)", unit="pair", initial=dataset.num_written)
+    for start in range(dataset.num_written, num_pairs, batch):
+        stop = min(start + batch, num_pairs)
+        pair_states = states[index[start:stop]]  # [b, 2, S]
+        flat = pair_states.reshape(-1, pair_states.shape[-1])
+        padded = np.concatenate([flat, np.repeat(flat[-1:], 2 * batch - len(flat), 0)]) if len(flat) < 2 * batch \
+            else flat  # one compiled shape
+        frames = np.asarray(render(jnp.asarray(padded)))[: len(flat)]
+        dataset.images[start:stop] = frames.reshape(stop - start, 2, *expected_shape)
+        dataset.states[start:stop] = pair_states
+        dataset.flush(num_written=stop)
+        bar.update(stop - start)
+    bar.close()
+    dataset.save_preferences(GROUND_TRUTH, plan["ground_truth"])
+    dataset.save_array("source_index", index)
+    dataset.save_array("kind", plan["kind"])
+    counts = dataset.label_counts(GROUND_TRUTH)
+    return {"pairs": num_pairs, "contrastive": int((plan["kind"] == CONTRASTIVE).sum()),
+            "uniform": int((plan["kind"] == UNIFORM).sum()), "image_size": size, "camera": camera,
+            "fallback_quantile_used": bool(plan["fallback"]), "good_frames": int(plan["num_good"]),
+            "bad_frames": int(plan["num_bad"]), "ground_truth": counts, "dataset": str(dataset_dir)}
+
+
+def open_dataset(run_dir: Path) -> PairDataset:
+    """The run's pair dataset, validated and complete (for annotate, distill and report)."""
+    path = Path(run_dir) / "pairs"
+    try:
+        dataset = PairDataset.open(path)
+        dataset.require_complete()
+    except DatasetError as error:
+        raise rundir.StageError(str(error)) from error
+    return dataset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="redo this stage even if it is done (later stages of the run are forgotten too)")
+
+
+def main(args: argparse.Namespace, cfg: Config) -> int:
+    summary = rundir.run_single_stage("pairs", cfg, run_stage, force=["pairs"] if args.force else [])
+    print(f"{summary['pairs']} pairs at {summary['image_size']}px ({summary['camera']} camera) in "
+          f"{summary['dataset']}; ground truth {summary['ground_truth']}")
+    return 0

@@ -1,0 +1,336 @@
+"""Stage `report`: `report.md` and PNG figures at the top of the run folder.
+
+Figures (each written only when its inputs exist, and the report says which are missing and why):
+
+    preferences.png     label distribution per annotator (first / second / tie / unknown), as the reference study's
+                        position-bias plot; agreement with the ground-truth labels of the pair sampler
+    reward_model.png    the reward model's validation accuracy and loss per epoch
+    interactions.png    interaction counts per object, SENSEI vs the disagreement-only baseline (and the random
+                        collection policy), in the format of the paper's Robodesk figure
+    success.png         success-step counts per task
+    learning_curves.png episode return and interactions per episode over exploration steps
+    frames.png          strips of frames from the most interesting collected episodes
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sensei_jax import io
+from sensei_jax.config import Config
+from sensei_jax.metrics import read_jsonl
+from sensei_jax.pipeline import collect, rundir
+from sensei_jax.reward.dataset import GROUND_TRUTH, LABEL_NAMES, DatasetError, PairDataset
+
+# The paper's Robodesk figure groups the three buttons into one bar.
+FIGURE_OBJECTS = (("drawer", ("drawer",)), ("slide", ("slide",)),
+                  ("buttons", ("red_button", "green_button", "blue_button")), ("ball", ("ball",)),
+                  ("upright block", ("upright_block",)), ("flat block", ("flat_block",)))
+METHOD_COLORS = {"sensei": "#d1495b", "p2x": "#00798c", "random": "#8d8d8d"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    tmp.replace(path)
+    _pyplot().close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures.
+
+
+def preference_figure(dataset: PairDataset, path: Path, dpi: int) -> dict[str, Any]:
+    """Bar chart of label fractions per annotator; returns counts and agreement with the ground truth."""
+    names = dataset.preference_names()
+    if not names:
+        return {}
+    truth = dataset.load_preferences(GROUND_TRUTH) if GROUND_TRUTH in names else None
+    stats: dict[str, Any] = {}
+    for name in names:
+        labels = dataset.load_preferences(name)
+        counts = np.bincount(labels, minlength=4)
+        entry: dict[str, Any] = {"counts": dict(zip(LABEL_NAMES, counts.tolist()))}
+        if truth is not None and name != GROUND_TRUTH:
+            entry["agreement"] = float(np.mean(labels == truth))
+            decided = labels <= 1
+            entry["agreement_decided"] = float(np.mean(labels[decided] == truth[decided])) if decided.any() else None
+        stats[name] = entry
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 3.2))
+    width = 0.8 / 4
+    x = np.arange(len(names))
+    for k, label in enumerate(LABEL_NAMES):
+        fractions = [stats[n]["counts"][label] / max(1, len(dataset)) for n in names]
+        ax.bar(x + (k - 1.5) * width, fractions, width, label=label)
+    ax.set_xticks(x, [n + (f"\nagree {stats[n]['agreement']:.0%}" if "agreement" in stats[n] else "") for n in names])
+    ax.set_ylabel("fraction of pairs")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Preference labels on {len(dataset)} pairs")
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    _save(fig, path, dpi)
+    return stats
+
+
+def distill_history(distill_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Validation (and train) curves from the distill stage's metrics.jsonl: name -> [(step, value)]."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(Path(distill_dir).rglob("metrics.jsonl")):
+        for row in read_jsonl(path):
+            for key, value in row.items():
+                if key in ("step", "time") or value is None:
+                    continue
+                lowered = key.lower()
+                if ("val" in lowered or "train" in lowered) and ("acc" in lowered or "loss" in lowered):
+                    curves.setdefault(key, []).append((int(row["step"]), float(value)))
+    return curves
+
+
+def reward_figure(curves: dict[str, list[tuple[int, float]]], path: Path, dpi: int) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, kind in zip(axes, ("acc", "loss")):
+        for key, points in sorted(curves.items()):
+            if kind in key.lower():
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o" if len(points) < 30 else None, ms=3, label=key)
+        ax.set_xlabel("step")
+        ax.set_title("accuracy (non-tie pairs)" if kind == "acc" else "Bradley-Terry loss")
+        ax.legend(fontsize=7)
+    _save(fig, path, dpi)
+
+
+def interaction_figure(runs: dict[str, dict[str, Any]], path: Path, dpi: int) -> None:
+    """Grouped bars: one group per object (buttons summed), one bar per method, as in SENSEI's Robodesk figure."""
+    plt = _pyplot()
+    methods = list(runs)
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(FIGURE_OBJECTS))
+    for m, method in enumerate(methods):
+        counts = runs[method]["interactions"]
+        values = [sum(counts.get(part, 0) for part in parts) for _, parts in FIGURE_OBJECTS]
+        label = f"{method} ({runs[method].get('steps', '?')} steps)"
+        ax.bar(x + (m - (len(methods) - 1) / 2) * width, values, width, label=label,
+               color=METHOD_COLORS.get(method.split()[0]))
+    ax.set_xticks(x, [name for name, _ in FIGURE_OBJECTS])
+    ax.set_ylabel("steps with interaction")
+    ax.set_title("Interactions per object during exploration")
+    ax.legend(fontsize=8)
+    _save(fig, path, dpi)
+
+
+def success_figure(runs: dict[str, dict[str, Any]], path: Path, dpi: int) -> None:
+    plt = _pyplot()
+    tasks = sorted({t for run in runs.values() for t in run.get("success", {})})
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(tasks) + 2), 3.2))
+    width = 0.8 / max(1, len(runs))
+    x = np.arange(len(tasks))
+    for m, (method, run) in enumerate(runs.items()):
+        values = [run.get("success", {}).get(t, 0) for t in tasks]
+        ax.bar(x + (m - (len(runs) - 1) / 2) * width, values, width, label=method,
+               color=METHOD_COLORS.get(method.split()[0]))
+    ax.set_xticks(x, tasks, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("steps in success state")
+    ax.set_title("Task success during exploration")
+    ax.legend(fontsize=8)
+    _save(fig, path, dpi)
+
+
+def learning_figure(curves: dict[str, dict[str, list[tuple[int, float]]]], path: Path, dpi: int) -> None:
+    """curves: method -> metric -> [(step, value)]."""
+    plt = _pyplot()
+    metrics = sorted({k for c in curves.values() for k in c})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for method, per_metric in curves.items():
+            if metric in per_metric and per_metric[metric]:
+                steps, values = zip(*per_metric[metric])
+                ax.plot(steps, values, label=method, color=METHOD_COLORS.get(method.split()[0]))
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("policy step")
+        ax.legend(fontsize=7)
+    _save(fig, path, dpi)
+
+
+def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int) -> list[dict[str, Any]]:
+    """The collected episodes with the most interaction steps, each with `num_frames` evenly spaced frames
+    (uint8 [F, H, W, 3]) chosen among its interacting steps when it has enough of them."""
+    meta = collect.read_meta(collect_dir)
+    episodes: list[dict[str, Any]] = []
+    for index in range(meta["num_chunks"]):
+        chunk = collect.load_chunk(collect_dir, index, ("interaction", "episode_step"))
+        flags = chunk["interaction"].any(-1)  # [T, B]
+        for world in range(flags.shape[1]):
+            # Episodes restart where the step counter goes back; chunks are cut at fixed steps, so an episode is
+            # identified per chunk (enough to pick a lively stretch of frames).
+            starts = np.flatnonzero(np.diff(chunk["episode_step"][:, world]) < 0) + 1
+            bounds = np.concatenate([[0], starts, [flags.shape[0]]])
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                if hi - lo >= num_frames:
+                    episodes.append({"chunk": index, "world": world, "start": int(lo), "stop": int(hi),
+                                     "interactions": int(flags[lo:hi, world].sum())})
+    episodes.sort(key=lambda e: -e["interactions"])
+    chosen = episodes[:num_episodes]
+    for episode in chosen:
+        chunk = collect.load_chunk(collect_dir, episode["chunk"], ("image", "interaction"))
+        lo, hi, world = episode["start"], episode["stop"], episode["world"]
+        active = np.flatnonzero(chunk["interaction"][lo:hi, world].any(-1)) + lo
+        pool = active if len(active) >= num_frames else np.arange(lo, hi)
+        picks = pool[np.linspace(0, len(pool) - 1, num_frames).round().astype(int)]
+        episode["steps"] = picks.tolist()
+        episode["frames"] = chunk["image"][picks, world]
+    return chosen
+
+
+def frames_figure(episodes: list[dict[str, Any]], path: Path, dpi: int) -> None:
+    plt = _pyplot()
+    rows, cols = len(episodes), len(episodes[0]["frames"])
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows), squeeze=False)
+    for r, episode in enumerate(episodes):
+        for c, frame in enumerate(episode["frames"]):
+            ax = axes[r][c]
+            ax.imshow(frame)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(f"{episode['interactions']} int.", fontsize=7)
+            ax.set_title(f"t={episode['steps'][c]}", fontsize=6)
+    fig.suptitle("Most interesting collected episodes (steps with object interaction)", fontsize=9)
+    _save(fig, path, dpi)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The stage.
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    run = rundir.RunDir(run_dir)
+    status = run.read_status()["stages"]
+    dpi = cfg.report.dpi
+    (run_dir / "report").mkdir(exist_ok=True)
+    written: list[str] = []
+    missing: list[str] = []
+    md = [f"# SENSEI run `{run_dir.name}`", "",
+          f"Config: `{run_dir / 'config.yaml'}`. Stages: "
+          + ", ".join(f"{s} {'done' if status.get(s, {}).get('state') == 'done' else 'not done'}"
+                      + (f" ({status[s]['seconds']:.0f} s)" if s in status else "") for s in rundir.STAGES[:-1])
+          + ".", ""]
+
+    # Collection.
+    collect_summary = (status.get("collect") or {}).get("summary") or {}
+    if collect_summary:
+        md += ["## Collection", "",
+               f"{collect_summary.get('transitions')} transitions with the `{cfg.collect.policy}` policy "
+               f"({collect_summary.get('env_steps_per_second')} env steps/s).", ""]
+
+    # Preferences.
+    try:
+        dataset = PairDataset.open(run_dir / "pairs")
+    except DatasetError as error:
+        dataset = None
+        missing.append(f"preferences.png: no pair dataset ({error})")
+    if dataset is not None:
+        stats = preference_figure(dataset, run_dir / "preferences.png", dpi)
+        if stats:
+            written.append("preferences.png")
+            rows = [[name, *[s["counts"][label] for label in LABEL_NAMES],
+                     f"{s['agreement']:.1%}" if "agreement" in s else "-"] for name, s in stats.items()]
+            contrastive = ((status.get("pairs") or {}).get("summary") or {}).get("contrastive", "?")
+            md += ["## Preference labels", "", f"{len(dataset)} pairs ({contrastive} contrastive). Agreement = same "
+                   "label as the pair sampler's ground truth.",
+                   "", _table(["annotator", *LABEL_NAMES, "agreement"], rows), "", "![](preferences.png)", ""]
+
+    # Reward model.
+    curves = distill_history(run_dir / "distill")
+    if curves:
+        reward_figure(curves, run_dir / "reward_model.png", dpi)
+        written.append("reward_model.png")
+        finals = {k: v[-1][1] for k, v in curves.items()}
+        md += ["## Reward model", "", "Final values: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(finals.items())),
+               "", "![](reward_model.png)", ""]
+    else:
+        missing.append("reward_model.png: no metrics.jsonl with validation accuracy/loss under distill/")
+
+    # Evaluation.
+    evaluation = None
+    if (run_dir / "evaluate" / "summary.json").is_file():
+        evaluation = io.read_json(run_dir / "evaluate" / "summary.json")
+    runs = (evaluation or {}).get("runs", {})
+    if runs:
+        interaction_figure(runs, run_dir / "interactions.png", dpi)
+        written.append("interactions.png")
+        header = ["method", "steps", *[name for name, _ in FIGURE_OBJECTS], "mean return"]
+        rows = []
+        for method, r in runs.items():
+            counts = r["interactions"]
+            returns = r.get("episode_returns") or []
+            rows.append([method, r.get("steps", "?"), *[sum(counts.get(p, 0) for p in parts)
+                                                       for _, parts in FIGURE_OBJECTS],
+                         float(np.mean(returns)) if returns else "-"])
+        md += ["## Exploration", "", "Steps with object motion (|qvel| > 0.02), summed over the run, as the paper "
+               "counts them.", "", _table(header, rows), "", "![](interactions.png)", ""]
+        if any(r.get("success") for r in runs.values()):
+            success_figure(runs, run_dir / "success.png", dpi)
+            written.append("success.png")
+            md += ["![](success.png)", ""]
+        learning = {m: r["curves"] for m, r in runs.items() if r.get("curves")}
+        if learning:
+            learning_figure(learning, run_dir / "learning_curves.png", dpi)
+            written.append("learning_curves.png")
+            md += ["![](learning_curves.png)", ""]
+        transfer = (evaluation or {}).get("transfer")
+        if transfer:
+            md += ["## Downstream transfer", "", "```", str(transfer), "```", ""]
+    else:
+        missing.append("interactions.png: no evaluate/summary.json with exploration runs")
+
+    # Frames.
+    if (run_dir / "collect" / "meta.json").is_file():
+        episodes = interesting_episodes(run_dir / "collect", cfg.report.strip_episodes, cfg.report.strip_frames)
+        if episodes:
+            frames_figure(episodes, run_dir / "frames.png", dpi)
+            written.append("frames.png")
+            md += ["## Frames", "", "![](frames.png)", ""]
+    if missing:
+        md += ["## Not shown", ""] + [f"- {m}" for m in missing] + [""]
+    io.write_text(run_dir / "report.md", "\n".join(md))
+    io.write_json(run_dir / "report" / "summary.json", {"figures": written, "missing": missing})
+    return {"report": str(run_dir / "report.md"), "figures": written, "missing": missing}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="rewrite the report even if it is done")
+
+
+def main(args: argparse.Namespace, cfg: Config) -> int:
+    summary = rundir.run_single_stage("report", cfg, run_stage, force=["report"] if args.force else [])
+    print(f"wrote {summary['report']} with {', '.join(summary['figures']) or 'no figures'}")
+    return 0

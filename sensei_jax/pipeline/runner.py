@@ -1,0 +1,118 @@
+"""`python -m sensei_jax.run` with no command: every stage of the SENSEI pipeline, in order, in one run folder.
+
+    collect -> pairs -> annotate -> distill -> explore -> baseline -> evaluate -> report
+
+`baseline` is the `explore` stage again with the disagreement-only behaviour (`explore.behaviour: p2x`) and the
+same budget, in `run_dir/baseline/` (its `explore/` folder there), so the report can set SENSEI's interaction
+counts next to Plan2Explore's. Each stage is skipped when `status.json` records it as done and resumes from its
+own folder otherwise (see `rundir.py`); `--force STAGE` redoes that stage and everything after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sensei_jax import config as config_lib
+from sensei_jax.config import Config
+from sensei_jax.pipeline import rundir
+
+BASELINE_BEHAVIOUR = "p2x"
+
+
+def stage_function(name: str) -> Callable[[Config, Path], dict]:
+    """`run_stage` of the module behind stage `name` (the CLI's module for it)."""
+    from sensei_jax.run import COMMANDS
+
+    module_name = COMMANDS["explore" if name == "baseline" else name][0]
+    module = importlib.import_module(module_name)
+    return module.run_stage
+
+
+def baseline_config(cfg: Config) -> Config:
+    """The same run with the disagreement-only exploration behaviour (Plan2Explore), same steps and seed."""
+    return dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=BASELINE_BEHAVIOUR))
+
+
+def run_baseline(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Runs the explore stage with `baseline_config` in `run_dir/baseline`, which sees the run's distill folder
+    (the world model still learns the semantic head there, so both agents log the same quantities)."""
+    root = Path(run_dir) / "baseline"
+    root.mkdir(parents=True, exist_ok=True)
+    for shared in ("collect", "pairs", "annotate", "distill"):
+        link = root / shared
+        if not link.exists() and (Path(run_dir) / shared).exists():
+            os.symlink(Path("..") / shared, link, target_is_directory=True)
+    return stage_function("explore")(baseline_config(cfg), root)
+
+
+def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_after: str | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Runs (or skips, or resumes) every stage; returns each stage's summary."""
+    run = rundir.open_run(cfg, force)
+    log(f"run folder {run.path} (config {run.config_path})")
+    summaries = {}
+    for name in rundir.STAGES:
+        fn = run_baseline if name == "baseline" else stage_function(name)
+        summaries[name] = run.run(name, lambda fn=fn: fn(cfg, run.path), log=log)
+        if name == stop_after:
+            break
+    return summaries
+
+
+def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str:
+    """One screen: time per stage and the numbers that matter."""
+    status = run.read_status()["stages"]
+    lines = [f"SENSEI pipeline: {run.path}  ({total_seconds:.0f} s this invocation)", ""]
+    for name in rundir.STAGES:
+        entry = status.get(name, {})
+        state = f"{entry['seconds']:7.1f} s" if entry.get("state") == "done" else "  not done"
+        lines.append(f"  {name:9s} {state}")
+    summary = lambda name: (status.get(name) or {}).get("summary") or {}  # noqa: E731
+    collected = summary("collect")
+    if collected:
+        lines.append(f"\ncollect   {collected.get('transitions')} transitions, "
+                     f"{collected.get('env_steps_per_second')} env steps/s")
+    pairs = summary("pairs")
+    if pairs:
+        lines.append(f"pairs     {pairs.get('pairs')} pairs at {pairs.get('image_size')}px, ground truth "
+                     f"{pairs.get('ground_truth')}")
+    for name in ("annotate", "distill"):
+        values = {k: v for k, v in summary(name).items() if isinstance(v, (int, float, str)) and len(str(v)) < 40}
+        if values:
+            lines.append(f"{name:9s} " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                    for k, v in list(values.items())[:6]))
+    runs = summary("evaluate").get("runs", {})
+    if runs:
+        from sensei_jax.pipeline.report import FIGURE_OBJECTS
+
+        lines.append("\ninteractions (steps with object motion)")
+        lines.append("  " + f"{'method':16s}" + "".join(f"{name:>14s}" for name, _ in FIGURE_OBJECTS))
+        for method, r in runs.items():
+            counts = r.get("interactions", {})
+            lines.append("  " + f"{method:16s}" + "".join(f"{sum(counts.get(p, 0) for p in parts):>14d}"
+                                                         for _, parts in FIGURE_OBJECTS))
+    if (run.path / "report.md").exists():
+        lines.append(f"\nreport: {run.path / 'report.md'}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stop-after", choices=rundir.STAGES, help="stop after this stage")
+
+
+def main(args: argparse.Namespace, cfg: Config) -> int:
+    start = time.time()
+    try:
+        run_pipeline(cfg, force=getattr(args, "force", []) or [], stop_after=getattr(args, "stop_after", None))
+    except (rundir.StageError, config_lib.ConfigError) as error:
+        print(f"error: {error}")
+        return 2
+    print()
+    print(format_summary(cfg, rundir.RunDir(cfg.run_dir), time.time() - start))
+    return 0
