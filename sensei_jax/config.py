@@ -18,6 +18,7 @@ import yaml
 from sensei_jax.dreamer.explore_config import ExploreConfig
 from sensei_jax.envs.robodesk.config import RobodeskConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
+from sensei_jax.reward.config import RewardConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -48,6 +49,7 @@ class Config:
     pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
 
     @property
     def run_dir(self) -> Path:
