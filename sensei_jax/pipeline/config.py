@@ -10,14 +10,12 @@ from typing import Literal
 class CollectConfig:
     """Exploration rollouts that feed the pair sampler (SENSEI used 3.2M transitions of 4 Plan2Explore runs)."""
 
-    policy: Literal["random", "plan2explore"] = "random"
+    policy: Literal["random"] = "random"
     steps: int = 2_000  # policy steps per world; total transitions = steps * env.num_envs
     chunk_steps: int = 250  # policy steps per world in one chunk file (the unit of resumption)
     # Random policy: a smooth random walk, so the arm travels instead of jittering in place. Each step the action
     # moves towards a fresh uniform sample by this fraction (1.0 = independent uniform actions).
     action_smoothing: float = 0.3
-    # Plan2Explore policy: how many world-model updates per chunk of collected data.
-    train_every: int = 8  # policy steps between updates
 
     def __post_init__(self):
         if self.steps <= 0 or self.chunk_steps <= 0:
