@@ -66,25 +66,18 @@ def test_shift_transitions_aligns_next_latent():
 
 @pytest.mark.parametrize("form", ["paper", "code"])
 def test_switch_picks_mode_per_state(form):
-    cfg = ExploreConfig(threshold=form, threshold_decay=0.0)  # decay 0: the threshold is this batch's quantile
-    switch = GoExploreSwitch(cfg)
-    # 8 imagined states; rewards and returns rise together. Top quarter (>= 0.75 quantile) must explore.
+    switch = GoExploreSwitch(ExploreConfig(threshold=form, threshold_decay=0.0))  # decay 0: this batch's quantile
+    # 8 imagined states; rewards and returns rise together. The top quarter (>= 0.75 quantile) must explore.
     reward = jnp.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
-    ret = reward * 4.0  # code form: threshold = max(1, P75 - P5) of returns = 28*.75 - 28*.05 = 19.6
-    weights, metrics = switch(reward, ret)
-    if form == "paper":
-        explore = reward >= jnp.quantile(reward, 0.75)
-    else:
-        explore = ret >= max(1.0, float(jnp.quantile(ret, 0.75) - jnp.quantile(ret, 0.05)))
-    expected_sem = np.where(explore, 0.1, 1.0)
-    expected_dis = np.where(explore, 1.0, 0.0)
-    np.testing.assert_allclose(np.asarray(weights["semantic"]), expected_sem)
-    np.testing.assert_allclose(np.asarray(weights["disagreement"]), expected_dis)
-    assert 0 < int(explore.sum()) < 8
-    np.testing.assert_allclose(float(metrics["sensei/explore_fraction"]), float(explore.mean()))
-    np.testing.assert_allclose(float(metrics["sensei/go_fraction"]), 1 - float(explore.mean()))
-    mixed = switch.mix({"semantic": jnp.ones(8), "disagreement": 2 * jnp.ones(8)}, weights)
-    np.testing.assert_allclose(np.asarray(mixed), (expected_sem + 2 * expected_dis) / 1.1, rtol=1e-6)
+    ret = reward * 4.0  # code form: threshold = max(1, P75 - P5) of returns = 21 - 1.4 = 19.6
+    weights, state, metrics = switch.weights(switch.init(), reward, ret)
+    explore = np.asarray(reward >= 5.25) if form == "paper" else np.asarray(ret >= 19.6)
+    assert explore.sum() == (2 if form == "paper" else 3)
+    np.testing.assert_allclose(np.asarray(weights["semantic"]), np.where(explore, 0.1, 1.0) / 1.1, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(weights["disagreement"]), np.where(explore, 1.0, 0.0) / 1.1, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["sensei/explore_fraction"]), explore.mean())
+    np.testing.assert_allclose(float(metrics["sensei/go_fraction"]), 1 - explore.mean())
+    assert int(state["count"]) == 1
 
 
 def test_switch_forms_disagree_where_they_should():
@@ -93,30 +86,35 @@ def test_switch_forms_disagree_where_they_should():
     reward = jnp.linspace(0.0, 0.1, 20)
     for form, expect_explore in (("paper", True), ("code", False)):
         switch = GoExploreSwitch(ExploreConfig(threshold=form, threshold_decay=0.0))
-        _, metrics = switch(reward, reward)
+        _, _, metrics = switch.weights(switch.init(), reward, reward)
         assert (float(metrics["sensei/explore_fraction"]) > 0) == expect_explore, form
 
 
 def test_switch_threshold_tracks_ema():
     switch = GoExploreSwitch(ExploreConfig(threshold="paper", threshold_decay=0.9))
+    state = switch.init()
     for _ in range(3):
-        switch(jnp.arange(101.0), jnp.zeros(101))
-    # Debiased EMA of a constant quantile is that quantile.
-    np.testing.assert_allclose(float(switch.threshold()), 75.0, rtol=1e-5)
-    switch(jnp.arange(101.0) + 100.0, jnp.zeros(101))
-    assert 75.0 < float(switch.threshold()) < 175.0
-    # Without update the threshold is left alone.
-    before = float(switch.threshold())
-    switch(jnp.arange(101.0) + 1000.0, jnp.zeros(101), update=False)
-    assert float(switch.threshold()) == before
+        _, state, _ = switch.weights(state, jnp.arange(101.0), jnp.zeros(101))
+    # The debiased EMA of a constant quantile is that quantile.
+    np.testing.assert_allclose(float(switch.threshold(state)), 75.0, rtol=1e-5)
+    _, state, _ = switch.weights(state, jnp.arange(101.0) + 100.0, jnp.zeros(101))
+    assert 75.0 < float(switch.threshold(state)) < 175.0
+    # Without update the statistics are left alone, and the states are judged by the old threshold.
+    weights, same, _ = switch.weights(state, jnp.array([0.0, 1e4]), jnp.zeros(2), update=False)
+    assert same is state
+    np.testing.assert_allclose(np.asarray(weights["disagreement"]) * 1.1, [0.0, 1.0], rtol=1e-6)
+    # Jittable as the actor-critic uses it.
+    jitted = jax.jit(lambda s, r: switch.weights(s, r, r))
+    assert jitted(state, jnp.arange(10.0))[0]["semantic"].shape == (10,)
 
 
 def test_fixed_behaviours_and_clip():
     reward = jnp.array([-500.0, 0.0, 500.0])
     np.testing.assert_array_equal(np.asarray(clip_semantic(reward, 200.0)), [-200.0, 0.0, 200.0])
-    weights, metrics = GoExploreSwitch(ExploreConfig(behaviour="p2x"))(reward, reward)
+    switch = GoExploreSwitch(ExploreConfig(behaviour="p2x"))
+    weights, _, metrics = switch.weights(switch.init(), reward, reward)
+    assert set(weights) == {"disagreement"} and switch.sources == ("disagreement",)
     np.testing.assert_array_equal(np.asarray(weights["disagreement"]), 1.0)
-    np.testing.assert_array_equal(np.asarray(weights["semantic"]), 0.0)
     assert float(metrics["sensei/explore_fraction"]) == 1.0
     switch = GoExploreSwitch(ExploreConfig(behaviour="motif"))
     assert switch.sources == ("semantic",) and switch.denominator == 1.0

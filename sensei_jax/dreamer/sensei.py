@@ -1,30 +1,34 @@
 """SENSEI's behaviour: mixing a semantic (VLM-distilled) reward with Plan2Explore disagreement, per imagined state.
 
-Two critics, `semantic` and `disagreement`, each with its own return normalization, give two advantages. Each
-imagined state is either in "go" mode (not yet interesting: seek the semantic reward, weights {semantic 1,
-disagreement 0}) or in "explore" mode (interesting: look for novelty around it, {semantic 0.1, disagreement 1}).
-The actor's advantage is sum_k w_k * adv_k / denominator (the reference divides by a fixed 1.1).
+Two reward sources, `semantic` (the world model's semantic head on imagined states) and `disagreement` (the
+Plan2Explore ensemble's std), each get their own critic and return normalizer in the actor-critic. Each imagined
+state is either in "go" mode (not yet interesting: seek the semantic reward, weights {semantic 1, disagreement 0})
+or in "explore" mode (interesting: look for novelty around it, {semantic 0.1, disagreement 1}). The actor's
+advantage is sum_k w_k * adv_k / denominator (the reference divides by a fixed 1.1).
 
 The mode threshold comes in two forms (ExploreConfig.threshold):
 - `paper` (default): the paper's description. A state explores when its semantic reward is at or above the k-th
   quantile (k = 0.75 on Robodesk) of the semantic rewards, tracked by an exponential moving average (debiased)
   over training steps.
 - `code`: what the reference implementation computes. The semantic critic's lambda-return is compared with
-  max(1, EMA(P_k(R)) - EMA(P_low(R))), the inverse scale of its percentile return normalizer (EMA not debiased,
+  max(1, EMA(P_k(R)) - EMA(P_low(R))), the inverse scale of a percentile return normalizer (EMA not debiased,
   starting from zero, as there).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
+from sensei_jax.dreamer.actor_critic import RewardSource, WeightContext
 from sensei_jax.dreamer.explore_config import SOURCES, ExploreConfig
+from sensei_jax.dreamer.heads import HeadSpec
 
-
-class SwitchStat(nnx.Variable):
-    """Running statistics of the go/explore threshold (not trained by gradients)."""
+SEMANTIC_KEY = "semantic_reward"  # replay key of the clipped reward-model output on each observed image
+TASK_KEY = "task_{}"  # replay keys of the sparse task-success flags (float 0/1)
+ENSEMBLE = "p2e"  # name of the Plan2Explore ensemble among the agent's extra modules
 
 
 def clip_semantic(reward: jax.Array, clip: float) -> jax.Array:
@@ -32,8 +36,12 @@ def clip_semantic(reward: jax.Array, clip: float) -> jax.Array:
     return jnp.clip(reward.astype(jnp.float32), -clip, clip)
 
 
-class GoExploreSwitch(nnx.Module):
-    """Per-state reward-source weights for the actor. Stateful: holds the EMA of the threshold quantiles."""
+class GoExploreSwitch:
+    """Per-state reward-source weights for the actor (the actor-critic's `Weighting` protocol).
+
+    Pure: `init()` gives the running statistics of the threshold, `__call__(state, ctx)` returns
+    (weights name -> [N, H], new state, metrics). Weights already include the 1 / denominator factor.
+    """
 
     def __init__(self, cfg: ExploreConfig):
         self.behaviour = cfg.behaviour
@@ -44,7 +52,7 @@ class GoExploreSwitch(nnx.Module):
         self.min_threshold = cfg.code_min_threshold
         self.go = dict(zip(SOURCES, cfg.go_weights))
         self.explore = dict(zip(SOURCES, cfg.explore_weights))
-        fixed = {"p2x": {"semantic": 0.0, "disagreement": 1.0}, "motif": {"semantic": 1.0, "disagreement": 0.0}}
+        fixed = {"p2x": {"disagreement": 1.0}, "motif": {"semantic": 1.0}}
         self.fixed = fixed.get(cfg.behaviour)
         if cfg.advantage_denominator is not None:
             self.denominator = float(cfg.advantage_denominator)
@@ -52,60 +60,95 @@ class GoExploreSwitch(nnx.Module):
             self.denominator = 1.0
         else:
             self.denominator = float(sum(cfg.explore_weights))
-        self.high = SwitchStat(jnp.zeros((), jnp.float32))
-        self.low = SwitchStat(jnp.zeros((), jnp.float32))
-        self.count = SwitchStat(jnp.zeros((), jnp.int32))
 
     @property
     def sources(self) -> tuple[str, ...]:
-        return SOURCES if self.fixed is None else tuple(k for k, v in self.fixed.items() if v > 0)
+        return SOURCES if self.fixed is None else tuple(self.fixed)
 
-    def threshold(self) -> jax.Array:
-        """The current threshold (a scalar) from the running statistics, without updating them."""
+    def init(self) -> dict[str, jax.Array]:
+        return {"high": jnp.zeros((), jnp.float32), "low": jnp.zeros((), jnp.float32),
+                "count": jnp.zeros((), jnp.int32)}
+
+    def threshold(self, state: dict[str, jax.Array]) -> jax.Array:
+        """The threshold (a scalar) from the running statistics."""
         if self.form == "paper":
-            debias = 1.0 - self.decay ** jnp.maximum(self.count[...], 1).astype(jnp.float32)
-            return self.high[...] / debias
-        return jnp.maximum(self.min_threshold, self.high[...] - self.low[...])
+            debias = 1.0 - self.decay ** jnp.maximum(state["count"], 1).astype(jnp.float32)
+            return state["high"] / debias
+        return jnp.maximum(self.min_threshold, state["high"] - state["low"])
 
-    def update(self, semantic_reward: jax.Array, semantic_return: jax.Array) -> jax.Array:
-        """Folds this batch of imagined states into the running quantiles; returns the new threshold."""
-        values = semantic_reward if self.form == "paper" else semantic_return
-        values = jax.lax.stop_gradient(values.astype(jnp.float32)).reshape(-1)
-        high = jnp.quantile(values, self.quantile)
-        low = jnp.quantile(values, self.low_quantile)
-        self.high[...] = self.decay * self.high[...] + (1.0 - self.decay) * high
-        self.low[...] = self.decay * self.low[...] + (1.0 - self.decay) * low
-        self.count[...] = self.count[...] + 1
-        return self.threshold()
+    def update(self, state: dict[str, jax.Array], values: jax.Array) -> dict[str, jax.Array]:
+        """Folds this batch of compared values (rewards or returns, see the forms) into the running quantiles."""
+        flat = jax.lax.stop_gradient(values.astype(jnp.float32)).reshape(-1)
+        high, low = jnp.quantile(flat, self.quantile), jnp.quantile(flat, self.low_quantile)
+        return {"high": self.decay * state["high"] + (1.0 - self.decay) * high,
+                "low": self.decay * state["low"] + (1.0 - self.decay) * low,
+                "count": state["count"] + 1}
 
-    def __call__(self, semantic_reward: jax.Array, semantic_return: jax.Array, update: bool = True
-                 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-        """Weights per imagined state.
+    def mode(self, state: dict[str, jax.Array], semantic_reward: jax.Array, semantic_return: jax.Array,
+             update: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """-> (explore mask [...] bool, new state). Inputs [...]: the semantic reward and lambda-return per state."""
+        values = jax.lax.stop_gradient(semantic_reward if self.form == "paper" else semantic_return)
+        if update:
+            state = self.update(state, values)
+        return values >= self.threshold(state), state
 
-        semantic_reward: [...] the semantic head's reward at each imagined state (clipped).
-        semantic_return: [...] the semantic critic's lambda-return at the same states.
-        Returns ({"semantic": w [...], "disagreement": w [...]}, metrics). With `update` the threshold statistics
-        first absorb this batch (once per training step).
-        """
+    def weights(self, state: dict[str, jax.Array], semantic_reward: jax.Array, semantic_return: jax.Array,
+                update: bool = True) -> tuple[dict[str, jax.Array], dict[str, jax.Array], dict[str, jax.Array]]:
+        """-> (weights name -> [...] including 1/denominator, new state, scalar metrics)."""
         shape = semantic_reward.shape
         if self.fixed is not None:
-            weights = {k: jnp.full(shape, v, jnp.float32) for k, v in self.fixed.items()}
-            explore = jnp.full(shape, self.behaviour == "p2x")
-            return weights, {"sensei/explore_fraction": explore.mean(dtype=jnp.float32),
-                             "sensei/go_fraction": 1.0 - explore.mean(dtype=jnp.float32)}
-        threshold = self.update(semantic_reward, semantic_return) if update else self.threshold()
-        values = semantic_reward if self.form == "paper" else semantic_return
-        explore = jax.lax.stop_gradient(values) >= threshold
-        weights = {k: jnp.where(explore, self.explore[k], self.go[k]).astype(jnp.float32) for k in SOURCES}
+            weights = {k: jnp.full(shape, v / self.denominator, jnp.float32) for k, v in self.fixed.items()}
+            explore_fraction = jnp.float32(self.behaviour == "p2x")
+            return weights, state, {"sensei/explore_fraction": explore_fraction,
+                                    "sensei/go_fraction": 1.0 - explore_fraction}
+        explore, state = self.mode(state, semantic_reward, semantic_return, update)
+        weights = {k: jnp.where(explore, self.explore[k], self.go[k]).astype(jnp.float32) / self.denominator
+                   for k in SOURCES}
         fraction = explore.mean(dtype=jnp.float32)
-        metrics = {"sensei/threshold": threshold, "sensei/explore_fraction": fraction,
+        metrics = {"sensei/threshold": self.threshold(state), "sensei/explore_fraction": fraction,
                    "sensei/go_fraction": 1.0 - fraction}
-        return weights, metrics
+        return weights, state, metrics
 
-    def mix(self, advantages: dict[str, jax.Array], weights: dict[str, jax.Array]) -> jax.Array:
-        """The actor's advantage [...]: sum_k w_k * adv_k / denominator over the sources present in `advantages`.
+    def __call__(self, state: Any, ctx: WeightContext):
+        if self.fixed is not None:
+            key = next(iter(self.fixed))
+            return self.weights(state, ctx.rewards[key], ctx.returns[key])
+        return self.weights(state, ctx.rewards["semantic"], ctx.returns["semantic"])
 
-        `advantages` are already normalized by each critic's own return scale.
-        """
-        total = sum(weights[k] * advantages[k] for k in advantages)
-        return total / self.denominator
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reward sources on imagined trajectories (traj: 'deter' [N, H+1, D], 'stoch' [N, H+1, S, K], 'feat', 'action').
+
+
+def semantic_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, Any]) -> jax.Array:
+    """The semantic head's mean at each imagined state: [N, H + 1]."""
+    return wm.heads["semantic"](traj["feat"]).mean().astype(jnp.float32)
+
+
+def disagreement_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, Any]) -> jax.Array:
+    """Ensemble disagreement about the transition into each state: index i holds disag(s_{i-1}, a_{i-1}); [N, H+1]
+    (index 0, the start state, gets 0 and is never used as a reward)."""
+    stoch = traj["stoch"].reshape(traj["stoch"].shape[:2] + (-1,))
+    disag = extras[ENSEMBLE].disagreement(traj["deter"], stoch, traj["action"].astype(jnp.float32))
+    return jnp.concatenate([jnp.zeros_like(disag[:, :1]), disag[:, :-1]], 1)
+
+
+def reward_sources(cfg: ExploreConfig) -> dict[str, RewardSource]:
+    fns = {"semantic": semantic_reward, "disagreement": disagreement_reward}
+    return {k: RewardSource(fns[k]) for k in cfg.sources}
+
+
+def task_reward_source(task: str) -> RewardSource:
+    """The reward of a downstream task: its sparse success head's mean on imagined states [N, H + 1]."""
+    return RewardSource(lambda traj, wm, extras: wm.heads[TASK_KEY.format(task)](traj["feat"]).mean())
+
+
+def head_specs(cfg: ExploreConfig, tasks: tuple[str, ...] | None = None) -> dict[str, HeadSpec]:
+    """Extra world-model heads: the semantic reward and sparse task-success heads, all on stop-gradient features
+    (SENSEI's grad_heads = [decoder, cont]). Targets are replay keys written at collection time."""
+    specs = {}
+    if "semantic" in cfg.sources:
+        specs["semantic"] = HeadSpec(target=SEMANTIC_KEY, scale=cfg.semantic_head_scale, grad=False)
+    for task in cfg.task_heads if tasks is None else tasks:
+        specs[TASK_KEY.format(task)] = HeadSpec(target=TASK_KEY.format(task), scale=cfg.task_head_scale, grad=False)
+    return specs
