@@ -1,0 +1,75 @@
+"""Small building blocks shared by the vision tower, the projector and the language model."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Hugging Face initializer_range: random models (tests, benchmarks) get weights of a realistic scale.
+INIT = nnx.initializers.normal(0.02)
+
+
+def activation(name: str):
+    """Activation by its Hugging Face name. "gelu" is the exact (erf) GELU, as torch's default is."""
+    table = {
+        "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+        "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+        "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+        "silu": jax.nn.silu,
+        "relu": jax.nn.relu,
+    }
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(table)}")
+    return table[name]
+
+
+def linear(d_in: int, d_out: int, bias: bool, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    """A dense layer whose parameters and computation are in `dtype` (kernel [d_in, d_out])."""
+    return nnx.Linear(d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=dtype, kernel_init=INIT, rngs=rngs)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm computed in float32 whatever the parameter dtype; parameters `scale`, `bias` [D]."""
+
+    def __init__(self, dim: int, eps: float, dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype))
+        self.bias = nnx.Param(jnp.zeros((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """Llama RMSNorm with Hugging Face numerics: normalize in float32, cast back, then multiply by `scale` [D]."""
+
+    def __init__(self, dim: int, eps: float, dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        return self.scale[...] * y.astype(x.dtype)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Scaled dot-product attention with grouped KV heads, softmax in float32.
+
+    q [B, T, N, H], k and v [B, S, K, H] with N a multiple of K, mask bool [B, T, S] or None -> [B, T, N, H].
+    """
+    batch, length, heads, size = q.shape
+    groups = heads // k.shape[2]
+    q = q.reshape(batch, length, k.shape[2], groups, size)
+    logits = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * size**-0.5
+    if mask is not None:
+        logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", weights, v, preferred_element_type=jnp.float32)
+    return out.reshape(batch, length, heads, size).astype(v.dtype)

@@ -1,0 +1,297 @@
+"""Loading (and writing) LLaVA checkpoints in Hugging Face's safetensors layouts, without torch.
+
+Checkpoint keys differ between transformers versions; all of them are first brought to one canonical form:
+
+    hub files / save_pretrained (4.x)   language_model.model.X      vision_tower.vision_model.encoder.layers.N
+    in-memory state dict (>= 4.52)      model.language_model.X      model.vision_tower.vision_model.encoder...
+    transformers 5.x save_pretrained    language_model.model.X      vision_tower.encoder.layers.N
+    canonical (this module)             language_model.X            vision_tower.layers.N
+
+and the head is `language_model.lm_head` or `lm_head` -> `lm_head`. The model's own parameter paths are the
+canonical keys with the nnx leaf names (`kernel`, `scale`, `embedding`), so the key table is derived from the
+model instead of being written twice. Every tensor must be used exactly once: missing, unexpected and mis-shaped
+tensors are collected and reported together, by checkpoint key.
+
+Tensors are read straight from the file with numpy memory maps, so bfloat16 works (through ml_dtypes) and a
+sharded 7B checkpoint streams shard by shard into an `nnx.eval_shape` skeleton without a float32 copy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import nnx
+
+from sensei_jax.vlm.llava_config import LlavaConfig
+
+SAFETENSORS_DTYPES = {
+    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
+}
+DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+Layout = Literal["hub", "in-memory", "transformers5"]
+
+# Tensors a checkpoint may carry that this model has no use for: CLIP layers after the selected hidden state, its
+# final norm, and buffers older transformers versions saved.
+_UNUSED = (re.compile(r"vision_tower\.post_layernorm\.(weight|bias)"),
+           re.compile(r"vision_tower\.embeddings\.position_ids"),
+           re.compile(r"language_model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# safetensors files
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of one .safetensors file as read-only numpy memory maps (any dtype, bfloat16 included)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"safetensors file not found: {path}")
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+        (header_size,) = struct.unpack("<Q", prefix)
+        try:
+            header = json.loads(f.read(header_size))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} has an unreadable safetensors header: {error}") from error
+    header.pop("__metadata__", None)
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_size)
+    tensors = {}
+    for name, info in header.items():
+        if info["dtype"] not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+        dtype = SAFETENSORS_DTYPES[info["dtype"]]
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end - begin != int(np.prod(shape)) * dtype.itemsize:
+            raise ValueError(f"{path}: tensor {name} has {end - begin} bytes for shape {shape} {info['dtype']}")
+        tensors[name] = data[begin:end].view(dtype).reshape(shape)
+    return tensors
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None):
+    """Writes numpy arrays (bfloat16 included) as one .safetensors file, in the given key order."""
+    header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
+    offset = 0
+    arrays = {}
+    for name, array in tensors.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype not in DTYPE_NAMES:
+            raise ValueError(f"tensor {name} has dtype {array.dtype}, which safetensors cannot store")
+        header[name] = {"dtype": DTYPE_NAMES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        arrays[name] = array
+        offset += array.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for array in arrays.values():
+            f.write(array.tobytes())
+    tmp.replace(path)
+
+
+def checkpoint_files(directory: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint directory: the shards listed by the index file, or the single file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    index = directory / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no 'weight_map'")
+        files = [directory / name for name in dict.fromkeys(weight_map.values())]
+        for file in files:
+            if not file.is_file():
+                raise FileNotFoundError(f"{index} lists shard {file.name}, which is missing from {directory}")
+        return files
+    if (directory / SINGLE_FILE).is_file():
+        return [directory / SINGLE_FILE]
+    raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# key layouts
+
+
+def canonical_key(key: str) -> str:
+    """Any supported layout's key -> the canonical key (see the module docstring)."""
+    key = re.sub(r"^model\.(language_model|vision_tower|multi_modal_projector)\.", r"\1.", key)
+    key = re.sub(r"^language_model\.lm_head\.", "lm_head.", key)
+    key = re.sub(r"^language_model\.model\.", "language_model.", key)
+    key = re.sub(r"^vision_tower\.vision_model\.", "vision_tower.", key)
+    return re.sub(r"^vision_tower\.encoder\.layers\.", "vision_tower.layers.", key)
+
+
+def layout_key(canonical: str, layout: Layout) -> str:
+    """The canonical key -> the key that `layout` stores (the inverse of `canonical_key`)."""
+    vision = re.sub(r"^vision_tower\.layers\.", "vision_tower.encoder.layers.", canonical)
+    if layout == "hub":
+        key = re.sub(r"^vision_tower\.", "vision_tower.vision_model.", vision)
+        key = re.sub(r"^language_model\.", "language_model.model.", key)
+        return re.sub(r"^lm_head\.", "language_model.lm_head.", key)
+    if layout == "in-memory":
+        key = re.sub(r"^vision_tower\.", "vision_tower.vision_model.", vision)
+        return re.sub(r"^(language_model|vision_tower|multi_modal_projector)\.", r"model.\1.", key)
+    if layout == "transformers5":  # as transformers 5.x save_pretrained writes it: hub text keys, flat vision keys
+        key = re.sub(r"^language_model\.", "language_model.model.", vision)
+        return re.sub(r"^lm_head\.", "language_model.lm_head.", key)
+    raise ValueError(f"unknown checkpoint layout {layout!r}; known: hub, in-memory, transformers5")
+
+
+def _parameter_table(abstract_state) -> dict[str, tuple[tuple, str, Any]]:
+    """canonical key -> (nnx path, transform, abstract leaf) for every parameter of the model."""
+    table = {}
+    for path, leaf in nnx.to_flat_state(abstract_state):
+        names = [str(p) for p in path]
+        last = names[-1]
+        if last == "patch_embedding":
+            key, transform = ".".join(names) + ".weight", "conv"
+        elif last == "class_embedding":
+            key, transform = ".".join(names), "none"
+        elif last == "kernel":
+            key, transform = ".".join(names[:-1]) + ".weight", "linear"
+        elif last in ("scale", "embedding"):
+            key, transform = ".".join(names[:-1]) + ".weight", "none"
+        elif last == "bias":
+            key, transform = ".".join(names), "none"
+        else:
+            raise AssertionError(f"parameter {'.'.join(names)} has no checkpoint mapping")
+        table[key] = (path, transform, leaf)
+    return table
+
+
+def _to_model(array: np.ndarray, transform: str) -> np.ndarray:
+    if transform == "linear":  # torch [out, in] -> [in, out]
+        return array.T
+    if transform == "conv":  # torch [D, C, kh, kw] -> [kh * kw * C, D]
+        return array.transpose(2, 3, 1, 0).reshape(-1, array.shape[0])
+    return array
+
+
+def _to_checkpoint(array: np.ndarray, transform: str, conv_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    if transform == "linear":
+        return array.T
+    if transform == "conv":
+        out, channels, kh, kw = conv_shape
+        return array.reshape(kh, kw, channels, out).transpose(3, 2, 0, 1)
+    return array
+
+
+def _checkpoint_shape(shape: tuple[int, ...], transform: str, cfg: LlavaConfig) -> tuple[int, ...]:
+    if transform == "linear":
+        return shape[::-1]
+    if transform == "conv":
+        v = cfg.vision
+        return (v.hidden_size, v.num_channels, v.patch_size, v.patch_size)
+    return shape
+
+
+def _is_unused(key: str, cfg: LlavaConfig) -> bool:
+    match = re.match(r"vision_tower\.layers\.(\d+)\.", key)
+    if match:
+        return cfg.vision_layers_used <= int(match.group(1)) < cfg.vision.num_hidden_layers
+    return any(pattern.fullmatch(key) for pattern in _UNUSED)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loading and saving
+
+
+def load_pretrained(directory: str | Path, dtype=jnp.float32):
+    """A `LlavaModel` with the weights of a Hugging Face checkpoint directory, cast to `dtype`."""
+    from sensei_jax.vlm.model import LlavaModel
+
+    directory = Path(directory)
+    cfg = LlavaConfig.from_pretrained(directory)
+    abstract = nnx.eval_shape(lambda: LlavaModel(cfg, dtype, rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract)
+    table = _parameter_table(abstract_state)
+    values: dict[tuple, jax.Array] = {}
+    seen: dict[str, str] = {}
+    errors: list[str] = []
+    for file in checkpoint_files(directory):
+        for raw_key, array in read_safetensors(file).items():
+            key = canonical_key(raw_key)
+            if key in seen:
+                errors.append(f"{raw_key} ({file.name}) duplicates {seen[key]}")
+                continue
+            seen[key] = raw_key
+            if key not in table:
+                if not _is_unused(key, cfg):
+                    errors.append(f"unexpected tensor {raw_key} ({file.name})")
+                continue
+            path, transform, leaf = table[key]
+            expected = _checkpoint_shape(leaf.shape, transform, cfg)
+            if tuple(array.shape) != expected:
+                errors.append(f"tensor {raw_key} ({file.name}) has shape {tuple(array.shape)}, expected {expected}")
+                continue
+            if not np.issubdtype(array.dtype, np.floating) and array.dtype != ml_dtypes.bfloat16:
+                errors.append(f"tensor {raw_key} ({file.name}) has non-float dtype {array.dtype}")
+                continue
+            values[path] = jnp.asarray(np.ascontiguousarray(_to_model(array, transform)).astype(leaf.dtype))
+    missing = [key for key, (path, _, _) in table.items() if path not in values and key not in seen]
+    errors.extend(f"missing tensor {key} (in any layout)" for key in missing)
+    if errors:
+        shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise ValueError(f"checkpoint {directory} does not match its config.json:\n  {shown}")
+    state = nnx.from_flat_state([(path, abstract_state_leaf.replace(values[path]))
+                                 for path, abstract_state_leaf in nnx.to_flat_state(abstract_state)])
+    return nnx.merge(graphdef, state)
+
+
+def save_pretrained(model, directory: str | Path, layout: Layout = "hub", dtype=None,
+                    max_shard_bytes: int | None = None, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """Writes `model` as a Hugging Face checkpoint directory: config.json and safetensors in `layout` (sharded with
+    an index file when max_shard_bytes is given). `extra` adds tensors under their raw keys (tests use it for
+    tensors a real checkpoint carries but the model ignores)."""
+    cfg: LlavaConfig = model.config
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, np.ndarray] = {}
+    conv_shape = _checkpoint_shape((), "conv", cfg)
+    for key, (_, transform, leaf) in _parameter_table(nnx.state(model, nnx.Param)).items():
+        array = _to_checkpoint(np.asarray(leaf[...]), transform, conv_shape)
+        tensors[layout_key(key, layout)] = array.astype(dtype) if dtype is not None else array
+    tensors.update(extra or {})
+    config = cfg.to_hf_dict()
+    config["torch_dtype"] = str(np.dtype(dtype or next(iter(tensors.values())).dtype).name)
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    if max_shard_bytes is None:
+        write_safetensors(directory / SINGLE_FILE, tensors)
+        return directory
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for key, array in tensors.items():
+        if shards[-1] and size + array.nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = array
+        size += array.nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        write_safetensors(directory / name, shard)
+        weight_map.update({key: name for key in shard})
+    total = sum(a.nbytes for a in tensors.values())
+    (directory / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
+                                                   indent=2))
+    return directory
