@@ -19,6 +19,7 @@ from sensei_jax.dreamer.explore_config import ExploreConfig
 from sensei_jax.envs.robodesk.config import RobodeskConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
 from sensei_jax.reward.config import RewardConfig
+from sensei_jax.vlm.config import AnnotateConfig, VlmConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -50,6 +51,8 @@ class Config:
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+    vlm: VlmConfig = dataclasses.field(default_factory=VlmConfig)
+    annotate: AnnotateConfig = dataclasses.field(default_factory=AnnotateConfig)
 
     @property
     def run_dir(self) -> Path:
