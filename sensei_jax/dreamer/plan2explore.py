@@ -81,14 +81,20 @@ class DisagreementEnsemble(nnx.Module):
 
 
 def ensemble_loss(model: DisagreementEnsemble, deter: jax.Array, stoch: jax.Array, action: jax.Array,
-                  next_stoch: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+                  next_stoch: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Sum over members of the mean (over batch/time) squared error summed over latent dims (an MSE NLL).
 
-    All inputs share leading axes [...]; the target is stop-gradient, since only the ensemble learns here.
+    All inputs share leading axes [...]; mask [...] (optional, 0/1) drops transitions, e.g. across an episode
+    boundary. The target is stop-gradient, since only the ensemble learns here.
     """
     target = jax.lax.stop_gradient(next_stoch).astype(jnp.float32)
     predictions = model(jax.lax.stop_gradient(deter), jax.lax.stop_gradient(stoch), jax.lax.stop_gradient(action))
-    per_member = jnp.square(predictions - target).sum(-1).reshape(model.members, -1).mean(-1)  # [M]
+    sse = jnp.square(predictions - target).sum(-1).reshape(model.members, -1)  # [M, N]
+    if mask is None:
+        per_member = sse.mean(-1)
+    else:
+        weight = mask.reshape(1, -1).astype(jnp.float32)
+        per_member = (sse * weight).sum(-1) / jnp.maximum(weight.sum(), 1.0)  # [M]
     loss = per_member.sum()
     metrics = {"p2e/loss": loss, "p2e/member_mse": per_member.mean(),
                "p2e/disagreement": predictions.std(0).mean()}
@@ -107,6 +113,20 @@ def shift_transitions(deter: jax.Array, stoch: jax.Array, action: jax.Array):
 def make_optimizer(lr: float = 1e-4, eps: float = 1e-5, clip: float = 100.0) -> optax.GradientTransformation:
     """Adam with global-norm clipping, SENSEI's `expl_opt` (lr 1e-4, eps 1e-5, clip 100)."""
     return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr, eps=eps))
+
+
+def replay_loss(model: DisagreementEnsemble, outs: dict[str, jax.Array], batch: dict[str, jax.Array],
+                key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The ensemble's loss on the world model's replay posteriors, in the agent's `ExtraModule.loss` form.
+
+    outs: 'deter' [B, T, D], 'stoch' [B, T, S, K] one-hot, 'action' [B, T, A] (taken at each step). Transitions
+    into a step with batch['is_first'] (a new episode) are masked out.
+    """
+    stoch = outs["stoch"].reshape(outs["stoch"].shape[:2] + (-1,))
+    deter, stoch_t, action, next_stoch = shift_transitions(outs["deter"], stoch, outs["action"])
+    mask = 1.0 - batch["is_first"][:, 1:].astype(jnp.float32)
+    loss, metrics = ensemble_loss(model, deter, stoch_t, action, next_stoch, mask)
+    return loss, {k.split("/", 1)[1]: v for k, v in metrics.items()}
 
 
 def create(cfg, deter_size: int, stoch_size: int, action_size: int, key: jax.Array):

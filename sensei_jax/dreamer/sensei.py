@@ -17,12 +17,17 @@ The mode threshold comes in two forms (ExploreConfig.threshold):
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
+from sensei_jax.dreamer import plan2explore
 from sensei_jax.dreamer.actor_critic import RewardSource, WeightContext
+from sensei_jax.dreamer.agent import Agent, ExtraModule
+from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.explore_config import SOURCES, ExploreConfig
 from sensei_jax.dreamer.heads import HeadSpec
 
@@ -152,3 +157,50 @@ def head_specs(cfg: ExploreConfig, tasks: tuple[str, ...] | None = None) -> dict
     for task in cfg.task_heads if tasks is None else tasks:
         specs[TASK_KEY.format(task)] = HeadSpec(target=TASK_KEY.format(task), scale=cfg.task_head_scale, grad=False)
     return specs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building the exploring agent and the downstream task agent.
+
+
+def ensemble_module(cfg: ExploreConfig, dreamer: DreamerConfig, action_size: int) -> ExtraModule:
+    """The Plan2Explore ensemble as an agent extra module: trained on the replay posteriors after each world-model
+    update, with its own optimizer (Adam, lr 1e-4, eps 1e-5, clip 100 in SENSEI)."""
+    size = dreamer.size()
+
+    def make(rngs: nnx.Rngs) -> plan2explore.DisagreementEnsemble:
+        return plan2explore.DisagreementEnsemble(size.deter, size.stoch_size, action_size,
+                                                 members=cfg.ensemble_size, units=cfg.ensemble_units,
+                                                 layers=cfg.ensemble_layers, rngs=rngs)
+
+    optimizer = plan2explore.make_optimizer(cfg.ensemble_lr, cfg.ensemble_eps, cfg.ensemble_clip)
+    return ExtraModule(make=make, loss=plan2explore.replay_loss, optimizer=optimizer)
+
+
+def build_agent(dreamer: DreamerConfig, cfg: ExploreConfig, obs_space: Mapping[str, Any], action_size: int,
+                tasks: tuple[str, ...] = (), task: str | None = None) -> Agent:
+    """The exploring agent (task None) or a downstream task agent (task given) over the same world model.
+
+    Both carry the semantic head (behaviours that use it), one sparse success head per name in `tasks` and the
+    Plan2Explore ensemble, so a task agent restores an exploration checkpoint's world model and ensemble as they
+    are. Exploring: reward sources per cfg.behaviour, weighted by the go/explore switch. Task: one source, the
+    task's success head, with the default constant weighting. `dreamer.reward_scales` is replaced by the sources
+    used (their scales are the switch's business, not the agent's).
+    """
+    heads = head_specs(cfg, tasks)
+    extras = {ENSEMBLE: ensemble_module(cfg, dreamer, action_size)}
+    obs_space = dict(obs_space)
+    if "semantic" in cfg.sources and SEMANTIC_KEY not in obs_space:
+        raise ValueError(f"behaviour '{cfg.behaviour}' needs the replay key '{SEMANTIC_KEY}' in the observation "
+                         f"space (the reward model's output at collection); got {sorted(obs_space)}")
+    if task is None:
+        sources = reward_sources(cfg)
+        weighting = GoExploreSwitch(cfg)
+    else:
+        if task not in tasks:
+            raise ValueError(f"task '{task}' has no success head; heads exist for {list(tasks)}")
+        sources = {f"task_{task}": task_reward_source(task)}
+        weighting = None
+    dreamer = dataclasses.replace(dreamer, reward_scales={k: 1.0 for k in sources})
+    return Agent(dreamer, obs_space, action_size, reward_sources=sources, weighting=weighting, extra_heads=heads,
+                 extra_modules=extras)
