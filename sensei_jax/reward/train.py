@@ -1,0 +1,354 @@
+"""Bradley-Terry distillation of pairwise preferences into the Motif reward model, and loading the result.
+
+For a pair (o1, o2) with label y (0 first preferred, 1 second, 2 tie -> 0.5; 3 unknown pairs are dropped), the
+loss is Motif's soft-label cross-entropy over the two rewards:
+
+    logp = log_softmax([R(o1), R(o2)]);   loss = -[(1 - y) logp_1 + y logp_2]   (mean over the batch)
+
+Accuracy counts non-tie pairs whose preferred image gets the higher reward. The split is seeded over all pairs
+(95/5 by default), the optimiser is Adam with L2 weight decay added to the gradient (as torch.optim.Adam does), and
+after each epoch the model is validated; the checkpoint with the best validation accuracy (ties broken by lower
+validation loss) is kept. Every epoch also writes a resume checkpoint, so a restarted run continues after the last
+finished epoch with the same per-epoch shuffles. The output folder holds:
+
+    model.json                 architecture, label set, dataset and training settings
+    checkpoints/best/<epoch>   orbax: {"params"} of the best epoch by validation accuracy
+    checkpoints/latest/<epoch> orbax: params, optimiser state, epoch and step (for resuming)
+    reward_stats.json          reward mean, std, min, max and quantiles over training images (best params)
+    metrics.jsonl + events.*   TensorBoard scalars (train/loss every `log_every` steps, val/* every epoch)
+    curve.csv                  one row per epoch: train and validation loss and accuracy
+    summary.json               what was trained and how well
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io as stdio
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sensei_jax import io
+from sensei_jax.checkpoint import Checkpointer
+from sensei_jax.metrics import MetricsWriter
+from sensei_jax.progress import bar
+from sensei_jax.reward.config import RewardConfig
+from sensei_jax.reward.dataset import FIRST, SECOND, TIE, UNKNOWN, PairDataset, iterate_batches, split_indices
+from sensei_jax.reward.model import RewardModel, RewardModelConfig, abstract_params, apply, init_params
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+CURVE_COLUMNS = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "pairs_per_s")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Loss and compiled steps.
+
+
+def preference_loss(rewards: jax.Array, labels: jax.Array, weight: jax.Array) -> dict[str, jax.Array]:
+    """Bradley-Terry soft-label cross-entropy, summed (the caller divides).
+
+    rewards float32 [B, 2]; labels int [B] in {0, 1, 2, 3}; weight bool [B] (padding False). Unknown labels get
+    weight 0. Returns sums over the batch: loss, count (weighted pairs), correct and decided (non-tie pairs).
+    """
+    weight = weight & (labels != UNKNOWN)
+    second = jnp.where(labels == SECOND, 1.0, jnp.where(labels == TIE, 0.5, 0.0))
+    logp = jax.nn.log_softmax(rewards, axis=-1)
+    nll = -((1.0 - second) * logp[:, 0] + second * logp[:, 1])
+    decided = weight & ((labels == FIRST) | (labels == SECOND))
+    correct = decided & ((rewards[:, 1] > rewards[:, 0]) == (labels == SECOND))
+    return {"loss": jnp.sum(jnp.where(weight, nll, 0.0)), "count": jnp.sum(weight),
+            "correct": jnp.sum(correct), "decided": jnp.sum(decided)}
+
+
+def pair_rewards(model_cfg: RewardModelConfig, params: dict, images: jax.Array) -> jax.Array:
+    """images uint8 [B, 2, H, W, 3] -> rewards float32 [B, 2]."""
+    batch = images.shape[0]
+    return apply(model_cfg, params, images.reshape(batch * 2, *images.shape[2:])).reshape(batch, 2)
+
+
+def make_optimizer(cfg: RewardConfig) -> optax.GradientTransformation:
+    # Coupled L2 (added to the gradient before Adam's scaling), matching torch.optim.Adam(weight_decay=...).
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.learning_rate))
+
+
+def make_steps(model_cfg: RewardModelConfig, optimizer: optax.GradientTransformation) -> tuple[Callable, Callable]:
+    """(train_step, eval_step), each jit-compiled once for the fixed batch shape."""
+
+    def loss_fn(params, images, labels, mask):
+        sums = preference_loss(pair_rewards(model_cfg, params, images), labels, mask)
+        return sums["loss"] / jnp.maximum(sums["count"], 1), sums
+
+    @jax.jit
+    def train_step(params, opt_state, images, labels, mask):
+        (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, images, labels, mask)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, sums
+
+    @jax.jit
+    def eval_step(params, images, labels, mask):
+        return loss_fn(params, images, labels, mask)[1]
+
+    return train_step, eval_step
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Training.
+
+
+class _Totals:
+    """Running sums of preference_loss outputs on the host."""
+
+    def __init__(self):
+        self.sums = {"loss": 0.0, "count": 0.0, "correct": 0.0, "decided": 0.0}
+
+    def add(self, sums: dict) -> None:
+        for key, value in jax.device_get(sums).items():
+            self.sums[key] += float(value)
+
+    @property
+    def loss(self) -> float:
+        return self.sums["loss"] / self.sums["count"] if self.sums["count"] else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        return self.sums["correct"] / self.sums["decided"] if self.sums["decided"] else math.nan
+
+
+def _selection_score(accuracy: float, loss: float) -> float:
+    """Orders epochs by validation accuracy, then by lower loss (below accuracy's resolution of 1 / pairs)."""
+    accuracy = 0.0 if math.isnan(accuracy) else accuracy
+    loss = 1e6 if math.isnan(loss) else loss
+    return accuracy + 1e-7 * (1.0 - math.tanh(loss))
+
+
+def evaluate(eval_step: Callable, params: dict, dataset: PairDataset, indices: np.ndarray, labels: np.ndarray,
+             batch_size: int, prefetch: int = 2) -> _Totals:
+    totals = _Totals()
+    for batch in iterate_batches(dataset, indices, labels, batch_size, prefetch=prefetch):
+        totals.add(eval_step(params, batch.images, batch.labels, batch.mask))
+    return totals
+
+
+def reward_statistics(model_cfg: RewardModelConfig, params: dict, dataset: PairDataset, indices: np.ndarray,
+                      max_images: int, seed: int, batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
+    """Reward mean, std, min, max and quantiles over both images of the pairs `indices` (a seeded subsample of at
+    most `max_images` images). Normalised quantiles are of (r - mean) / std, as Motif stores them."""
+    images_of = np.stack(np.meshgrid(indices, [0, 1], indexing="ij"), -1).reshape(-1, 2)  # (pair, slot) rows
+    if len(images_of) > max_images:
+        chosen = np.random.default_rng(seed).choice(len(images_of), max_images, replace=False)
+        images_of = images_of[np.sort(chosen)]
+    score = jax.jit(lambda p, x: apply(model_cfg, p, x))
+    rewards = []
+    progress_bar = bar(len(images_of), desc="reward stats", unit="img", disable=not progress)
+    for start in range(0, len(images_of), batch_size):
+        rows = images_of[start:start + batch_size]
+        valid = len(rows)
+        if valid < batch_size:  # pad to one compiled shape
+            rows = np.concatenate([rows, np.resize(rows, (batch_size - valid, 2))])
+        pairs, slots = rows[:, 0], rows[:, 1]
+        order = np.argsort(pairs, kind="stable")  # sequential reads from the memory map
+        images = np.empty((len(rows), *dataset.image_shape), np.uint8)
+        images[order] = dataset.images[pairs[order], slots[order]]
+        rewards.append(np.asarray(score(params, images))[:valid])
+        progress_bar.update(valid)
+    progress_bar.close()
+    rewards = np.concatenate(rewards).astype(np.float64)
+    mean, std = float(rewards.mean()), float(rewards.std())
+    std_safe = std if std > 1e-8 else 1.0
+    return {"count": int(len(rewards)), "mean": mean, "std": std, "min": float(rewards.min()),
+            "max": float(rewards.max()),
+            "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, np.quantile(rewards, QUANTILES))},
+            "normalized_quantiles": {f"{q:g}": float(v)
+                                     for q, v in zip(QUANTILES, np.quantile((rewards - mean) / std_safe, QUANTILES))}}
+
+
+def _write_curve(path: Path, rows: list[dict]) -> None:
+    buffer = stdio.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(path, buffer.getvalue())
+
+
+def _read_curve(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [{key: float(value) if key not in ("epoch", "step") else int(value) for key, value in row.items()}
+            for row in csv.DictReader(path.read_text().splitlines())]
+
+
+def _hardware() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "jax_backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+            "num_devices": jax.device_count()}
+
+
+def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: str | Path,
+          progress: bool = True) -> dict[str, Any]:
+    """Trains (or resumes training of) the reward model on labels `preferences` of `dataset`; returns the summary.
+
+    Resuming needs the same architecture, label set and dataset size as recorded in `out_dir/model.json`.
+    A finished run (all `cfg.epochs` done) only rewrites nothing and returns its summary.
+    """
+    out_dir = Path(out_dir)
+    dataset.require_complete()
+    labels = dataset.load_preferences(preferences)
+    model_cfg = RewardModelConfig.from_config(cfg)
+    record = {"model": model_cfg.to_dict(), "preferences": preferences, "dataset": str(dataset.directory),
+              "num_pairs": len(dataset), "image_shape": list(dataset.image_shape),
+              "train_config": dataclasses.asdict(cfg)}
+    _check_resumable(out_dir, record)
+    io.write_json(out_dir / "model.json", record)
+    summary_path = out_dir / "summary.json"
+
+    train_idx, val_idx = split_indices(len(dataset), cfg.val_fraction, cfg.seed)
+    known = labels != UNKNOWN
+    train_labeled, val_labeled = train_idx[known[train_idx]], val_idx[known[val_idx]]
+    if len(train_labeled) == 0 or len(val_labeled) == 0:
+        raise ValueError(f"labels '{preferences}' in {dataset.directory} leave {len(train_labeled)} training and "
+                         f"{len(val_labeled)} validation pairs after dropping unknowns (label 3); need both > 0")
+
+    optimizer = make_optimizer(cfg)
+    train_step, eval_step = make_steps(model_cfg, optimizer)
+    params = init_params(model_cfg, cfg.seed)
+    opt_state = optimizer.init(params)
+    latest = Checkpointer(out_dir / "checkpoints" / "latest", max_to_keep=1)
+    best = Checkpointer(out_dir / "checkpoints" / "best", max_to_keep=1, best_metric="val_score")
+    state = {"params": params, "opt_state": opt_state, "epoch": np.int64(0), "step": np.int64(0)}
+    if latest.latest_step is not None:
+        state = latest.restore(like=state)
+    start_epoch, step = int(state["epoch"]), int(state["step"])
+    params, opt_state = state["params"], state["opt_state"]
+    curve = [row for row in _read_curve(out_dir / "curve.csv") if row["epoch"] <= start_epoch]
+
+    steps_per_epoch = math.ceil(len(train_labeled) / cfg.batch_size)
+    counts = np.bincount(labels, minlength=4)
+    if start_epoch >= cfg.epochs and summary_path.is_file() and (out_dir / "reward_stats.json").is_file():
+        latest.close(), best.close()
+        return io.read_json(summary_path)
+    if start_epoch:
+        print(f"[distill] resuming after epoch {start_epoch} of {cfg.epochs} from {latest.directory}")
+
+    started = time.time()
+    writer = MetricsWriter(out_dir)
+    progress_bar = bar(total=cfg.epochs * steps_per_epoch, desc="distill", unit="step", initial=start_epoch *
+                       steps_per_epoch, disable=not progress)
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            epoch_start = time.time()
+            totals, window = _Totals(), _Totals()
+            shuffle = np.random.default_rng([cfg.seed, epoch])
+            for batch in iterate_batches(dataset, train_labeled, labels, cfg.batch_size, rng=shuffle,
+                                         prefetch=cfg.prefetch):
+                params, opt_state, sums = train_step(params, opt_state, batch.images, batch.labels, batch.mask)
+                step += 1
+                totals.add(sums)
+                window.add(sums)
+                progress_bar.update(1)
+                if step % cfg.log_every == 0:
+                    writer.scalars(step, {"train/loss": window.loss, "train/accuracy": window.accuracy})
+                    progress_bar.set_postfix(epoch=epoch, loss=f"{window.loss:.4f}")
+                    window = _Totals()
+            epoch_time = time.time() - epoch_start
+            val = evaluate(eval_step, params, dataset, val_labeled, labels, cfg.batch_size, cfg.prefetch)
+            row = {"epoch": epoch, "step": step, "train_loss": totals.loss, "train_accuracy": totals.accuracy,
+                   "val_loss": val.loss, "val_accuracy": val.accuracy,
+                   "pairs_per_s": len(train_labeled) / max(epoch_time, 1e-9)}
+            writer.scalars(step, {"epoch": epoch, "val/loss": val.loss, "val/accuracy": val.accuracy,
+                                  "train/epoch_loss": totals.loss, "train/epoch_accuracy": totals.accuracy,
+                                  "train/pairs_per_s": row["pairs_per_s"]})
+            writer.flush()
+            score = _selection_score(val.accuracy, val.loss)
+            best.save(epoch, {"params": params}, metrics={"val_score": score, "val_accuracy": row["val_accuracy"],
+                                                           "val_loss": row["val_loss"]})
+            latest.save(epoch, {"params": params, "opt_state": opt_state, "epoch": np.int64(epoch),
+                                "step": np.int64(step)})
+            curve.append(row)
+            _write_curve(out_dir / "curve.csv", curve)
+            progress_bar.write(f"[distill] epoch {epoch}/{cfg.epochs}: train loss {totals.loss:.4f} "
+                               f"acc {totals.accuracy:.3f} | val loss {val.loss:.4f} acc {val.accuracy:.3f} "
+                               f"| {row['pairs_per_s']:.0f} pairs/s")
+    finally:
+        progress_bar.close()
+        writer.close()
+
+    best_epoch = best.best_step
+    best_params = best.restore(best_epoch, like={"params": params})["params"]
+    latest.close(), best.close()
+    stats = reward_statistics(model_cfg, best_params, dataset, train_idx, cfg.stats_max_images, cfg.seed,
+                              progress=progress)
+    io.write_json(out_dir / "reward_stats.json", {"epoch": best_epoch, **stats})
+    best_row = next(row for row in curve if row["epoch"] == best_epoch)
+    summary = {
+        "preferences": preferences, "best_val_accuracy": best_row["val_accuracy"],
+        "best_val_loss": best_row["val_loss"], "best_epoch": best_epoch, "train_pairs": int(len(train_labeled)),
+        "val_pairs": int(len(val_labeled)), "epochs": cfg.epochs, "steps": step,
+        "val_decided_pairs": int(np.isin(labels[val_labeled], (FIRST, SECOND)).sum()),
+        "dropped_unknown": int((~known).sum()), "dataset": str(dataset.directory), "num_pairs": len(dataset),
+        "label_counts": {name: int(c) for name, c in zip(("first", "second", "tie", "unknown"), counts)},
+        "final": curve[-1], "reward_stats": stats, "model": model_cfg.to_dict(),
+        "train_seconds_this_session": time.time() - started, "hardware": _hardware(),
+    }
+    io.write_json(summary_path, summary)
+    return summary
+
+
+def _check_resumable(out_dir: Path, record: dict) -> None:
+    path = out_dir / "model.json"
+    if not path.is_file() or not (out_dir / "checkpoints" / "latest").is_dir():
+        return
+    previous = io.read_json(path)
+    for key in ("model", "preferences", "num_pairs", "image_shape"):
+        if previous.get(key) != record[key]:
+            raise ValueError(f"{path} records {key}={previous.get(key)!r} but this run has {record[key]!r}; "
+                             f"cannot resume — use a fresh output folder (or delete {out_dir})")
+    for key in ("seed", "val_fraction", "batch_size"):
+        if previous.get("train_config", {}).get(key) != record["train_config"][key]:
+            raise ValueError(f"{path} records reward.{key}={previous['train_config'].get(key)!r} but this run has "
+                             f"{record['train_config'][key]!r}; cannot resume — use a fresh output folder")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Loading.
+
+
+def load_reward_model(directory: str | Path, step: int | None = None) -> RewardModel:
+    """The RewardModel of a distill folder: best checkpoint by validation accuracy (or `step`), with its stats."""
+    directory = Path(directory)
+    meta_path = directory / "model.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a reward-model folder: {meta_path} is missing")
+    record = io.read_json(meta_path)
+    try:
+        model_cfg = RewardModelConfig(**record["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{meta_path} has an invalid 'model' entry: {error}") from error
+    best_dir = directory / "checkpoints" / "best"
+    if not best_dir.is_dir():
+        raise FileNotFoundError(f"no reward-model checkpoint in {best_dir} (has distill finished an epoch?)")
+    checkpoints = Checkpointer(best_dir, max_to_keep=1, best_metric="val_score")
+    try:
+        step = checkpoints.best_step if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no reward-model checkpoint in {best_dir}")
+        params = checkpoints.restore(step, like={"params": abstract_params(model_cfg)})["params"]
+    finally:
+        checkpoints.close()
+    stats_path = directory / "reward_stats.json"
+    stats = io.read_json(stats_path) if stats_path.is_file() else {}
+    if stats and stats.get("epoch") != step:
+        stats = {}  # statistics belong to another checkpoint
+    params = jax.tree.map(jnp.asarray, params)
+    if not stats:
+        return RewardModel(model_cfg, params)
+    return RewardModel(model_cfg, params, mean=jnp.float32(stats["mean"]),
+                       std=jnp.float32(max(stats["std"], 1e-8)), stats=stats)
