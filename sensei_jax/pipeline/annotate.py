@@ -1,0 +1,222 @@
+"""Stage `annotate`: label every pair of a pair dataset with the configured annotator (llava, oracle or random).
+
+    python -m sensei_jax.run annotate --dataset DIR --annotator llava --vlm.path CKPT
+
+Work is split into partitions of `annotate.partition_size` pairs, each written atomically as soon as it is done
+(`<out>/partitions/<name>/part_00003.npz`), so a restart skips finished partitions and never loses one. A
+manifest records what the partitions were made with; a different annotator config starts over. When all are
+done the labels go into the dataset (`preference/preferences_<name>.npy` and `prob_first_<name>.npy`), and the
+output folder gets `summary.json` (label counts, first/second bias, agreement with the ground truth, throughput)
+and a bar plot of the label distribution.
+
+In the pipeline (`run_stage`) the dataset is run_dir/pairs and the output folder run_dir/annotate; on the command
+line `--dataset DIR` names the dataset and `--out` the folder (default DIR/annotate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sensei_jax import config as config_lib
+from sensei_jax import io, progress
+from sensei_jax.config import Config
+from sensei_jax.reward.dataset import GROUND_TRUTH, LABEL_NAMES, PairDataset
+
+MANIFEST = "manifest.json"
+
+
+def _fingerprint(cfg: Config) -> str:
+    """What decides the labels: the annotate section, and the vlm section for llava."""
+    parts = {"annotate": config_lib.to_dict(cfg.annotate)}
+    for key in ("batch_size", "partition_size"):  # batching does not change results
+        parts["annotate"].pop(key)
+    if cfg.annotate.annotator == "llava":
+        parts["vlm"] = config_lib.to_dict(cfg.vlm)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _partition_dir(out: Path, name: str, num_pairs: int, cfg: Config) -> Path:
+    """The partition folder for label set `name`, emptied if its manifest belongs to another config or dataset."""
+    folder = out / "partitions" / name
+    manifest = {"num_pairs": num_pairs, "partition_size": cfg.annotate.partition_size,
+                "fingerprint": _fingerprint(cfg)}
+    path = folder / MANIFEST
+    if path.is_file():
+        try:
+            if io.read_json(path) == manifest:
+                return folder
+        except ValueError:
+            pass
+        shutil.rmtree(folder)
+    io.write_json(path, manifest)
+    return folder
+
+
+def _load_partition(path: Path, size: int) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            part = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError):
+        return None  # unreadable (cannot happen with atomic writes, but never trust a file): redo it
+    if part.get("label") is None or part["label"].shape != (size,):
+        return None
+    return part
+
+
+def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) -> dict[str, Any]:
+    """Labels all pairs of `dataset` into label set `cfg.annotate.label_name`, resumably. Returns the summary."""
+    out = Path(out)
+    name = cfg.annotate.label_name
+    num_pairs, size = len(dataset), cfg.annotate.partition_size
+    folder = _partition_dir(out, name, num_pairs, cfg)
+    starts = list(range(0, num_pairs, size))
+    paths = [folder / f"part_{i:05d}.npz" for i in range(len(starts))]
+    parts: dict[int, dict[str, np.ndarray]] = {}
+    for i, (start, path) in enumerate(zip(starts, paths)):
+        if path.is_file():
+            part = _load_partition(path, min(size, num_pairs - start))
+            if part is not None:
+                parts[i] = part
+    resumed = sum(len(p["label"]) for p in parts.values())
+    bar = progress.bar(num_pairs, desc=f"annotate ({annotator.name})", unit="pair", initial=resumed)
+    begin, labelled = time.perf_counter(), 0
+    for i, (start, path) in enumerate(zip(starts, paths)):
+        if i in parts:
+            continue
+        stop = min(start + size, num_pairs)
+        images = np.asarray(dataset.images[start:stop])
+        states = np.asarray(dataset.states[start:stop])
+        prob_first, label = annotator.annotate(images, states)
+        part = {"prob_first": np.asarray(prob_first, np.float32), "label": np.asarray(label, np.int8)}
+        for key, value in getattr(annotator, "last_diagnostics", {}).items():
+            if np.asarray(value).dtype != object:
+                part[key] = np.asarray(value)
+        io.write_npz(path, **part)
+        parts[i] = part
+        labelled += stop - start
+        bar.update(stop - start)
+    bar.close()
+    seconds = time.perf_counter() - begin
+    merged = {k: np.concatenate([parts[i][k] for i in range(len(starts))])
+              for k in parts[0] if all(k in parts[i] for i in range(len(starts)))}
+    dataset.save_preferences(name, merged["label"], merged["prob_first"])
+    summary = summarize(dataset, name, merged)
+    summary.update(annotator=annotator.name, resumed_pairs=resumed, labelled_pairs=labelled, seconds=seconds,
+                   pairs_per_second=labelled / seconds if labelled and seconds > 0 else None)
+    if cfg.annotate.annotator == "llava":
+        summary.update(mode=cfg.annotate.mode, layout=cfg.annotate.layout, both_orders=cfg.annotate.both_orders,
+                       checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype)
+    io.write_json(out / "summary.json", summary)
+    plot_preferences(dataset, name, out / f"preferences_{name}.png")
+    return summary
+
+
+def summarize(dataset: PairDataset, name: str, parts: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Label counts, first/second bias, agreement with the ground truth when the dataset has one."""
+    label = parts["label"]
+    counts = np.bincount(label, minlength=4)
+    decided = counts[0] + counts[1]
+    summary: dict[str, Any] = {
+        "name": name, "pairs": int(len(label)),
+        "counts": {n: int(c) for n, c in zip(LABEL_NAMES, counts)},
+        "fractions": {n: float(c / max(len(label), 1)) for n, c in zip(LABEL_NAMES, counts)},
+        # Of the decided labels, how many chose the first image (0.5 on random-order pairs = no bias).
+        "first_bias": float(counts[0] / decided) if decided else None,
+        "mean_prob_first": float(np.nanmean(parts["prob_first"])),
+    }
+    if "position_first" in parts:  # llava: P(the image in the first slot wins), 0.5 = no position bias
+        summary["position_first"] = float(np.mean(parts["position_first"]))
+    if "answer_mass" in parts:
+        summary["mean_answer_mass"] = float(np.mean(parts["answer_mass"]))
+    if name != GROUND_TRUTH and GROUND_TRUTH in dataset.preference_names():
+        truth = dataset.load_preferences(GROUND_TRUTH)
+        both = (truth < 2) & (label < 2)
+        summary["ground_truth"] = {
+            "pairs_compared": int(both.sum()),
+            "agreement": float((truth[both] == label[both]).mean()) if both.any() else None,
+            "coverage": float(both.sum() / max((truth < 2).sum(), 1)),  # decided labels among decided truths
+        }
+    return summary
+
+
+def plot_preferences(dataset: PairDataset, name: str, path: Path) -> Path:
+    """Bar plot of the label distribution of `name` (and of the ground truth beside it, when present)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = [name] + ([GROUND_TRUTH] if name != GROUND_TRUTH and GROUND_TRUTH in dataset.preference_names() else [])
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=110)
+    width = 0.8 / len(sets)
+    x = np.arange(4)
+    for k, label_set in enumerate(sets):
+        counts = np.bincount(dataset.load_preferences(label_set), minlength=4)
+        ax.bar(x + (k - (len(sets) - 1) / 2) * width, counts / max(counts.sum(), 1), width, label=label_set)
+    ax.set_xticks(x, LABEL_NAMES)
+    ax.set_ylabel("fraction of pairs")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"preferences '{name}' ({len(dataset)} pairs)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Pipeline stage: labels run_dir/pairs, writes run_dir/annotate."""
+    from sensei_jax.pipeline.pairs import open_dataset
+    from sensei_jax.vlm.annotate import make_annotator
+
+    run_dir = Path(run_dir)
+    dataset = open_dataset(run_dir)
+    return annotate_dataset(dataset, make_annotator(cfg), cfg, run_dir / "annotate")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="pair dataset folder (default: the run's pairs/)")
+    parser.add_argument("--out", help="where summary.json, the plot and partitions go (default: DATASET/annotate)")
+    parser.add_argument("--annotator", choices=("llava", "oracle", "random"),
+                        help="shorthand for --annotate.annotator")
+    parser.add_argument("--name", help="label set name (shorthand for --annotate.name)")
+    parser.add_argument("--force", action="store_true", help="redo the stage in the run folder even if done")
+
+
+def main(args: argparse.Namespace, cfg: Config) -> int:
+    updates = {k: v for k, v in (("annotator", args.annotator), ("name", args.name)) if v}
+    if updates:
+        cfg = dataclasses.replace(cfg, annotate=dataclasses.replace(cfg.annotate, **updates))
+    if args.dataset:
+        from sensei_jax.reward.dataset import DatasetError
+        from sensei_jax.vlm.annotate import make_annotator
+
+        try:
+            dataset = PairDataset.open(args.dataset)
+            dataset.require_complete()
+        except (DatasetError, FileNotFoundError) as error:
+            raise SystemExit(f"error: {error}") from error
+        out = Path(args.out) if args.out else Path(args.dataset) / "annotate"
+        summary = annotate_dataset(dataset, make_annotator(cfg), cfg, out)
+    else:
+        from sensei_jax.pipeline import rundir
+
+        summary = rundir.run_single_stage("annotate", cfg, run_stage, force=["annotate"] if args.force else [])
+    rate = summary.get("pairs_per_second")
+    print(f"annotated {summary['pairs']} pairs as '{summary['name']}' with {summary['annotator']}: "
+          f"{summary['counts']}" + (f", {rate:.2f} pairs/s" if rate else "")
+          + (f", agreement with ground truth {summary['ground_truth']['agreement']}" if "ground_truth" in summary
+             else ""))
+    return 0
