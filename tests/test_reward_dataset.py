@@ -130,7 +130,7 @@ def test_batches_cover_indices_padded_and_resized(tmp_path):
     for b in batches:
         np.testing.assert_array_equal(b.labels, labels[b.indices])
         np.testing.assert_array_equal(b.images, resize_images(images[b.indices], 4))
-    # A 2x area average of a constant image is the constant; non-integer factors fall back to bilinear.
+    # Resizing keeps a constant image constant, at integer and non-integer factors.
     flat = np.full((2, 6, 6, 3), 77, np.uint8)
     assert (resize_images(flat, 3) == 77).all() and (resize_images(flat, 4) == 77).all()
     # Breaking off early stops the reader thread cleanly.

@@ -80,13 +80,14 @@ def test_preference_loss_soft_labels_ties_and_unknowns():
     expected = 2 * np.log1p(np.exp(-2.0)) + np.log(2.0)  # two confident correct pairs + a tie at equal rewards
     np.testing.assert_allclose(float(sums["loss"]), expected, rtol=1e-5)
     # A tie is a soft 0.5 target: no gradient when both rewards agree, and it pulls unequal rewards together.
-    tie = lambda r: preference_loss(r, jnp.array([2]), jnp.array([True]))["loss"]  # noqa: E731
-    np.testing.assert_allclose(jax.grad(tie)(jnp.array([[1.0, 1.0]])), 0.0, atol=1e-7)
-    grad = jax.grad(tie)(jnp.array([[3.0, 1.0]]))
+    loss_grad = jax.jit(jax.value_and_grad(lambda r, y: preference_loss(r, y, jnp.ones(len(y), bool))["loss"]))
+    _, grad = loss_grad(jnp.array([[1.0, 1.0]]), jnp.array([2]))
+    np.testing.assert_allclose(grad, 0.0, atol=1e-7)
+    _, grad = loss_grad(jnp.array([[3.0, 1.0]]), jnp.array([2]))
     assert grad[0, 0] > 0 > grad[0, 1]
     # An unknown label contributes nothing, whatever the rewards.
-    unknown = lambda r: preference_loss(r, jnp.array([3]), jnp.array([True]))["loss"]  # noqa: E731
-    assert float(unknown(jnp.array([[9.0, -9.0]]))) == 0.0
-    # A wrong confident prediction costs more than a right one.
-    wrong = preference_loss(jnp.array([[0.0, 2.0]]), jnp.array([0]), jnp.array([True]))
-    assert float(wrong["loss"]) > 2.0 and float(wrong["correct"]) == 0
+    loss, grad = loss_grad(jnp.array([[9.0, -9.0]]), jnp.array([3]))
+    assert float(loss) == 0.0 and not np.any(np.asarray(grad))
+    # A wrong confident prediction costs more than a right one, and its gradient pushes the preferred one up.
+    loss, grad = loss_grad(jnp.array([[0.0, 2.0]]), jnp.array([0]))
+    assert float(loss) > 2.0 and grad[0, 0] < 0 < grad[0, 1]

@@ -135,3 +135,20 @@ def test_preferences_resolution_and_all_unknown(tmp_path, trained):
         distill.resolve_preferences(cfg, small)
     with pytest.raises(ValueError, match="after dropping unknowns"):
         train(small, "vlm", RewardConfig(**TINY), tmp_path / "out", progress=False)
+
+
+def test_images_cached_at_model_resolution(tmp_path):
+    from sensei_jax.reward.dataset import resize_images
+    from sensei_jax.reward.train import model_resolution_images
+
+    dataset = PairDataset.create(tmp_path / "big", 5, image_shape=(96, 96, 3))
+    dataset.images[:] = np.random.default_rng(0).integers(0, 256, size=(5, 2, 96, 96, 3), dtype=np.uint8)
+    dataset.flush()
+    cached = model_resolution_images(dataset, 64, tmp_path / "cache", chunk=4, progress=False)
+    assert cached.shape == (5, 2, 64, 64, 3) and cached.dtype == np.uint8
+    np.testing.assert_array_equal(cached, resize_images(np.asarray(dataset.images), 64))
+    stamp = (tmp_path / "cache" / "images_64.npy").stat().st_mtime_ns
+    again = model_resolution_images(dataset, 64, tmp_path / "cache", chunk=4, progress=False)
+    assert (tmp_path / "cache" / "images_64.npy").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    np.testing.assert_array_equal(again, cached)
+    assert model_resolution_images(dataset, 96, tmp_path / "cache") is dataset.images  # already the right size

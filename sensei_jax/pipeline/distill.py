@@ -19,13 +19,12 @@ from sensei_jax.reward.train import train
 
 
 def annotator_name(cfg: Config) -> str | None:
-    """The annotator's name from whichever config section configures it (`annotate.annotator`, `vlm.annotator`)."""
-    for section in ("annotate", "vlm"):
-        node = getattr(cfg, section, None)
-        for key in ("annotator", "kind"):
-            value = getattr(node, key, None)
-            if isinstance(value, str) and value:
-                return value
+    """The label-set name the annotate stage writes: `annotate.name`, else the annotator's (`annotate.annotator`)."""
+    section = getattr(cfg, "annotate", None)
+    for key in ("name", "annotator"):
+        value = getattr(section, key, None)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 

@@ -308,35 +308,31 @@ class PairBatch(NamedTuple):
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Resizes uint8 [..., H, W, 3] to [..., size, size, 3] (area average for integer factors, else bilinear)."""
+    """uint8 [..., H, W, 3] -> uint8 [..., size, size, 3], resized exactly as the reward model resizes its inputs
+    (antialiased bilinear, `sensei_jax.reward.model.resize`), then rounded."""
+    from sensei_jax.reward.model import resize_uint8
+
     height, width = images.shape[-3:-1]
     if (height, width) == (size, size):
         return images
     lead = images.shape[:-3]
-    flat = images.reshape(-1, height, width, 3)
-    if height % size == 0 and width % size == 0:
-        fh, fw = height // size, width // size
-        pooled = flat.reshape(-1, size, fh, size, fw, 3).mean(axis=(2, 4), dtype=np.float32)
-        out = np.clip(np.rint(pooled), 0, 255).astype(np.uint8)
-    else:
-        from PIL import Image
-
-        out = np.stack([np.asarray(Image.fromarray(frame).resize((size, size), Image.BILINEAR, reducing_gap=None))
-                        for frame in flat])
-    return out.reshape(*lead, size, size, 3)
+    flat = np.asarray(resize_uint8(np.ascontiguousarray(images).reshape(-1, height, width, 3), size))
+    return flat.reshape(*lead, size, size, 3)
 
 
-def iterate_batches(dataset: PairDataset, indices: np.ndarray, labels: np.ndarray, batch_size: int,
+def iterate_batches(source: PairDataset | np.ndarray, indices: np.ndarray, labels: np.ndarray, batch_size: int,
                     rng: np.random.Generator | None = None, image_size: int | None = None, pad: bool = True,
                     prefetch: int = 2) -> Iterator[PairBatch]:
     """Yields batches of the pairs `indices` (shuffled with `rng` if given), read from the dataset's memory map.
 
-    labels int8 [N] over the whole dataset. Every batch has exactly `batch_size` rows when `pad` (the last one is
+    `source` is a PairDataset or an images array [N, 2, H, W, 3] (e.g. a memory-mapped copy resized to the model's
+    resolution); labels int8 [N] over the whole dataset. Every batch has exactly `batch_size` rows when `pad` (the last one is
     padded by repeating pairs, with mask False), so a compiled step sees one shape. Within a batch the reads are in
     ascending index order (sequential disk access); the batch itself is shuffled by the epoch permutation. With
-    `image_size` the images are resized to [image_size, image_size] on the host. Reading runs `prefetch` batches
+    `image_size` the images are resized to [image_size, image_size] as the reward model would resize them. Reading runs `prefetch` batches
     ahead in a background thread so disk I/O overlaps the train step.
     """
+    images_source = source.images if isinstance(source, PairDataset) else source
     indices = np.asarray(indices, dtype=np.int64)
     if rng is not None:
         indices = rng.permutation(indices)
@@ -347,7 +343,7 @@ def iterate_batches(dataset: PairDataset, indices: np.ndarray, labels: np.ndarra
         valid = len(chosen)
         if pad and valid < batch_size:
             chosen = np.concatenate([chosen, np.resize(chosen, batch_size - valid)])
-        images = dataset.images[chosen]
+        images = images_source[chosen]
         if image_size is not None:
             images = resize_images(images, image_size)
         mask = np.arange(len(chosen)) < valid

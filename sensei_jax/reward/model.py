@@ -70,6 +70,12 @@ def resize(images: jax.Array, size: int) -> jax.Array:
     return jax.image.resize(images, (images.shape[0], size, size, images.shape[3]), method="linear", antialias=True)
 
 
+@functools.partial(jax.jit, static_argnums=1)
+def resize_uint8(images: jax.Array, size: int) -> jax.Array:
+    """uint8 [B, H, W, 3] -> uint8 [B, size, size, 3] with `resize`, rounded (for caching resized datasets)."""
+    return jnp.clip(jnp.round(resize(images, size)), 0, 255).astype(jnp.uint8)
+
+
 class MotifCNN(nnx.Module):
     """uint8 [B, H, W, 3] -> float32 [B]. Images of another size than `cfg.image_size` are resized first."""
 
@@ -181,13 +187,13 @@ class RewardModel:
             raise TypeError(f"reward() expects uint8 images [..., H, W, 3], got dtype {images.dtype}")
         if images.ndim < 3 or images.shape[-1] != 3:
             raise ValueError(f"reward() expects images [..., H, W, 3], got shape {images.shape}")
+        if normalize and (self.mean is None or self.std is None):
+            raise ValueError("reward(normalize=True) needs reward statistics, and this model has none "
+                             "(reward_stats.json missing or written for another checkpoint)")
         lead = images.shape[:-3]
         flat = images.reshape(-1, *images.shape[-3:])
         rewards = apply(self.config, self.params, flat)
         if normalize:
-            if self.mean is None or self.std is None:
-                raise ValueError("reward(normalize=True) needs reward statistics, and this model has none "
-                                 "(reward_stats.json missing or written for another checkpoint)")
             rewards = (rewards - jnp.float32(self.mean)) / jnp.float32(self.std)
         return rewards.reshape(lead)
 

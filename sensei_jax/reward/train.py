@@ -42,7 +42,8 @@ from sensei_jax.metrics import MetricsWriter
 from sensei_jax.progress import bar
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.dataset import FIRST, SECOND, TIE, UNKNOWN, PairDataset, iterate_batches, split_indices
-from sensei_jax.reward.model import RewardModel, RewardModelConfig, abstract_params, apply, init_params
+from sensei_jax.reward.model import (RewardModel, RewardModelConfig, abstract_params, apply, init_params,
+                                     resize_uint8)
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CURVE_COLUMNS = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "pairs_per_s")
@@ -129,35 +130,37 @@ def _selection_score(accuracy: float, loss: float) -> float:
     return accuracy + 1e-7 * (1.0 - math.tanh(loss))
 
 
-def evaluate(eval_step: Callable, params: dict, dataset: PairDataset, indices: np.ndarray, labels: np.ndarray,
+def evaluate(eval_step: Callable, params: dict, images: np.ndarray, indices: np.ndarray, labels: np.ndarray,
              batch_size: int, prefetch: int = 2) -> _Totals:
+    """Sums of the loss and accuracy over the pairs `indices` of images uint8 [N, 2, h, w, 3]."""
     totals = _Totals()
-    for batch in iterate_batches(dataset, indices, labels, batch_size, prefetch=prefetch):
+    for batch in iterate_batches(images, indices, labels, batch_size, prefetch=prefetch):
         totals.add(eval_step(params, batch.images, batch.labels, batch.mask))
     return totals
 
 
-def reward_statistics(model_cfg: RewardModelConfig, params: dict, dataset: PairDataset, indices: np.ndarray,
+def reward_statistics(model_cfg: RewardModelConfig, params: dict, images: np.ndarray, indices: np.ndarray,
                       max_images: int, seed: int, batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
-    """Reward mean, std, min, max and quantiles over both images of the pairs `indices` (a seeded subsample of at
-    most `max_images` images). Normalised quantiles are of (r - mean) / std, as Motif stores them."""
-    images_of = np.stack(np.meshgrid(indices, [0, 1], indexing="ij"), -1).reshape(-1, 2)  # (pair, slot) rows
-    if len(images_of) > max_images:
-        chosen = np.random.default_rng(seed).choice(len(images_of), max_images, replace=False)
-        images_of = images_of[np.sort(chosen)]
+    """Reward mean, std, min, max and quantiles over both frames of the pairs `indices` of images uint8
+    [N, 2, h, w, 3] (a seeded subsample of at most `max_images` frames). Normalised quantiles are of
+    (r - mean) / std, as Motif stores them."""
+    frames_of = np.stack(np.meshgrid(indices, [0, 1], indexing="ij"), -1).reshape(-1, 2)  # (pair, slot) rows
+    if len(frames_of) > max_images:
+        chosen = np.random.default_rng(seed).choice(len(frames_of), max_images, replace=False)
+        frames_of = frames_of[np.sort(chosen)]
     score = jax.jit(lambda p, x: apply(model_cfg, p, x))
     rewards = []
-    progress_bar = bar(len(images_of), desc="reward stats", unit="img", disable=not progress)
-    for start in range(0, len(images_of), batch_size):
-        rows = images_of[start:start + batch_size]
+    progress_bar = bar(len(frames_of), desc="reward stats", unit="img", disable=not progress)
+    for start in range(0, len(frames_of), batch_size):
+        rows = frames_of[start:start + batch_size]
         valid = len(rows)
         if valid < batch_size:  # pad to one compiled shape
             rows = np.concatenate([rows, np.resize(rows, (batch_size - valid, 2))])
         pairs, slots = rows[:, 0], rows[:, 1]
         order = np.argsort(pairs, kind="stable")  # sequential reads from the memory map
-        images = np.empty((len(rows), *dataset.image_shape), np.uint8)
-        images[order] = dataset.images[pairs[order], slots[order]]
-        rewards.append(np.asarray(score(params, images))[:valid])
+        frames = np.empty((len(rows), *images.shape[2:]), np.uint8)
+        frames[order] = images[pairs[order], slots[order]]
+        rewards.append(np.asarray(score(params, frames))[:valid])
         progress_bar.update(valid)
     progress_bar.close()
     rewards = np.concatenate(rewards).astype(np.float64)
@@ -168,6 +171,41 @@ def reward_statistics(model_cfg: RewardModelConfig, params: dict, dataset: PairD
             "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, np.quantile(rewards, QUANTILES))},
             "normalized_quantiles": {f"{q:g}": float(v)
                                      for q, v in zip(QUANTILES, np.quantile((rewards - mean) / std_safe, QUANTILES))}}
+
+
+def model_resolution_images(dataset: PairDataset, size: int, cache_dir: Path, chunk: int = 64,
+                            progress: bool = True) -> np.ndarray:
+    """The dataset's images at the model's input resolution: uint8 [N, 2, size, size, 3], memory-mapped.
+
+    Images already at `size` are the dataset's own memory map. Otherwise they are resized once, with the model's own
+    `resize`, into `cache_dir/images_<size>.npy` (reused by later runs and resumes), so each epoch reads 64x64
+    frames instead of resizing 224x224 ones in every train step.
+    """
+    if dataset.image_shape[:2] == (size, size):
+        return dataset.images
+    path, record_path = cache_dir / f"images_{size}.npy", cache_dir / f"images_{size}.json"
+    record = {"source": str(dataset.directory.resolve()), "num_pairs": len(dataset),
+              "source_shape": list(dataset.image_shape), "size": size,
+              "source_mtime_ns": (dataset.directory / "images.npy").stat().st_mtime_ns}
+    if record_path.is_file() and path.is_file() and io.read_json(record_path) == record:
+        return np.lib.format.open_memmap(path, mode="r")
+    record_path.unlink(missing_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(dataset), 2, size, size, 3))
+    height, width = dataset.image_shape[:2]
+    progress_bar = bar(len(dataset), desc=f"resize to {size}px", unit="pair", disable=not progress)
+    for start in range(0, len(dataset), chunk):
+        pairs = np.asarray(dataset.images[start:start + chunk])
+        valid = len(pairs)
+        if valid < chunk:  # one compiled shape
+            pairs = np.concatenate([pairs, np.zeros((chunk - valid, *pairs.shape[1:]), np.uint8)])
+        small = resize_uint8(pairs.reshape(chunk * 2, height, width, 3), size)
+        cache[start:start + valid] = np.asarray(small).reshape(chunk, 2, size, size, 3)[:valid]
+        progress_bar.update(valid)
+    progress_bar.close()
+    cache.flush()
+    io.write_json(record_path, record)
+    return np.lib.format.open_memmap(path, mode="r")
 
 
 def _write_curve(path: Path, rows: list[dict]) -> None:
@@ -239,6 +277,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
         print(f"[distill] resuming after epoch {start_epoch} of {cfg.epochs} from {latest.directory}")
 
     started = time.time()
+    images = model_resolution_images(dataset, model_cfg.image_size, out_dir / "cache", progress=progress)
     writer = MetricsWriter(out_dir)
     progress_bar = bar(total=cfg.epochs * steps_per_epoch, desc="distill", unit="step", initial=start_epoch *
                        steps_per_epoch, disable=not progress)
@@ -247,7 +286,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
             epoch_start = time.time()
             totals, window = _Totals(), _Totals()
             shuffle = np.random.default_rng([cfg.seed, epoch])
-            for batch in iterate_batches(dataset, train_labeled, labels, cfg.batch_size, rng=shuffle,
+            for batch in iterate_batches(images, train_labeled, labels, cfg.batch_size, rng=shuffle,
                                          prefetch=cfg.prefetch):
                 params, opt_state, sums = train_step(params, opt_state, batch.images, batch.labels, batch.mask)
                 step += 1
@@ -259,7 +298,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
                     progress_bar.set_postfix(epoch=epoch, loss=f"{window.loss:.4f}")
                     window = _Totals()
             epoch_time = time.time() - epoch_start
-            val = evaluate(eval_step, params, dataset, val_labeled, labels, cfg.batch_size, cfg.prefetch)
+            val = evaluate(eval_step, params, images, val_labeled, labels, cfg.batch_size, cfg.prefetch)
             row = {"epoch": epoch, "step": step, "train_loss": totals.loss, "train_accuracy": totals.accuracy,
                    "val_loss": val.loss, "val_accuracy": val.accuracy,
                    "pairs_per_s": len(train_labeled) / max(epoch_time, 1e-9)}
@@ -284,7 +323,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     best_epoch = best.best_step
     best_params = best.restore(best_epoch, like={"params": params})["params"]
     latest.close(), best.close()
-    stats = reward_statistics(model_cfg, best_params, dataset, train_idx, cfg.stats_max_images, cfg.seed,
+    stats = reward_statistics(model_cfg, best_params, images, train_idx, cfg.stats_max_images, cfg.seed,
                               progress=progress)
     io.write_json(out_dir / "reward_stats.json", {"epoch": best_epoch, **stats})
     best_row = next(row for row in curve if row["epoch"] == best_epoch)
