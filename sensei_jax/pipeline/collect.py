@@ -37,45 +37,45 @@ import numpy as np
 
 from sensei_jax import io, progress
 from sensei_jax.config import Config
+from sensei_jax.envs.robodesk import INTERACTIONS, TASKS, Robodesk, tasks
 from sensei_jax.pipeline import rundir
 
-INTERACTION_NAMES = ("drawer", "slide", "red_button", "green_button", "blue_button", "ball", "upright_block",
-                     "flat_block")
+INTERACTION_NAMES = INTERACTIONS  # drawer, slide, red/green/blue button, ball, upright block, flat block
 # Targets whose proximity to the gripper SENSEI's heuristic counts (sensei_motif.md §1).
 DISTANCE_NAMES = ("ball", "upright_block", "flat_block", "drawer_handle", "slide_handle")
 CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "episode_step", "distance", "drawer_qpos",
               "stack_error")
-STACK_OFFSET = (0.0, 0.0, 0.0377804)  # upright block centre above the flat block's when stacked (Robodesk)
 
 
-def make_env(cfg: Config):
-    from sensei_jax.envs.robodesk import Robodesk
-
-    return Robodesk.from_config(cfg.env)
+def make_env(cfg: Config, **overrides):
+    return Robodesk.from_config(cfg.env, **overrides)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # What is stored per step.
 
 
-def step_record(env, state) -> dict[str, jax.Array]:
-    """Everything stored for one world at one step (shapes without the [T, B] prefix)."""
-    flags = state.info["interaction_flags"]
-    success = state.info["success"]
-    ee = state.obs["end_effector"]
-    targets = {name: env.target_position(state, name) for name in DISTANCE_NAMES}
-    distance = jnp.stack([jnp.linalg.norm(ee - targets[name]) for name in DISTANCE_NAMES])
-    stack_error = jnp.linalg.norm(targets["upright_block"] - targets["flat_block"] - jnp.asarray(STACK_OFFSET))
+def step_record(env, states) -> dict[str, jax.Array]:
+    """Everything stored for a batch of worlds at one step: arrays [B, ...]."""
+    flags = states.info["interaction_flags"]
+    success = states.info["success"]
+    # The env's own scene description (end effector, objects, handles) of the current physics.
+    scene = env._scene(states.data, states.info["initial_object_pos"])
+    ee = scene.end_effector  # [B, 3]
+    ball, upright, flat = (scene.object_pos[:, i] for i in range(3))  # tasks.OBJECTS order
+    targets = jnp.stack([ball, upright, flat, scene.drawer_handle, scene.slide_handle], axis=1)  # [B, D, 3]
+    distance = jnp.linalg.norm(ee[:, None] - targets, axis=-1)
+    stack_error = jnp.linalg.norm(upright - flat - jnp.asarray(tasks.STACK_OFFSET), axis=-1)
     return {
-        "image": state.obs["image"].astype(jnp.uint8),
-        "state": env.physics_state(state).astype(jnp.float32),
-        "interaction": jnp.stack([jnp.asarray(flags[name], bool) for name in INTERACTION_NAMES]),
-        "success": jnp.stack([jnp.asarray(success[name], bool) for name in sorted(success)]),
-        "reward": jnp.asarray(state.reward, jnp.float32),
-        "done": jnp.asarray(state.done, bool),
-        "episode_step": jnp.asarray(state.info["episode_step"], jnp.int32),
+        "image": states.obs["image"].astype(jnp.uint8),
+        "state": env.physics_state(states).astype(jnp.float32),
+        "interaction": jnp.stack([flags[name] for name in INTERACTION_NAMES], axis=-1).astype(bool),
+        "success": jnp.stack([success[name] for name in sorted(success)], axis=-1).astype(bool),
+        "reward": states.reward.astype(jnp.float32),
+        "done": states.done.astype(bool),
+        "episode_step": states.info["episode_step"].astype(jnp.int32),
         "distance": distance.astype(jnp.float32),
-        "drawer_qpos": jnp.asarray(env.joint_position(state, "drawer"), jnp.float32),
+        "drawer_qpos": scene.drawer_q.astype(jnp.float32),
         "stack_error": stack_error.astype(jnp.float32),
     }
 
@@ -86,15 +86,13 @@ def step_record(env, state) -> dict[str, jax.Array]:
 
 def build_step(env, action_smoothing: float):
     """One policy step of all worlds: (states [B], actions f32 [B, A], key) -> (states, actions, records)."""
-    step_one = jax.vmap(env.step)
-    record_all = jax.vmap(lambda s: step_record(env, s))
 
     @jax.jit
     def step(states, actions, key):
         target = jax.random.uniform(key, actions.shape, minval=-1.0, maxval=1.0)
         actions = (1.0 - action_smoothing) * actions + action_smoothing * target
-        states = step_one(states, actions)
-        return states, actions, record_all(states)
+        states = env.step(states, actions)
+        return states, actions, step_record(env, states)
 
     return step
 
@@ -107,8 +105,13 @@ def _carry_path(directory: Path, index: int) -> Path:
     return directory / f"carry_{index:05d}.npz"
 
 
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
 def _save_carry(path: Path, states, actions) -> None:
-    leaves = jax.tree.leaves(states)
+    """Every leaf of the env state (MJX data, solver warm start, auto-reset keys), so resuming is exact."""
+    leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(states)]
     io.write_npz(path, actions=np.asarray(actions), **{f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
 
 
@@ -119,15 +122,18 @@ def _load_carry(path: Path, like_states):
             arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError, EOFError) as error:
         raise rundir.StageError(f"cannot read the collection carry {path} (corrupt?): {error}; delete it and the "
-                                "chunk after it to redo that chunk") from error
+                                "chunk of the same number to redo that chunk") from error
     leaves, treedef = jax.tree.flatten(like_states)
     restored = []
     for i, like in enumerate(leaves):
         key = f"leaf_{i:04d}"
-        if key not in arrays or arrays[key].shape != np.shape(like):
+        value = arrays.get(key)
+        expected = jax.random.key_data(like).shape if _is_key(like) else np.shape(like)
+        if value is None or value.shape != expected:
             raise rundir.StageError(f"{path} does not match this env's state ({key}); it was written by another "
                                     "config or version: rerun with --force collect")
-        restored.append(jnp.asarray(arrays[key], dtype=like.dtype))
+        restored.append(jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(like))
+                        if _is_key(like) else jnp.asarray(value, dtype=like.dtype))
     return jax.tree.unflatten(treedef, restored), jnp.asarray(arrays["actions"])
 
 
@@ -148,7 +154,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     num_chunks = -(-cfg.collect.steps // chunk_steps)
     seed_key = jax.random.fold_in(jax.random.key(cfg.run.seed), 1)  # stream 1: collection
 
-    states = jax.vmap(env.reset)(jax.random.split(jax.random.fold_in(seed_key, 0), num_envs))
+    states = jax.jit(env.reset_batch, static_argnums=1)(jax.random.fold_in(seed_key, 0), num_envs)
     actions = jnp.zeros((num_envs, env.action_size), jnp.float32)
     done_chunks = _complete_chunks(out)
     if done_chunks:
@@ -157,7 +163,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     total = num_chunks * chunk_steps * num_envs
     bar = progress.bar(total, desc="collect", unit="env step", initial=done_chunks * chunk_steps * num_envs)
-    start, stepped = time.time(), 0
+    start, stepped = None, 0  # the rate is measured from the second step on (the first one compiles)
     record_shapes = None
     for chunk in range(done_chunks, num_chunks):
         chunk_key = jax.random.fold_in(seed_key, chunk + 1)
@@ -166,18 +172,21 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             states, actions, record = step(states, actions, jax.random.fold_in(chunk_key, t))
             rows.append(jax.device_get(record))
             bar.update(num_envs)
-            stepped += num_envs
+            if start is None:
+                start = time.time()
+            else:
+                stepped += num_envs
         chunk_data = {k: np.stack([row[k] for row in rows]) for k in CHUNK_KEYS}
         record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
         io.write_npz(_chunk_path(out, chunk), **chunk_data)
         _save_carry(_carry_path(out, chunk), states, actions)
         bar.set_postfix(chunk=f"{chunk + 1}/{num_chunks}")
     bar.close()
-    seconds = time.time() - start
+    seconds = time.time() - start if start is not None else 0.0
 
     meta = {"num_chunks": num_chunks, "chunk_steps": chunk_steps, "num_envs": num_envs, "policy": cfg.collect.policy,
             "interaction_names": list(INTERACTION_NAMES), "distance_names": list(DISTANCE_NAMES),
-            "success_names": sorted(env.success_names) if hasattr(env, "success_names") else None,
+            "success_names": sorted(TASKS),
             "image_size": cfg.env.image_size, "camera": cfg.env.camera}
     if record_shapes is None:
         record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0).items()}

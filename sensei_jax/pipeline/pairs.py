@@ -92,8 +92,9 @@ def render_settings(cfg: Config) -> tuple[int, str]:
 
 
 def build_renderer(env, camera: str, size: int):
-    """Compiled: physics states f32 [B, S] -> uint8 [B, size, size, 3]."""
-    return jax.jit(jax.vmap(lambda physics: env.render(env.restore(physics), camera, size)))
+    """Compiled: physics states f32 [B, S] -> uint8 [B, size, size, 3] (B fixed per renderer: the batch ray
+    tracer's context is built for a world count)."""
+    return jax.jit(lambda physics: env.render(env.restore(physics), camera, size))
 
 
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         dataset = PairDataset.create(dataset_dir, num_pairs, image_shape=expected_shape,
                                      state_size=states.shape[-1], overwrite=True)
 
-    env = collect.make_env(cfg)
+    env = collect.make_env(cfg, render_images=False)  # restore without rendering the agent's view
     render = build_renderer(env, camera, size)
     batch = cfg.pairs.render_batch
     bar = progress.bar(num_pairs, desc="pairs (render)", unit="pair", initial=dataset.num_written)

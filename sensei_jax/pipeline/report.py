@@ -170,31 +170,36 @@ def learning_figure(curves: dict[str, dict[str, list[tuple[int, float]]]], path:
 
 def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int) -> list[dict[str, Any]]:
     """The collected episodes with the most interaction steps, each with `num_frames` evenly spaced frames
-    (uint8 [F, H, W, 3]) chosen among its interacting steps when it has enough of them."""
+    (uint8 [F, H, W, 3]), taken among its interacting steps when it has enough of them."""
     meta = collect.read_meta(collect_dir)
+    flat = collect.load_collection(collect_dir, ("interaction", "episode_step"))
+    worlds = meta["num_envs"]
+    active = flat["interaction"].any(-1).reshape(-1, worlds)  # [T, B]
+    episode_step = flat["episode_step"].reshape(-1, worlds)
     episodes: list[dict[str, Any]] = []
-    for index in range(meta["num_chunks"]):
-        chunk = collect.load_chunk(collect_dir, index, ("interaction", "episode_step"))
-        flags = chunk["interaction"].any(-1)  # [T, B]
-        for world in range(flags.shape[1]):
-            # Episodes restart where the step counter goes back; chunks are cut at fixed steps, so an episode is
-            # identified per chunk (enough to pick a lively stretch of frames).
-            starts = np.flatnonzero(np.diff(chunk["episode_step"][:, world]) < 0) + 1
-            bounds = np.concatenate([[0], starts, [flags.shape[0]]])
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                if hi - lo >= num_frames:
-                    episodes.append({"chunk": index, "world": world, "start": int(lo), "stop": int(hi),
-                                     "interactions": int(flags[lo:hi, world].sum())})
+    for world in range(worlds):
+        starts = np.flatnonzero(np.diff(episode_step[:, world]) < 0) + 1  # the step counter goes back to 0
+        bounds = np.concatenate([[0], starts, [len(active)]])
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if hi - lo >= num_frames:
+                episodes.append({"world": world, "start": int(lo), "stop": int(hi),
+                                 "interactions": int(active[lo:hi, world].sum())})
     episodes.sort(key=lambda e: -e["interactions"])
     chosen = episodes[:num_episodes]
+    chunk_steps, cache = meta["chunk_steps"], {}
     for episode in chosen:
-        chunk = collect.load_chunk(collect_dir, episode["chunk"], ("image", "interaction"))
         lo, hi, world = episode["start"], episode["stop"], episode["world"]
-        active = np.flatnonzero(chunk["interaction"][lo:hi, world].any(-1)) + lo
-        pool = active if len(active) >= num_frames else np.arange(lo, hi)
+        moving = np.flatnonzero(active[lo:hi, world]) + lo
+        pool = moving if len(moving) >= num_frames else np.arange(lo, hi)
         picks = pool[np.linspace(0, len(pool) - 1, num_frames).round().astype(int)]
+        frames = []
+        for t in picks:
+            chunk = int(t) // chunk_steps
+            if chunk not in cache:
+                cache[chunk] = collect.load_chunk(collect_dir, chunk, ("image",))["image"]
+            frames.append(cache[chunk][int(t) % chunk_steps, world])
         episode["steps"] = picks.tolist()
-        episode["frames"] = chunk["image"][picks, world]
+        episode["frames"] = np.stack(frames)
     return chosen
 
 
