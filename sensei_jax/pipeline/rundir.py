@@ -61,7 +61,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two config dicts (ignoring where the run lives)."""
     a, b = _flatten(old), _flatten(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in IGNORED_KEYS)
+    # Keys absent from the old config were added to the code since (with defaults); they do not count as changes.
+    return sorted(k for k in a if a[k] != b.get(k, "<missing>") and k not in IGNORED_KEYS)
 
 
 def first_affected_stage(keys: list[str]) -> str | None:
@@ -130,8 +131,10 @@ class RunDir:
             keys = changed_keys(old, new)
             affected = first_affected_stage(keys)
             if affected is not None:
+                # Only a finished affected stage is a conflict: an unfinished one runs with the new config and
+                # forgets every later stage when it does.
                 status = self.read_status()["stages"]
-                stale = [s for s in STAGES[stage_index(affected):] if s in status]
+                stale = [affected] if affected in status else []
                 if stale:
                     shown = ", ".join(f"{k} ({_flatten(old).get(k, '<missing>')!r} -> {_flatten(new).get(k)!r})"
                                       for k in keys[:6])
@@ -182,6 +185,10 @@ class RunDir:
         if entry and entry.get("state") == "done":
             log(f"[{name}] done already ({entry.get('seconds', 0):.0f} s); skipping (use --force {name} to redo it)")
             return entry.get("summary") or {}
+        later = [s for s in STAGES[stage_index(name) + 1:] if s in status["stages"]]
+        if later:  # they were computed from this stage's old (or missing) output
+            log(f"[{name}] forgetting the later stages {', '.join(later)}, which depend on it")
+            self.forget(later)
         resumed = self.stage_dir(name).exists() and any(self.stage_dir(name).iterdir())
         log(f"[{name}] {'resuming' if resumed else 'running'} -> {self.stage_dir(name)}")
         self.stage_dir(name).mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from sensei_jax import config as config_lib
 from sensei_jax.config import Config
 from sensei_jax.pipeline import rundir
+from sensei_jax.reward.dataset import DatasetError
 
 BASELINE_BEHAVIOUR = "p2x"
 
@@ -59,7 +60,12 @@ def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_afte
     summaries = {}
     for name in rundir.STAGES:
         fn = run_baseline if name == "baseline" else stage_function(name)
-        summaries[name] = run.run(name, lambda fn=fn: fn(cfg, run.path), log=log)
+        try:
+            summaries[name] = run.run(name, lambda fn=fn: fn(cfg, run.path), log=log)
+        except rundir.StageError:
+            raise
+        except (DatasetError, FileNotFoundError) as error:  # a missing or corrupt input file, named in the message
+            raise rundir.StageError(f"stage '{name}' cannot read its input: {error}") from error
         if name == stop_after:
             break
     return summaries

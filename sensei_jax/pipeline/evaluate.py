@@ -1,0 +1,115 @@
+"""Stage `evaluate`: interaction and success counts of the exploration runs, next to each other.
+
+SENSEI's paper reports, per object, the number of steps in which the object moved (|qvel| > 0.02), summed over all
+steps of an exploration run (sensei_motif.md §4). The `explore` stage counts these for every env step; this stage
+gathers them for SENSEI (`run_dir/explore`), the disagreement-only baseline (`run_dir/baseline`) and, for scale, the
+random collection policy (`run_dir/collect`), together with success-step counts per task, episode returns and the
+learning curves, and writes `run_dir/evaluate/summary.json`:
+
+    {"runs": {method: {"steps", "interactions": {object: n}, "success": {task: n}, "episode_returns": [...],
+                       "curves": {metric: [[step, value], ...]}}},
+     "ratios": {object: SENSEI / baseline}}
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sensei_jax import io
+from sensei_jax.config import Config
+from sensei_jax.pipeline import collect, rundir
+
+SUMMARY = "summary.json"
+
+
+def find_exploration_summaries(folder: Path) -> list[Path]:
+    """summary.json files of explore runs under `folder` (the explore stage writes one per behaviour)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob(SUMMARY) if "checkpoints" not in p.parts)
+
+
+def read_exploration(path: Path) -> dict[str, Any]:
+    """One explore run's summary, checked for the fields the evaluation needs (the message names the file)."""
+    try:
+        summary = io.read_json(path)
+    except (ValueError, FileNotFoundError) as error:
+        raise rundir.StageError(f"cannot read the exploration summary {path}: {error}") from error
+    missing = [k for k in ("behaviour", "steps", "interactions") if k not in summary]
+    if missing:
+        raise rundir.StageError(f"the exploration summary {path} lacks {missing}; rerun its explore stage")
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for point in summary.get("curves") or []:
+        step = int(point["step"])
+        if point.get("return") is not None:
+            curves.setdefault("episode return", []).append((step, float(point["return"])))
+        if point.get("interactions"):
+            curves.setdefault("interaction steps (all objects, cumulative)", []).append(
+                (step, float(sum(point["interactions"].values()))))
+    return {"steps": int(summary["steps"]), "interactions": {k: int(v) for k, v in summary["interactions"].items()},
+            "success": {k: int(v) for k, v in (summary.get("success") or {}).items()},
+            "episode_returns": [float(r) for r in summary.get("episode_returns") or []],
+            "curves": curves, "behaviour": summary["behaviour"], "source": str(path)}
+
+
+def collection_run(collect_dir: Path) -> dict[str, Any]:
+    """The random collection policy's counts, for scale (its budget is `collect.steps` x worlds)."""
+    meta = collect.read_meta(collect_dir)
+    data = collect.load_collection(collect_dir, ("interaction", "success", "reward", "done"))
+    names = meta["success_names"]
+    rewards, done = data["reward"].reshape(-1, meta["num_envs"]), data["done"].reshape(-1, meta["num_envs"])
+    returns = []
+    for world in range(meta["num_envs"]):
+        ends = np.flatnonzero(done[:, world])
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        returns += [float(rewards[s:e + 1, world].sum()) for s, e in zip(starts, ends)]
+    return {"steps": int(len(data["interaction"])),
+            "interactions": {k: int(data["interaction"][:, i].sum()) for i, k in
+                             enumerate(meta["interaction_names"])},
+            "success": {k: int(data["success"][:, i].sum()) for i, k in enumerate(names)},
+            "episode_returns": returns, "curves": {}, "behaviour": "random", "source": str(collect_dir)}
+
+
+def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    runs: dict[str, dict[str, Any]] = {}
+    sources = {"explore": run_dir / "explore", "baseline": run_dir / "baseline"}
+    for stage, folder in sources.items():
+        paths = find_exploration_summaries(folder)
+        if not paths:
+            raise rundir.StageError(f"stage 'evaluate' found no exploration summary ({SUMMARY}) under {folder}; "
+                                    f"run the '{stage}' stage first")
+        for path in paths:
+            run = read_exploration(path)
+            name = run["behaviour"] if run["behaviour"] not in runs else f"{run['behaviour']} ({stage})"
+            runs[name] = run
+    if (run_dir / "collect" / "meta.json").is_file():
+        runs["random (collect)"] = collection_run(run_dir / "collect")
+    ratios = {}
+    sensei_run = runs.get(cfg.explore.behaviour)
+    baseline = runs.get("p2x")
+    if sensei_run is not None and baseline is not None and sensei_run is not baseline:
+        for obj, count in sensei_run["interactions"].items():
+            base = baseline["interactions"].get(obj, 0)
+            ratios[obj] = float(count / base) if base else None
+    summary = {"runs": runs, "ratios": ratios}
+    io.write_json(run_dir / "evaluate" / SUMMARY, summary)
+    return {"runs": {name: {"steps": r["steps"], "interactions": r["interactions"], "success": r["success"],
+                            "mean_return": float(np.mean(r["episode_returns"])) if r["episode_returns"] else None}
+                     for name, r in runs.items()}, "ratios": ratios}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="redo the evaluation even if it is done")
+
+
+def main(args: argparse.Namespace, cfg: Config) -> int:
+    summary = rundir.run_single_stage("evaluate", cfg, run_stage, force=["evaluate"] if args.force else [])
+    for name, run in summary["runs"].items():
+        print(f"{name:18s} {run['steps']:>8d} steps  interactions {run['interactions']}")
+    return 0
