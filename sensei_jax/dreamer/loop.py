@@ -1,0 +1,498 @@
+"""The DreamerV3 training loop: vectorized JAX envs stepped inside jit, sequence replay, compiled train steps.
+
+One iteration is
+  1. `collect`: one compiled call that scans `collect_steps` vectorized env steps, each a batched policy step, an
+     env step (with the loop's own reset of finished worlds, so the last observation of an episode is stored), a
+     replay write and the episode statistics;
+  2. as many compiled `train_step`s as the train ratio owes (replayed steps per env step), each sampling a batch
+     of windows from replay, running `agent.train` and writing the fresh posteriors back into replay as context;
+  3. host work: a finite-loss check, metrics, videos and checkpoints at their intervals.
+
+Everything the run needs to continue lives in one pytree (agent state, replay, env state, policy carry, episode
+accumulators, PRNG keys, counters) that is checkpointed with orbax, so a killed run resumes from its last save
+and repeats exactly the env steps after it (the same ones, by the same keys).
+
+With several local devices, the train step data-parallelizes over a 1-D mesh: replay streams are sharded over the
+devices, each device samples windows from its own streams, the agent state is replicated, and XLA inserts the
+gradient all-reduce. `jax.distributed.initialize` makes the same mesh span hosts.
+
+Stored per step (the DreamerV3 convention): the observation at step t, 'reward' received on arriving at it,
+'is_first', 'is_last', 'is_terminal', the 'action' the policy took at it, and the posterior latent after observing
+it ('deter', 'stoch' class indices), which supplies the initial carry of windows that start at the next step.
+
+Hooks (for exploration agents that build on this loop), both called inside the compiled step:
+  store_fn(env_state, obs) -> {name: [N, ...]}: more per-step arrays to store in replay; they reach the agent
+      as batch keys [B, T, ...] (e.g. a reward model's output, targets of extra heads).
+  log_fn(env_state, obs) -> {name: [N]} numbers summed over the log interval (logged as 'env/<name>') and per
+      episode (mean over finished episodes, 'episode/<name>'), e.g. interaction flags.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sensei_jax import progress
+from sensei_jax.checkpoint import Checkpointer
+from sensei_jax.dreamer.agent import Agent, first_nonfinite_loss
+from sensei_jax.dreamer.replay import Replay, ReplayState
+from sensei_jax.dreamer.train_config import TrainConfig
+from sensei_jax.metrics import MetricsWriter
+
+StepFn = Callable[[Any, Mapping[str, jax.Array]], dict[str, jax.Array]]
+LATENT_KEYS = ("deter", "stoch")
+
+
+def obs_space(env: Any, keys: tuple[str, ...] = ()) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The agent's obs space {key: (shape, dtype)} for env observations `keys` (all when empty), one world."""
+    spec = env.observation_spec()
+    spec = {k: (tuple(v.shape), np.dtype(v.dtype)) if hasattr(v, "shape") else (tuple(v[0]), np.dtype(v[1]))
+            for k, v in spec.items()}
+    keys = tuple(keys) or tuple(sorted(spec))
+    unknown = [k for k in keys if k not in spec]
+    if unknown:
+        raise ValueError(f"observation keys {unknown} are not observed by the env (it has {sorted(spec)})")
+    return {k: spec[k] for k in keys}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite; the message names it."""
+
+
+@flax.struct.dataclass
+class LoopState:
+    env: Any  # the batched env state, worlds first
+    carry: dict[str, jax.Array]  # the policy's recurrent state, [N, ...]
+    is_first: jax.Array  # bool [N]: the env state holds the first observation of an episode
+    episode_return: jax.Array  # f32 [N]
+    episode_length: jax.Array  # int32 [N]
+    episode_log: dict[str, jax.Array]  # {name: f32 [N]} per-episode sums of the log hook
+    key: jax.Array  # uint32 [2] raw PRNG key of collection
+
+
+def select_worlds(mask: jax.Array, fresh: Any, current: Any) -> Any:
+    """Per-world select between two batched env states: leaves with leading axis N take `fresh` where mask."""
+
+    def pick(a, b):
+        if not hasattr(a, "ndim") or a.ndim == 0 or a.shape[0] != mask.shape[0]:
+            return b
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            data = jnp.where(_expand(mask, jax.random.key_data(a)), jax.random.key_data(a), jax.random.key_data(b))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+        return jnp.where(_expand(mask, a), a, b)
+
+    return jax.tree.map(pick, fresh, current)
+
+
+def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
+    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+class Trainer:
+    """Trains `agent` on a batched functional env (`reset_batch(key, n)`, `step(state, actions [N, A])`).
+
+    Args:
+      cfg: the `train` section.
+      agent: a constructed `Agent` (its obs space must match the stored observation keys).
+      env: the environment; it must not reset itself (the loop resets finished worlds).
+      logdir: metrics.jsonl, TensorBoard events and `checkpoints/` go here; an existing checkpoint is resumed.
+      seed: seeds the agent's parameters, the envs and every sample of the run.
+      store_fn, log_fn: hooks, see the module docstring.
+    """
+
+    def __init__(self, cfg: TrainConfig, agent: Agent, env: Any, logdir: str | Path, *, seed: int = 0,
+                 store_fn: StepFn | None = None, log_fn: StepFn | None = None):
+        self.cfg, self.agent, self.env = cfg, agent, env
+        self.logdir = Path(logdir)
+        self.seed = seed
+        self.store_fn, self.log_fn = store_fn, log_fn
+        self.num_envs = cfg.num_envs
+        self.mesh = self._make_mesh(cfg)
+        self.obs_spec = obs_space(env, cfg.obs_keys)
+        self.obs_keys = tuple(self.obs_spec)
+        self.replay = self._make_replay()
+        self.updates_per_step = cfg.train_ratio / (cfg.batch_size * cfg.batch_length)
+        self.train_start = max(cfg.train_start, cfg.sequence_length * self.num_envs)
+        self._compile()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Construction
+
+    @staticmethod
+    def _make_mesh(cfg: TrainConfig) -> Mesh | None:
+        if cfg.distributed:
+            initialize_distributed(cfg)
+        devices = jax.devices() if cfg.distributed else jax.local_devices()
+        if cfg.devices:
+            if cfg.devices > len(devices):
+                raise ValueError(f"train.devices is {cfg.devices}, but only {len(devices)} devices exist")
+            devices = devices[: cfg.devices]
+        if len(devices) == 1:
+            return None
+        if cfg.batch_size % len(devices) or cfg.num_envs % len(devices):
+            raise ValueError(f"train.batch_size ({cfg.batch_size}) and train.num_envs ({cfg.num_envs}) must divide "
+                             f"by the number of devices ({len(devices)})")
+        return Mesh(np.asarray(devices), ("data",))
+
+    def _step_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes and dtypes of one stored step (per env), found by tracing the collection step abstractly."""
+        env_state = jax.eval_shape(lambda k: self.env.reset_batch(k, self.num_envs), jax.random.key(0))
+        carry = jax.eval_shape(lambda: self.agent.initial_carry(self.num_envs))
+        params = jax.eval_shape(self.agent.init, jax.random.key(0))
+        obs = {k: env_state.obs[k] for k in self.obs_keys}
+        obs["is_first"] = jax.ShapeDtypeStruct((self.num_envs,), jnp.bool_)
+        action, new_carry = jax.eval_shape(
+            lambda p, c, o, k: self.agent.policy(p, c, o, k, self.cfg.policy_mode), params, carry, obs,
+            jax.random.key(0))
+        step = jax.eval_shape(lambda e, o, a, c: self._stored_step(e, o, a, c), env_state, obs, action, new_carry)
+        return {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in step.items()}
+
+    def _make_replay(self) -> Replay:
+        cfg = self.cfg
+        return Replay(self._step_spec(), num_streams=self.num_envs, capacity=cfg.replay_capacity,
+                      length=cfg.sequence_length, batch_size=cfg.batch_size, recency=cfg.replay_recency)
+
+    def _stored_step(self, env_state: Any, obs: Mapping[str, jax.Array], action: jax.Array,
+                     carry: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        n = self.num_envs
+        classes = carry["stoch"].shape[-1]
+        step = dict(obs)
+        step["action"] = action.astype(jnp.float32)
+        step["reward"] = jnp.asarray(env_state.reward, jnp.float32).reshape(n)
+        step["is_last"] = jnp.asarray(env_state.done, bool).reshape(n)
+        terminal = env_state.info.get("is_terminal") if isinstance(env_state.info, Mapping) else None
+        step["is_terminal"] = jnp.zeros(n, bool) if terminal is None else jnp.asarray(terminal, bool).reshape(n)
+        step["deter"] = carry["deter"].astype(jnp.float32)
+        step["stoch"] = jnp.argmax(carry["stoch"], -1).astype(jnp.uint8 if classes <= 256 else jnp.int32)
+        if self.store_fn is not None:
+            extra = self.store_fn(env_state, obs)
+            clash = set(extra) & set(step)
+            if clash:
+                raise ValueError(f"store_fn returned keys {sorted(clash)} that the loop already stores")
+            step.update(extra)
+        return step
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The compiled functions
+
+    def _compile(self) -> None:
+        cfg, agent, env, replay = self.cfg, self.agent, self.env, self.replay
+        n = self.num_envs
+        obs_keys = self.obs_keys
+
+        def env_transition(loop: LoopState, action: jax.Array, key: jax.Array) -> Any:
+            state = loop.env
+            done = jnp.asarray(state.done, bool).reshape(n)
+            stepped = env.step(state, action)
+
+            def reset(stepped):
+                fresh = env.reset_batch(key, n)
+                return jax.lax.cond(jnp.all(done), lambda: fresh, lambda: select_worlds(done, fresh, stepped))
+
+            return jax.lax.cond(jnp.any(done), reset, lambda s: s, stepped), done
+
+        def collect_step(agent_state, carry_in, _):
+            loop, replay_state = carry_in
+            key, k_policy, k_reset = jax.random.split(loop.key, 3)
+            obs = {k: loop.env.obs[k] for k in obs_keys}
+            obs["is_first"] = loop.is_first
+            action, policy_carry = agent.policy(agent_state, loop.carry, obs, jax.random.wrap_key_data(k_policy),
+                                                cfg.policy_mode)
+            step = self._stored_step(loop.env, obs, action, policy_carry)
+            replay_state = replay.add(replay_state, step)
+
+            logged = self.log_fn(loop.env, obs) if self.log_fn is not None else {}
+            logged = {k: jnp.asarray(v, jnp.float32).reshape(n) for k, v in logged.items()}
+            first = loop.is_first
+            episode_return = jnp.where(first, 0.0, loop.episode_return + step["reward"])
+            episode_length = jnp.where(first, 0, loop.episode_length + 1)
+            episode_log = {k: jnp.where(first, 0.0, loop.episode_log[k]) + v for k, v in logged.items()}
+            next_env, done = env_transition(loop, action, jax.random.wrap_key_data(k_reset))
+            outputs = {"is_last": done, "return": episode_return, "length": episode_length,
+                       "log": logged, "episode_log": episode_log}
+            loop = LoopState(env=next_env, carry=policy_carry, is_first=done, episode_return=episode_return,
+                             episode_length=episode_length, episode_log=episode_log, key=key)
+            return (loop, replay_state), outputs
+
+        def collect(agent_state, loop, replay_state):
+            (loop, replay_state), outputs = jax.lax.scan(
+                lambda c, x: collect_step(agent_state, c, x), (loop, replay_state), None, length=cfg.collect_steps)
+            return loop, replay_state, outputs
+
+        context = cfg.replay_context
+
+        def sample(replay_state, key):
+            if self.mesh is not None:
+                return replay.sample_sharded(replay_state, key, self.mesh)
+            return replay.sample(replay_state, key)
+
+        def train_step(agent_state, replay_state, key):
+            k_sample, k_train = jax.random.split(key)
+            windows, (stream, slots) = sample(replay_state, k_sample)
+            batch = {k: v[:, context:] for k, v in windows.items() if k not in LATENT_KEYS}
+            if context:
+                batch["context"] = {"deter": windows["deter"][:, 0], "stoch": windows["stoch"][:, 0],
+                                    "action": windows["action"][:, 0]}
+            agent_state, metrics, latents = agent.train(agent_state, batch, k_train, return_latents=True)
+            # The fresh posteriors become the context of later windows (the reference's replay.update).
+            latents = {"deter": latents["deter"], "stoch": latents["stoch"]}
+            if self.mesh is None:
+                replay_state = replay.update(replay_state, (stream, slots[:, context:]), latents)
+            else:
+                replay_state = self._update_sharded(replay_state, stream, slots[:, context:], latents)
+            return agent_state, replay_state, metrics
+
+        def report(agent_state, replay_state, key):
+            k_sample, k_report = jax.random.split(key)
+            windows, _ = replay.sample(replay_state, k_sample, batch_size=cfg.video_sequences)
+            batch = {k: v[:, context:] for k, v in windows.items() if k not in LATENT_KEYS}
+            if context:
+                batch["context"] = {"deter": windows["deter"][:, 0], "stoch": windows["stoch"][:, 0],
+                                    "action": windows["action"][:, 0]}
+            return agent.report(agent_state, batch, k_report)
+
+        self._collect = jax.jit(collect, donate_argnums=(1, 2))
+        if self.mesh is None:
+            self._train_step = jax.jit(train_step, donate_argnums=(0, 1))
+        else:
+            self._train_step = jax.jit(train_step, donate_argnums=(0, 1),
+                                       out_shardings=(self._replicated, self._replay_shardings(), self._replicated))
+        self._report = jax.jit(report)
+
+    def _update_sharded(self, replay_state, stream, slots, latents):
+        """Writes latents back into each device's own streams (indices from `sample_sharded` are shard-local)."""
+
+        def local(data, stream, slots, values):
+            data = dict(data)
+            for k, v in values.items():
+                data[k] = data[k].at[stream[:, None], slots].set(v.astype(data[k].dtype))
+            return data
+
+        keys = tuple(latents)
+        fn = jax.shard_map(local, mesh=self.mesh,
+                           in_specs=({k: P("data") for k in keys}, P("data"), P("data"), {k: P("data") for k in keys}),
+                           out_specs={k: P("data") for k in keys}, check_vma=False)
+        written = fn({k: replay_state.data[k] for k in keys}, stream, slots, latents)
+        return replay_state.replace(data={**replay_state.data, **written})
+
+    @property
+    def _replicated(self) -> NamedSharding | None:
+        return None if self.mesh is None else NamedSharding(self.mesh, P())
+
+    def _replay_shardings(self) -> ReplayState:
+        sharded = NamedSharding(self.mesh, P("data"))
+        return ReplayState(data={k: sharded for k in self.replay.specs}, position=self._replicated,
+                           filled=self._replicated)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # State
+
+    def initial_state(self) -> dict[str, Any]:
+        """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}."""
+        root = jax.random.PRNGKey(self.seed)
+        k_agent, k_env, k_loop = jax.random.split(root, 3)
+        agent_state = self.agent.init(k_agent)
+        env_state = self.env.reset_batch(k_env, self.num_envs)
+        loop = LoopState(env=env_state, carry=self.agent.initial_carry(self.num_envs),
+                         is_first=jnp.ones(self.num_envs, bool), episode_return=jnp.zeros(self.num_envs),
+                         episode_length=jnp.zeros(self.num_envs, jnp.int32),
+                         episode_log=self._initial_episode_log(env_state), key=k_loop)
+        replay_state = self.replay.init(None if self.mesh is None else NamedSharding(self.mesh, P("data")))
+        if self.mesh is not None:
+            agent_state = jax.device_put(agent_state, self._replicated)
+        counters = {"env_steps": np.zeros((), np.int64), "train_steps": np.zeros((), np.int64)}
+        # Fresh buffers for every leaf: envs may return one array in two places (e.g. a target that is also an
+        # observation), and a donated argument must not hold the same buffer twice.
+        agent_state, loop = jax.tree.map(_own_buffer, (agent_state, loop))
+        return {"agent": agent_state, "replay": replay_state, "loop": loop, "counters": counters}
+
+    def _initial_episode_log(self, env_state: Any) -> dict[str, jax.Array]:
+        if self.log_fn is None:
+            return {}
+        obs = {k: env_state.obs[k] for k in self.obs_keys}
+        obs["is_first"] = jnp.ones(self.num_envs, bool)
+        shapes = jax.eval_shape(self.log_fn, env_state, obs)
+        return {k: jnp.zeros(self.num_envs, jnp.float32) for k in shapes}
+
+    def save(self, checkpointer: Checkpointer, state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+        checkpointer.save(int(state["counters"]["env_steps"]), _keys_to_data(state), metrics)
+
+    def restore(self, checkpointer: Checkpointer, like: dict[str, Any], step: int | None = None) -> dict[str, Any]:
+        restored = checkpointer.restore(step, like=_keys_to_data(like))
+        state = _data_to_keys(restored, like)
+        state["counters"] = {k: np.asarray(v, np.int64) for k, v in state["counters"].items()}
+        if self.mesh is not None:
+            state["agent"] = jax.device_put(state["agent"], self._replicated)
+            state["replay"] = jax.device_put(state["replay"], self._replay_shardings())
+        return state
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The loop
+
+    def updates_due(self, env_steps: int) -> int:
+        """Train steps that should have run after `env_steps` env steps (the reference's Ratio)."""
+        if env_steps < self.train_start:
+            return 0
+        return int(math.floor((env_steps - self.train_start) * self.updates_per_step)) + 1
+
+    def run(self, steps: int | None = None, writer: MetricsWriter | None = None) -> dict[str, Any]:
+        """Trains until `steps` env steps (default cfg.steps), resuming from logdir/checkpoints if one exists.
+
+        Returns a summary: env and train steps, the last logged metrics, recent episode returns and throughput.
+        Raises NonFiniteLossError, naming the loss, when a loss becomes NaN/inf (no checkpoint is written after it).
+        """
+        cfg = self.cfg
+        total = cfg.steps if steps is None else steps
+        own_writer = writer is None
+        writer = writer or MetricsWriter(self.logdir)
+        checkpointer = Checkpointer(self.logdir / "checkpoints", max_to_keep=cfg.keep_checkpoints)
+        state = self.initial_state()
+        resumed_from = checkpointer.latest_step
+        if resumed_from is not None:
+            state = self.restore(checkpointer, state)
+        env_steps, train_steps = int(state["counters"]["env_steps"]), int(state["counters"]["train_steps"])
+        train_key = jax.random.PRNGKey(self.seed + 1)
+        report_key = jax.random.PRNGKey(self.seed + 2)
+        step_per_iter = cfg.collect_steps * self.num_envs
+
+        returns: list[float] = []
+        lengths: list[float] = []
+        episode_logs: dict[str, list[float]] = {}
+        interval_logs: dict[str, float] = {}
+        pending: list[dict[str, jax.Array]] = []
+        metric_sums: dict[str, float] = {}
+        metric_count = 0
+        last_log = {"env_steps": env_steps, "train_steps": train_steps, "time": time.perf_counter()}
+        next_log = (env_steps // cfg.log_every + 1) * cfg.log_every
+        next_save = (env_steps // cfg.save_every + 1) * cfg.save_every
+        next_video = (env_steps // cfg.video_every + 1) * cfg.video_every if cfg.video_every else None
+        summary: dict[str, Any] = {"resumed_from": resumed_from, "recent_returns": []}
+        bar = progress.bar(total=total, desc="train", unit="step", initial=env_steps, disable=not cfg.progress)
+        start_time = time.perf_counter()
+        start_steps = env_steps
+        try:
+            while env_steps < total:
+                loop, replay_state, outputs = self._collect(state["agent"], state["loop"], state["replay"])
+                state["loop"], state["replay"] = loop, replay_state
+                env_steps += step_per_iter
+                outputs = jax.device_get(outputs)
+                finished = outputs["is_last"]
+                returns += outputs["return"][finished].tolist()
+                lengths += outputs["length"][finished].tolist()
+                for k, v in outputs["episode_log"].items():
+                    episode_logs.setdefault(k, []).extend(v[finished].tolist())
+                for k, v in outputs["log"].items():
+                    interval_logs[k] = interval_logs.get(k, 0.0) + float(v.sum())
+
+                due = self.updates_due(env_steps) - train_steps
+                for _ in range(max(due, 0)):
+                    key = jax.random.fold_in(train_key, train_steps)
+                    state["agent"], state["replay"], metrics = self._train_step(state["agent"], state["replay"], key)
+                    pending.append(metrics)
+                    train_steps += 1
+                if pending:
+                    fetched = jax.device_get(pending)
+                    pending = []
+                    for i, metrics in enumerate(fetched):
+                        bad = first_nonfinite_loss(metrics)
+                        if bad is not None:
+                            step_no = train_steps - len(fetched) + i + 1
+                            raise NonFiniteLossError(_nonfinite_message(bad, metrics, step_no, env_steps,
+                                                                        checkpointer.latest_step))
+                        for k, v in metrics.items():
+                            metric_sums[k] = metric_sums.get(k, 0.0) + float(v)
+                        metric_count += 1
+                state["counters"] = {"env_steps": np.asarray(env_steps, np.int64),
+                                     "train_steps": np.asarray(train_steps, np.int64)}
+                bar.update(step_per_iter)
+
+                if env_steps >= next_log or env_steps >= total:
+                    now = time.perf_counter()
+                    row = {k: v / metric_count for k, v in metric_sums.items() if not k.startswith("finite/")}
+                    elapsed = max(now - last_log["time"], 1e-9)
+                    row["fps/env_steps_per_s"] = (env_steps - last_log["env_steps"]) / elapsed
+                    row["fps/train_steps_per_s"] = (train_steps - last_log["train_steps"]) / elapsed
+                    row["replay/filled"] = float(self.num_envs * int(state["replay"].filled))
+                    row["train_steps"] = float(train_steps)
+                    if returns:
+                        row.update({"episode/return": float(np.mean(returns)), "episode/return_max": max(returns),
+                                    "episode/length": float(np.mean(lengths)), "episode/count": len(returns)})
+                        summary["recent_returns"] = returns[-32:]
+                        bar.set_postfix(ret=f"{np.mean(returns):.3g}", updates=train_steps)
+                    row.update({f"episode/{k}": float(np.mean(v)) for k, v in episode_logs.items() if v})
+                    row.update({f"env/{k}": v for k, v in interval_logs.items()})
+                    writer.scalars(env_steps, row)
+                    summary["last_metrics"] = row
+                    returns, lengths, episode_logs, interval_logs, metric_sums, metric_count = [], [], {}, {}, {}, 0
+                    last_log = {"env_steps": env_steps, "train_steps": train_steps, "time": now}
+                    next_log = (env_steps // cfg.log_every + 1) * cfg.log_every
+
+                if next_video is not None and env_steps >= next_video and train_steps > 0:
+                    videos = jax.device_get(self._report(state["agent"], state["replay"],
+                                                         jax.random.fold_in(report_key, env_steps)))
+                    for name, video in videos.items():
+                        writer.video(env_steps, name, np.asarray(video))
+                    next_video = (env_steps // cfg.video_every + 1) * cfg.video_every
+
+                if env_steps >= next_save or env_steps >= total:
+                    self.save(checkpointer, state)
+                    next_save = (env_steps // cfg.save_every + 1) * cfg.save_every
+        finally:
+            bar.close()
+            writer.flush()
+            if own_writer:
+                writer.close()
+            checkpointer.close()
+        wall = time.perf_counter() - start_time
+        summary.update({"env_steps": env_steps, "train_steps": train_steps, "wall_s": wall,
+                        "env_steps_per_s": (env_steps - start_steps) / max(wall, 1e-9)})
+        self.state = state
+        return summary
+
+
+def initialize_distributed(cfg: TrainConfig) -> None:
+    """Joins a multi-host JAX job (coordinator address, process count and id from cfg or the cluster env)."""
+    kwargs = {k: v for k, v in (("coordinator_address", cfg.coordinator_address),
+                                ("num_processes", cfg.num_processes), ("process_id", cfg.process_id))
+              if v is not None}
+    if not jax.distributed.is_initialized():
+        jax.distributed.initialize(**kwargs)
+
+
+def _nonfinite_message(name: str, metrics: Mapping[str, Any], train_step: int, env_steps: int,
+                       last_save: int | None) -> str:
+    bad = sorted(k[len("loss/"):] for k, v in metrics.items()
+                 if k.startswith("loss/") and not np.isfinite(np.asarray(v)).all())
+    value = metrics.get(f"loss/{name}")
+    where = f"the last checkpoint (env step {last_save}) is intact" if last_save is not None else "no checkpoint yet"
+    return (f"training stopped: loss '{name}' is {value} (not finite) at train step {train_step}, env step "
+            f"{env_steps}; non-finite losses: {', '.join(bad) or name}; {where}. Check the inputs (rewards, "
+            f"observations) and lower the learning rates.")
+
+
+def _own_buffer(x: Any) -> Any:
+    if _is_key(x):
+        return jax.random.wrap_key_data(jnp.array(jax.random.key_data(x), copy=True), impl=jax.random.key_impl(x))
+    return jnp.array(x, copy=True) if isinstance(x, jax.Array) else x
+
+
+def _keys_to_data(tree: Any) -> Any:
+    """Typed PRNG keys become their uint32 data, so orbax can save them."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _data_to_keys(tree: Any, like: Any) -> Any:
+    return jax.tree.map(lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
+                        if _is_key(ref) else x, tree, like)
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)

@@ -1,0 +1,64 @@
+"""Configuration of the DreamerV3 training loop (the `train` section of a run config).
+
+Kept free of JAX imports so that reading a config stays fast. Step counts are env (policy) steps summed over all
+parallel envs, as the reference counts them; `train_ratio` is replayed steps per env step (SENSEI: 512), so the
+number of updates per env step is train_ratio / (batch_size * batch_length).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    env: Literal["robodesk", "point_reach"] = "robodesk"  # point_reach: the pure-JAX toy env (sanity runs, tests)
+    steps: int = 250_000  # env steps in total, over all envs
+    num_envs: int = 16
+    train_ratio: float = 512.0
+    batch_size: int = 16
+    batch_length: int = 64
+    replay_context: int = 1  # leading steps of each sampled window that only supply the stored latent carry
+    replay_capacity: int = 1_000_000  # env steps kept (FIFO), over all envs
+    replay_recency: float = 0.0  # fraction of each batch sampled with p ~ 1/age instead of uniformly
+    train_start: int = 1024  # env steps collected before the first update (at least one window per env)
+    collect_steps: int = 1  # vectorized env steps per compiled collection call (one lax.scan)
+    obs_keys: tuple[str, ...] = ()  # env observations given to the agent and stored; empty: all of them
+    policy_mode: Literal["explore", "eval"] = "explore"
+    precision: Literal["float32", "bfloat16"] | None = None  # compute dtype handed to the agent; None: dreamer's
+
+    log_every: int = 2_500  # env steps between metric rows
+    save_every: int = 25_000  # env steps between checkpoints (also saved at the end)
+    video_every: int = 0  # env steps between open-loop prediction videos (0: never)
+    video_sequences: int = 4
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    devices: int = 0  # local devices to data-parallelize the train step over (0: all)
+    distributed: bool = False  # call jax.distributed.initialize() (multi-host; the coordinator from the env)
+    coordinator_address: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+
+    def __post_init__(self):
+        for name in ("steps", "num_envs", "batch_size", "batch_length", "replay_capacity", "collect_steps",
+                     "log_every", "save_every", "video_sequences", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.train_ratio <= 0:
+            raise ValueError(f"train.train_ratio must be positive, got {self.train_ratio}")
+        if self.replay_context not in (0, 1):
+            raise ValueError(f"train.replay_context must be 0 or 1, got {self.replay_context}")
+        if not 0.0 <= self.replay_recency <= 1.0:
+            raise ValueError(f"train.replay_recency must be in [0, 1], got {self.replay_recency}")
+        per_env = self.replay_capacity // self.num_envs
+        if per_env < self.batch_length + self.replay_context:
+            raise ValueError(f"train.replay_capacity {self.replay_capacity} gives {per_env} steps per env, fewer "
+                             f"than batch_length + replay_context = {self.batch_length + self.replay_context}")
+        if self.video_every < 0 or self.devices < 0 or self.train_start < 0:
+            raise ValueError("train.video_every, train.devices and train.train_start must be >= 0")
+
+    @property
+    def sequence_length(self) -> int:
+        return self.batch_length + self.replay_context
