@@ -16,3 +16,21 @@ class RobodeskConfig:
     num_envs: int = 4
     auto_reset: bool = True
     assets_dir: str | None = None  # local Robodesk assets; default: provisioned from the robodesk sdist
+    contacts_per_world: int = 64  # MJX-Warp contact budget per world (naconmax = this x num_envs)
+    constraints_per_world: int = 256  # MJX-Warp constraint rows per world (njmax)
+    ik_iterations: int = 4  # damped Gauss-Newton iterations of the end-effector position IK
+    shadows: bool = False  # shadows in the Warp ray tracer (Robodesk's OpenGL view has them; costs render time)
+
+    def __post_init__(self):
+        from sensei_jax.envs.robodesk.tasks import REWARD_MODES, TASKS  # local: tasks imports jax
+
+        if self.task not in TASKS:
+            raise ValueError(f"env.task: unknown task {self.task!r}; known: {', '.join(TASKS)}")
+        if self.reward not in REWARD_MODES:
+            raise ValueError(f"env.reward: {self.reward!r} is not one of {REWARD_MODES}")
+        if self.camera not in ("top", "right", "left"):
+            raise ValueError(f"env.camera: {self.camera!r} is not one of top, right, left")
+        for key in ("image_size", "action_repeat", "episode_length", "num_envs", "contacts_per_world",
+                    "constraints_per_world", "ik_iterations"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"env.{key} must be >= 1, got {getattr(self, key)}")

@@ -23,21 +23,22 @@ the reward of the last step, `done`, and `info`:
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import warnings
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from flax import struct
-from mujoco import mjx
-from mujoco.mjx._src import render_util
-from mujoco.mjx.warp import types as mjxw_types
+import warp
 
-from sensei_jax.envs.robodesk import assets, ik, model, tasks
+warp.config.quiet = True  # before MJX initialises Warp: otherwise it prints a line per kernel module it loads
+
+from flax import struct  # noqa: E402
+from mujoco import mjx  # noqa: E402
+from mujoco.mjx._src import render_util  # noqa: E402
+from mujoco.mjx.warp import types as mjxw_types  # noqa: E402
+
+from sensei_jax.envs.robodesk import assets, ik, model, tasks  # noqa: E402
 
 ACTION_SIZE = 5
 END_EFFECTOR_SCALE = 0.01  # m per unit action
@@ -287,7 +288,10 @@ class Robodesk:
 
         overflow = jnp.zeros(ctrl.shape[0], bool)
         (data, overflow), _ = jax.lax.scan(substep, (data, overflow), None, length=SUBSTEPS)
-        return data, overflow
+        # dm_control's Physics.step ends with mj_step1, so Robodesk reads positions (rewards, IK start, camera) of
+        # the new qpos; mjx.step leaves them one substep behind. One forward pass per control step matches it.
+        data = jax.vmap(mjx.forward, in_axes=(None, 0))(self.mjx_model, data)
+        return data, overflow | self._overflow(data)
 
     def _step_worlds(self, state: State, action: jax.Array) -> State:
         invalid = ~jnp.all(jnp.isfinite(action), axis=-1)
@@ -369,8 +373,10 @@ class Robodesk:
 
     def _overflow(self, data: mjx.Data) -> jax.Array:
         n = data.qpos.shape[0]
-        nacon = jnp.max(data._impl.nacon)
-        contacts = nacon >= self.contacts_per_world * n
+        # MJX-Warp counts past its buffers: `ncollision` (broadphase pairs) and `nacon` (contacts) keep growing
+        # while the extra ones are dropped. Reaching the budget is reported as overflow (conservative).
+        budget = self.contacts_per_world * n
+        contacts = (jnp.max(data._impl.nacon) >= budget) | (jnp.max(data._impl.ncollision) >= budget)
         constraints = data._impl.nefc >= self.constraints_per_world
         return jnp.broadcast_to(contacts, (n,)) | constraints.reshape(n)
 
