@@ -1,6 +1,7 @@
 """Bradley-Terry distillation end to end on synthetic pairs: learning, ties/unknowns, checkpoints, resume, CLI."""
 
 import csv
+import json
 
 import jax
 import numpy as np
@@ -111,9 +112,13 @@ def test_cli_resumes_after_last_epoch_and_checks_inputs(trained, capsys):
     assert "resuming after epoch 3" in capsys.readouterr().out
     after = (out / "curve.csv").read_text().splitlines()
     assert after[:4] == before and len(after) == 5  # header + epochs 1-3 kept, epoch 4 appended
-    # Finished: a rerun returns the summary without training.
+    # Finished: a rerun returns the summary without training; so does the pipeline's entry point on the run folder.
     assert run.main(args) == 0
     assert "resuming" not in capsys.readouterr().out
+    cfg = config_lib.load(overrides={"reward": {**TINY, "epochs": 4, "preferences": "oracle"}})
+    stage_summary = distill.run_stage(cfg, root)
+    assert stage_summary["epochs"] == 4 and stage_summary["best_val_accuracy"] > 0.95
+    assert stage_summary == json.loads((out / "summary.json").read_text())
     # A different label set cannot resume into the same folder; missing labels are named.
     assert run.main([*args[:4], "ground_truth", *args[5:]]) == 2
     assert "cannot resume" in capsys.readouterr().out
