@@ -15,7 +15,9 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.explore_config import ExploreConfig
+from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.envs.robodesk.config import RobodeskConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
 from sensei_jax.reward.config import RewardConfig
@@ -45,6 +47,8 @@ class Config:
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     env: RobodeskConfig = dataclasses.field(default_factory=RobodeskConfig)
+    dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     explore: ExploreConfig = dataclasses.field(default_factory=ExploreConfig)
     collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
     pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)

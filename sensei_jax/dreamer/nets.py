@@ -1,0 +1,227 @@
+"""Layers of the DreamerV3 networks in flax.nnx: linear, block-linear, conv, norm, MLP, image and vector codecs.
+
+Parameters are float32; matmuls and convs run in the compute dtype (float32 or bfloat16); norms upcast to float32.
+Weights use a truncated normal (built by numpy when not traced) scaled by 1/sqrt(fan_in) times `outscale` (0 gives zeros, as for the reward and
+value outputs); biases start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from sensei_jax.dreamer.distributions import symlog
+
+
+def truncated_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.Array:
+    """Normal(0, std) truncated at two standard deviations, float32.
+
+    Outside of tracing the draw is made by numpy from the key's bits: XLA takes seconds to compile each
+    differently shaped jax.random call on a CPU, which made building a model cost tens of seconds.
+    """
+    if isinstance(key, jax.core.Tracer):
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32) * std
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    x = rng.standard_normal(shape, dtype=np.float32)
+    bad = np.abs(x) > 2
+    while bad.any():
+        x[bad] = rng.standard_normal(int(bad.sum()), dtype=np.float32)
+        bad = np.abs(x) > 2
+    return jnp.asarray(x * np.float32(std))
+
+
+def _kernel(key: jax.Array, shape: tuple[int, ...], fan_in: int, outscale: float = 1.0) -> jax.Array:
+    """Truncated normal with std outscale / sqrt(fan_in), corrected for the truncation; zeros for outscale 0."""
+    if outscale == 0:
+        return jnp.zeros(shape, jnp.float32)
+    return truncated_normal(key, shape, outscale / math.sqrt(fan_in) / 0.87962566)
+
+
+class Linear(nnx.Module):
+    """x [..., I] -> [..., O]."""
+
+    def __init__(self, in_size: int, out_size: int, *, bias: bool = True, outscale: float = 1.0, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.kernel = nnx.Param(_kernel(rngs.params(), (in_size, out_size), in_size, outscale))
+        self.bias = nnx.Param(jnp.zeros((out_size,), jnp.float32)) if bias else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x.astype(self.dtype) @ self.kernel[...].astype(self.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class BlockLinear(nnx.Module):
+    """Block-diagonal linear map: x [..., G, I/G] -> [..., G, O/G], one dense block per group."""
+
+    def __init__(self, in_size: int, out_size: int, blocks: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        if in_size % blocks or out_size % blocks:
+            raise ValueError(f"BlockLinear sizes {in_size}->{out_size} must be divisible by {blocks} blocks")
+        # fan_in is the full input width, as in the reference, so blocks start as small as a dense layer would.
+        self.kernel = nnx.Param(_kernel(rngs.params(), (blocks, in_size // blocks, out_size // blocks), in_size))
+        self.bias = nnx.Param(jnp.zeros((blocks, out_size // blocks), jnp.float32))
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.einsum("...gi,gio->...go", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return y + self.bias[...].astype(self.dtype)
+
+
+class Norm(nnx.Module):
+    """RMSNorm (learned scale) or LayerNorm (scale and shift) over the last axis, computed in float32."""
+
+    def __init__(self, size: int, kind: str = "rms", *, dtype=jnp.float32):
+        self.kind = kind
+        self.eps = 1e-4 if kind == "rms" else 1e-3
+        self.scale = nnx.Param(jnp.ones((size,), jnp.float32))
+        self.shift = nnx.Param(jnp.zeros((size,), jnp.float32)) if kind == "layer" else None
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(jnp.float32)
+        if self.kind == "rms":
+            x = x * jax.lax.rsqrt(jnp.mean(x**2, -1, keepdims=True) + self.eps) * self.scale[...]
+        else:
+            x = x - jnp.mean(x, -1, keepdims=True)
+            x = x * jax.lax.rsqrt(jnp.mean(x**2, -1, keepdims=True) + self.eps) * self.scale[...] + self.shift[...]
+        return x.astype(self.dtype)
+
+
+class Dense(nnx.Module):
+    """Linear (no bias) -> Norm -> SiLU."""
+
+    def __init__(self, in_size: int, out_size: int, norm: str, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.linear = Linear(in_size, out_size, bias=False, dtype=dtype, rngs=rngs)
+        self.norm = Norm(out_size, norm, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.silu(self.norm(self.linear(x)))
+
+
+class MLP(nnx.Module):
+    """`layers` x Dense(units): x [..., I] -> [..., units] (identity when layers is 0)."""
+
+    def __init__(self, in_size: int, units: int, layers: int, norm: str, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.layers = nnx.Dict(
+            {f"l{i}": Dense(in_size if i == 0 else units, units, norm, dtype=dtype, rngs=rngs) for i in range(layers)}
+        )
+        self.out_size = units if layers else in_size
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i in range(len(self.layers)):
+            x = self.layers[f"l{i}"](x)
+        return x
+
+
+class Conv(nnx.Module):
+    """2D convolution, NHWC: x [..., H, W, I] -> [..., H / stride, W / stride, O], SAME padding."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, *, bias: bool = True,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        shape = (kernel, kernel, in_ch, out_ch)
+        self.kernel = nnx.Param(_kernel(rngs.params(), shape, kernel * kernel * in_ch))
+        self.bias = nnx.Param(jnp.zeros((out_ch,), jnp.float32)) if bias else None
+        self.stride = stride
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch = x.shape[:-3]
+        x = x.reshape((-1,) + x.shape[-3:]).astype(self.dtype)
+        y = jax.lax.conv_general_dilated(
+            x, self.kernel[...].astype(self.dtype), (self.stride, self.stride), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y.reshape(batch + y.shape[1:])
+
+
+def _image_stages(shape: tuple[int, ...], minres: int) -> int:
+    height, width = shape[:2]
+    stages = int(round(math.log2(height / minres))) if height >= minres else -1
+    if height != width or stages < 1 or minres * 2**stages != height:
+        raise ValueError(f"image shape {shape} must be square with side minres*2^k (minres={minres}, k>=1)")
+    return stages
+
+
+class ImageEncoder(nnx.Module):
+    """uint8 images [..., H, W, C] -> features [..., minres^2 * depth * 2^(stages-1)].
+
+    Stride-2 convs with channels depth * (1, 2, 4, ...), each followed by Norm and SiLU, down to minres x minres.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], depth: int, kernel: int, minres: int, norm: str, *,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        stages = _image_stages(shape, minres)
+        channels = [shape[2]] + [depth * 2**i for i in range(stages)]
+        self.convs = nnx.Dict({
+            f"c{i}": Conv(channels[i], channels[i + 1], kernel, 2, bias=False, dtype=dtype, rngs=rngs)
+            for i in range(stages)})
+        self.norms = nnx.Dict({f"n{i}": Norm(channels[i + 1], norm, dtype=dtype) for i in range(stages)})
+        self.out_size = minres * minres * channels[-1]
+
+    def __call__(self, image: jax.Array) -> jax.Array:
+        x = image.astype(jnp.float32) / 255.0 - 0.5
+        for i in range(len(self.convs)):
+            x = jax.nn.silu(self.norms[f"n{i}"](self.convs[f"c{i}"](x)))
+        return x.reshape(x.shape[:-3] + (-1,))
+
+
+class ImageDecoder(nnx.Module):
+    """features [..., F] -> images [..., H, W, C] float32 in about [0, 1].
+
+    Linear to minres x minres x (depth * 2^(stages-1)), then per stage: x2 nearest upsampling, conv, Norm, SiLU;
+    the last conv maps to C channels. Output + 0.5, so zero output means mid-grey.
+    """
+
+    def __init__(self, in_size: int, shape: tuple[int, int, int], depth: int, kernel: int, minres: int, norm: str,
+                 *, dtype=jnp.float32, rngs: nnx.Rngs):
+        stages = _image_stages(shape, minres)
+        channels = [depth * 2**i for i in reversed(range(stages))] + [shape[2]]
+        self.minres = minres
+        self.first_channels = channels[0]
+        self.linear = Linear(in_size, minres * minres * channels[0], dtype=dtype, rngs=rngs)
+        self.convs = nnx.Dict({
+            f"c{i}": Conv(channels[i], channels[i + 1], kernel - 1 if kernel % 2 == 0 else kernel, 1,
+                          bias=(i == stages - 1), dtype=dtype, rngs=rngs)
+            for i in range(stages)})
+        self.norms = nnx.Dict({f"n{i}": Norm(channels[i + 1], norm, dtype=dtype) for i in range(stages - 1)})
+
+    def __call__(self, feat: jax.Array) -> jax.Array:
+        x = self.linear(feat)
+        x = x.reshape(x.shape[:-1] + (self.minres, self.minres, self.first_channels))
+        stages = len(self.convs)
+        for i in range(stages):
+            x = jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
+            x = self.convs[f"c{i}"](x)
+            if i < stages - 1:
+                x = jax.nn.silu(self.norms[f"n{i}"](x))
+        return x.astype(jnp.float32) + 0.5
+
+
+class VectorEncoder(nnx.Module):
+    """Concatenated vector observations [..., N] -> symlog -> MLP -> [..., units]."""
+
+    def __init__(self, in_size: int, units: int, layers: int, norm: str, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.mlp = MLP(in_size, units, max(layers, 1), norm, dtype=dtype, rngs=rngs)
+        self.out_size = units
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.mlp(symlog(x.astype(jnp.float32)))
+
+
+class VectorDecoder(nnx.Module):
+    """features [..., F] -> predictions of the concatenated symlog vector observations [..., N] (float32)."""
+
+    def __init__(self, in_size: int, out_size: int, units: int, layers: int, norm: str, *, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.mlp = MLP(in_size, units, max(layers, 1), norm, dtype=dtype, rngs=rngs)
+        self.out = Linear(units, out_size, dtype=dtype, rngs=rngs)
+
+    def __call__(self, feat: jax.Array) -> jax.Array:
+        return self.out(self.mlp(feat)).astype(jnp.float32)

@@ -1,0 +1,172 @@
+"""Recurrent state-space model of DreamerV3: a block GRU for the deterministic state and groups of categoricals.
+
+A latent state is a dict `{'deter': [B, D] float32, 'stoch': [B, S, K] float32 one-hot}`; the feature the heads
+read is concat(deter, flat stoch) [B, D + S*K]. Actions [B, A] are divided by max(1, |a|) before use; on
+`is_first` the deterministic state, the stochastic state and the previous action are zeroed, which equals the
+initial state. `observe` and `imagine` run `jax.lax.scan` over time, so they compile to one loop.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sensei_jax.dreamer.config import DreamerConfig
+from sensei_jax.dreamer.distributions import LatentCategorical, sg
+from sensei_jax.dreamer.nets import BlockLinear, Dense, Linear, MLP, Norm
+
+Latent = dict[str, jax.Array]
+
+
+def feature(latent: Latent) -> jax.Array:
+    """[..., D + S*K]: the deterministic state and the flattened one-hot stochastic state."""
+    stoch = latent["stoch"]
+    return jnp.concatenate([latent["deter"], stoch.reshape(stoch.shape[:-2] + (-1,))], -1)
+
+
+class RSSM(nnx.Module):
+    def __init__(self, cfg: DreamerConfig, action_size: int, embed_size: int, *, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        size = cfg.size()
+        self.deter, self.stoch, self.classes, self.blocks = size.deter, size.stoch, size.classes, cfg.blocks
+        self.unimix, self.free_nats = cfg.unimix, cfg.free_nats
+        hidden, norm = size.units, cfg.norm
+        # Sequence model: three input projections, then a block GRU whose groups each see the projected inputs
+        # and their own slice of the deterministic state.
+        self.in_deter = Dense(size.deter, hidden, norm, dtype=dtype, rngs=rngs)
+        self.in_stoch = Dense(size.stoch_size, hidden, norm, dtype=dtype, rngs=rngs)
+        self.in_action = Dense(action_size, hidden, norm, dtype=dtype, rngs=rngs)
+        group_in = 3 * hidden + size.deter // cfg.blocks
+        self.gru_hidden = BlockLinear(cfg.blocks * group_in, size.deter, cfg.blocks, dtype=dtype, rngs=rngs)
+        self.gru_norm = Norm(size.deter, norm, dtype=dtype)
+        self.gru_gates = BlockLinear(size.deter, 3 * size.deter, cfg.blocks, dtype=dtype, rngs=rngs)
+        # Prior from the deterministic state alone; posterior also from the observation embedding.
+        self.prior_mlp = MLP(size.deter, hidden, 2, norm, dtype=dtype, rngs=rngs)
+        self.prior_out = Linear(hidden, size.stoch_size, dtype=dtype, rngs=rngs)
+        self.post_mlp = MLP(size.deter + embed_size, hidden, 1, norm, dtype=dtype, rngs=rngs)
+        self.post_out = Linear(hidden, size.stoch_size, dtype=dtype, rngs=rngs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def initial(self, batch_size: int) -> Latent:
+        return {
+            "deter": jnp.zeros((batch_size, self.deter), jnp.float32),
+            "stoch": jnp.zeros((batch_size, self.stoch, self.classes), jnp.float32),
+        }
+
+    def _logits(self, out: jax.Array) -> jax.Array:
+        return out.astype(jnp.float32).reshape(out.shape[:-1] + (self.stoch, self.classes))
+
+    def prior_logits(self, deter: jax.Array) -> jax.Array:
+        """[B, D] -> [B, S, K]."""
+        return self._logits(self.prior_out(self.prior_mlp(deter)))
+
+    def post_logits(self, deter: jax.Array, embed: jax.Array) -> jax.Array:
+        """[B, D], [B, E] -> [B, S, K]."""
+        return self._logits(self.post_out(self.post_mlp(jnp.concatenate([deter, embed.astype(deter.dtype)], -1))))
+
+    def dist(self, logits: jax.Array) -> LatentCategorical:
+        return LatentCategorical(logits, self.unimix)
+
+    def core(self, latent: Latent, action: jax.Array) -> jax.Array:
+        """Block GRU step: the next deterministic state [B, D] float32."""
+        deter, stoch = latent["deter"], latent["stoch"]
+        action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
+        x = jnp.concatenate([
+            self.in_deter(deter), self.in_stoch(stoch.reshape(stoch.shape[:-2] + (-1,))), self.in_action(action)], -1)
+        groups = self.blocks
+        x = jnp.broadcast_to(x[..., None, :], x.shape[:-1] + (groups, x.shape[-1]))
+        own = deter.reshape(deter.shape[:-1] + (groups, -1)).astype(x.dtype)
+        x = self.gru_hidden(jnp.concatenate([x, own], -1))
+        x = jax.nn.silu(self.gru_norm(x.reshape(x.shape[:-2] + (-1,))))
+        gates = self.gru_gates(x.reshape(x.shape[:-1] + (groups, -1))).astype(jnp.float32)
+        reset, cand, update = jnp.split(gates, 3, -1)
+        reset = jax.nn.sigmoid(reset)
+        cand = jnp.tanh(reset * cand)
+        update = jax.nn.sigmoid(update - 1.0)
+        flat = lambda t: t.reshape(t.shape[:-2] + (-1,))  # noqa: E731
+        update, cand = flat(update), flat(cand)
+        return update * cand + (1 - update) * deter
+
+    def img_step(self, latent: Latent, action: jax.Array, key: jax.Array) -> tuple[Latent, jax.Array]:
+        """One prior step: (latent, action [B, A]) -> (next latent, prior logits [B, S, K])."""
+        deter = self.core(latent, action)
+        logits = self.prior_logits(deter)
+        return {"deter": deter, "stoch": self.dist(logits).sample(key)}, logits
+
+    def obs_step(self, latent: Latent, prev_action: jax.Array, embed: jax.Array, is_first: jax.Array,
+                 key: jax.Array) -> tuple[Latent, jax.Array, jax.Array]:
+        """One posterior step. latent, prev_action [B, A], embed [B, E], is_first [B] bool ->
+        (posterior latent, posterior logits [B, S, K], prior logits [B, S, K])."""
+        keep = 1.0 - is_first.astype(jnp.float32)
+        latent = {k: v * keep.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in latent.items()}
+        prev_action = prev_action * keep[:, None]
+        deter = self.core(latent, prev_action)
+        prior = self.prior_logits(deter)
+        post = self.post_logits(deter, embed)
+        return {"deter": deter, "stoch": self.dist(post).sample(key)}, post, prior
+
+    def observe(self, latent: Latent, prev_actions: jax.Array, embeds: jax.Array, is_first: jax.Array,
+                key: jax.Array) -> tuple[Latent, dict[str, jax.Array]]:
+        """Posterior rollout over a sequence.
+
+        latent: the carry before the first step ([B, ...]); prev_actions [B, T, A] (the action taken before each
+        step); embeds [B, T, E]; is_first [B, T] bool. Returns the last latent and a dict of [B, T, ...] arrays:
+        deter, stoch (posterior samples), post (logits), prior (logits).
+        """
+        steps = embeds.shape[1]
+        keys = jax.random.split(key, steps)
+
+        def step(carry, inputs):
+            act, emb, first, k = inputs
+            new, post, prior = self.obs_step(carry, act, emb, first, k)
+            return new, {**new, "post": post, "prior": prior}
+
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        last, outs = jax.lax.scan(step, latent, (swap(prev_actions), swap(embeds), swap(is_first), keys))
+        return last, jax.tree.map(swap, outs)
+
+    def imagine(self, latent: Latent, policy: Callable[[Latent, jax.Array], jax.Array], horizon: int,
+                key: jax.Array) -> tuple[Latent, jax.Array]:
+        """Prior rollout driven by `policy(latent, key) -> action [B, A]`.
+
+        Returns the latents [B, horizon + 1, ...] (index 0 is the start) and the actions [B, horizon + 1, A] taken
+        in each of them (the last one is sampled too, so that every state has an action).
+        """
+        keys = jax.random.split(key, horizon + 1)
+
+        def step(carry, k):
+            k_act, k_dyn = jax.random.split(k)
+            action = policy(carry, k_act)
+            nxt, _ = self.img_step(carry, action, k_dyn)
+            return nxt, (carry, action)
+
+        last, (latents, actions) = jax.lax.scan(step, latent, keys[:-1])
+        last_action = policy(last, keys[-1])
+        latents = jax.tree.map(lambda xs, x: jnp.concatenate([xs, x[None]], 0), latents, last)
+        actions = jnp.concatenate([actions, last_action[None]], 0)
+        swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        return jax.tree.map(swap, latents), swap(actions)
+
+    def open_loop(self, latent: Latent, actions: jax.Array, key: jax.Array) -> Latent:
+        """Prior rollout with given actions [B, T, A] -> latents [B, T, ...] (the state after each action)."""
+        keys = jax.random.split(key, actions.shape[1])
+
+        def step(carry, inputs):
+            act, k = inputs
+            nxt, _ = self.img_step(carry, act, k)
+            return nxt, nxt
+
+        _, latents = jax.lax.scan(step, latent, (jnp.swapaxes(actions, 0, 1), keys))
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), latents)
+
+    def kl_losses(self, post: jax.Array, prior: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Dynamics and representation KL terms, each [...], summed over groups and clipped below at free_nats.
+
+        dyn = KL(sg(post) || prior) trains the prior; rep = KL(post || sg(prior)) regularizes the posterior.
+        """
+        dyn = self.dist(sg(post)).kl(self.dist(prior))
+        rep = self.dist(post).kl(self.dist(sg(prior)))
+        return jnp.maximum(dyn, self.free_nats), jnp.maximum(rep, self.free_nats)
