@@ -75,9 +75,9 @@ class OracleAnnotator:
 
     name = "oracle"
 
-    def __init__(self, cfg: AnnotateConfig, env):
+    def __init__(self, cfg: AnnotateConfig, env, batch: int = 64):
         self.cfg = cfg
-        self.decode = make_state_decoder(env)
+        self.decode = make_state_decoder(env, batch)
 
     def scores(self, states: np.ndarray) -> np.ndarray:
         """states [M, S] -> heuristic score float32 [M]."""
@@ -276,7 +276,7 @@ def make_annotator(cfg, env=None) -> Annotator:
         if env is None:
             from sensei_jax.envs.robodesk import Robodesk
 
-            env = Robodesk.from_config(cfg.env)
+            env = Robodesk.from_config(cfg.env, render_images=False)
         return OracleAnnotator(cfg.annotate, env)
     if kind == "llava":
         return LlavaAnnotator.from_config(cfg.vlm, cfg.annotate)

@@ -5,7 +5,7 @@ open, or the blocks are stacked (sensei_motif.md §1). For comparing two frames 
 score (interesting first, then how many of the conditions hold, then how close the gripper is to the nearest
 target), and the pair label follows the score difference, with ties inside a margin.
 
-`interest` is a pure function of decoded quantities; `state_features` decodes them from simulator states by
+`interest` is a pure function of decoded quantities; `make_state_decoder` decodes them from simulator states by
 restoring them in the Robodesk environment.
 """
 
@@ -51,38 +51,44 @@ def compare(score_first: np.ndarray, score_second: np.ndarray, tie_margin: float
     return prob_first.astype(np.float32), label
 
 
-def make_state_decoder(env, batch: int = 64):
-    """A function: simulator states [M, S] -> the heuristic's inputs, decoded by restoring them in `env` (a Robodesk).
+def scene_quantities(env, state) -> dict[str, jax.Array]:
+    """The heuristic's inputs from a batched Robodesk State (world axis first), read from its MJX data.
 
-    Returns a dict of end_effector [M, 3], targets [M, K, 3], object_speed [M], drawer_qpos [M], stack_error [M],
-    interaction bool [M, F]. Compiled once for `batch` states; longer inputs run in chunks.
+    Returns end_effector [N, 3], targets [N, K, 3] (TARGETS order), object_speed [N], drawer_qpos [N],
+    stack_error [N], interaction bool [N, F] (the env's interaction flags, sorted by name).
     """
+    data = state.data
+    objects = data.xpos[:, env.object_body]  # [N, 3, 3] in the env's object order (ball, upright, flat block)
+    targets = jnp.concatenate([objects, data.geom_xpos[:, env.drawer_handle_geom][:, None],
+                               data.site_xpos[:, env.slide_site][:, None]], axis=1)
+    stack = targets[:, TARGETS.index("upright_block")] - targets[:, TARGETS.index("flat_block")]
+    flags = state.info["interaction_flags"]
+    return {
+        "end_effector": state.obs["end_effector"].astype(jnp.float32),
+        "targets": targets.astype(jnp.float32),
+        "object_speed": jnp.abs(state.obs["qvel_objects"]).max(axis=-1).astype(jnp.float32),
+        "drawer_qpos": data.qpos[:, env.drawer_qadr].astype(jnp.float32),
+        "stack_error": jnp.linalg.norm(stack - jnp.asarray(STACK_OFFSET), axis=-1).astype(jnp.float32),
+        "interaction": jnp.stack([jnp.asarray(flags[name], bool) for name in sorted(flags)], axis=-1),
+    }
 
-    def one(physics):
-        state = env.restore(physics)
-        targets = jnp.stack([env.target_position(state, name) for name in TARGETS])
-        flags = state.info["interaction_flags"]
-        stack = targets[TARGETS.index("upright_block")] - targets[TARGETS.index("flat_block")]
-        return {
-            "end_effector": state.obs["end_effector"].astype(jnp.float32),
-            "targets": targets.astype(jnp.float32),
-            "object_speed": jnp.abs(state.obs["qvel_objects"]).max().astype(jnp.float32),
-            "drawer_qpos": jnp.asarray(env.joint_position(state, "drawer"), jnp.float32),
-            "stack_error": jnp.linalg.norm(stack - jnp.asarray(STACK_OFFSET)).astype(jnp.float32),
-            "interaction": jnp.stack([jnp.asarray(flags[name], bool) for name in sorted(flags)]),
-        }
 
-    compiled = jax.jit(jax.vmap(one))
+def make_state_decoder(env, batch: int = 64):
+    """A function: simulator states float32 [M, S] -> `scene_quantities` as numpy, by restoring the states in
+    `env` (a Robodesk; build it with render_images=False, the oracle needs no pixels). Compiled once for
+    `batch` worlds; longer inputs run in chunks, the last one padded."""
+    compiled = jax.jit(lambda physics: scene_quantities(env, env.restore(physics)))
 
     def decode(physics_states: np.ndarray) -> dict[str, np.ndarray]:
         physics_states = np.asarray(physics_states, np.float32)
         pieces = []
         for start in range(0, len(physics_states), batch):
             chunk = physics_states[start:start + batch]
-            if len(chunk) < batch:  # one compiled shape
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
+            count = len(chunk)
+            if count < batch:  # one compiled shape
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, 0)])
             out = jax.device_get(compiled(jnp.asarray(chunk)))
-            pieces.append({k: v[: min(batch, len(physics_states) - start)] for k, v in out.items()})
+            pieces.append({k: v[:count] for k, v in out.items()})
         return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
 
     return decode

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Iterable
 
 import jax.numpy as jnp
-from flax import nnx
 
 from sensei_jax.vlm.llava_config import LlavaConfig
-from sensei_jax.vlm.params import Layout, save_pretrained
+from sensei_jax.vlm.params import Layout, random_model, save_pretrained
 from sensei_jax.vlm.processor import IMAGE_TOKEN, ImageProcessorConfig
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", IMAGE_TOKEN, "<unk>")  # ids 0..4
@@ -54,9 +53,7 @@ def write_tiny_checkpoint(directory: str | Path, texts: Iterable[str] = (), layo
     cfg = config or LlavaConfig.tiny(vocab_size=vocab_size, image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN))
     if cfg.text.vocab_size < tokenizer.get_vocab_size():
         cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=vocab_size))
-    from sensei_jax.vlm.model import LlavaModel
-
-    model = LlavaModel(cfg, dtype, rngs=nnx.Rngs(seed))
+    model = random_model(cfg, dtype, seed)
     save_pretrained(model, directory, layout=layout)
     tokenizer.save(str(directory / "tokenizer.json"))
     size = cfg.vision.image_size
