@@ -39,7 +39,8 @@ def hardware() -> dict:
         pass
     return {"platform": platform.platform(), "cpu": cpu, "cpu_cores_visible": len(os.sched_getaffinity(0)),
             "jax": jax.__version__, "jax_backend": jax.default_backend(),
-            "jax_devices": [str(d) for d in jax.devices()]}
+            "jax_devices": [str(d) for d in jax.devices()],
+            "load_average_1m": round(os.getloadavg()[0], 2)}  # other processes competing for the cores
 
 
 def timed(fn, repeats: int) -> float:
