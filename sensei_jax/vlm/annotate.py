@@ -240,21 +240,21 @@ class LlavaAnnotator:
         eos = -1 if eos is None else eos
         labels, texts = [], []
         for _, count, chunk in self._batches(images):
-            orders = [False, True] if both else [False]
-            per_order = []
-            for swap in orders:
+            per_order, answers = [], []
+            for swap in ([False, True] if both else [False]):
                 pairs = chunk[:, ::-1] if swap else chunk
-                pixels = self._pixels(pairs, both_orders=False)
                 rows = len(chunk)
                 out = greedy_generate(self.model, np.broadcast_to(ids, (rows, len(ids))), np.ones((rows, len(ids))),
-                                      pixels, max_new_tokens=self.cfg.max_new_tokens, eos_id=eos)
+                                      self._pixels(pairs, both_orders=False),
+                                      max_new_tokens=self.cfg.max_new_tokens, eos_id=eos)
                 decoded = [self.processor.decode(row) for row in out[:count]]
-                texts.append(decoded)
                 parsed = np.array([self.parse(t) for t in decoded])
                 if swap:  # the answer names a slot; map it back to the original order
                     parsed = np.where(parsed == FIRST, SECOND, np.where(parsed == SECOND, FIRST, parsed))
                 per_order.append(parsed)
+                answers.append(decoded)
             labels.append(np.stack(per_order, axis=1))
+            texts.extend(zip(*answers))
         votes = np.concatenate(labels)  # [N, orders] in {0, 1, 2, 3}, in the original order
         decided = votes < TIE
         first = (votes == FIRST).sum(axis=1)
@@ -262,7 +262,8 @@ class LlavaAnnotator:
         prob_first = np.where(decided.any(axis=1), first / np.maximum(first + second, 1), 0.5).astype(np.float32)
         label = np.where(first > second, FIRST, np.where(second > first, SECOND,
                          np.where((votes == UNKNOWN).all(axis=1), UNKNOWN, TIE))).astype(np.int8)
-        self.last_diagnostics = {"answers": np.array([t for batch in texts for t in batch], dtype=object)}
+        # answers [N, orders]: the generated text for (A, B) and, with both orders, for (B, A).
+        self.last_diagnostics = {"answers": np.array(texts, dtype=object).reshape(len(votes), -1)}
         return prob_first, label
 
 
