@@ -23,9 +23,21 @@ class ExploreConfig:
     reward_model: str | None = None  # directory of the distilled reward model; the pipeline uses <run>/distill
     semantic_clip: float = 200.0  # the raw reward-model output is clipped to [-clip, clip], as SENSEI does
     semantic_head_scale: float = 1.0  # loss scale of the semantic head (trained on stop-gradient features)
-    task_heads: tuple[str, ...] = ("open_drawer", "open_slide", "push_red", "push_green", "push_blue",
-                                   "lift_ball", "lift_upright_block", "lift_flat_block")
+    # Sparse success heads learned during exploration (SENSEI's 12 `rew_*` heads), for downstream transfer.
+    task_heads: tuple[str, ...] = ("open_drawer", "open_drawer_medium", "open_drawer_easy", "open_slide",
+                                   "open_slide_easy", "push_red", "push_green", "push_blue", "lift_upright_block",
+                                   "lift_ball", "lift_flat_block", "stack")
     task_head_scale: float = 1.0  # loss scale of the sparse task-success heads (stop-gradient features)
+
+    # Data and update schedule (SENSEI: batch 16 x 64, train_ratio 512 replayed steps per policy step, replay 1e6).
+    batch_size: int = 16
+    batch_length: int = 64
+    train_ratio: float = 512.0
+    replay_capacity: int = 1_000_000
+    prefill: int = 2500  # policy steps with random actions before training starts
+    collect_chunk: int = 64  # policy steps (per env) collected per compiled call
+    log_every: int = 5000  # policy steps between metric logs
+    checkpoint_every: int = 50_000  # policy steps between resumable checkpoints (agent, replay, counters)
 
     # Plan2Explore disagreement ensemble (SENSEI: 8 MLPs of 3x640, Adam lr 1e-4, eps 1e-5, clip 100).
     ensemble_size: int = 8
@@ -65,6 +77,12 @@ class ExploreConfig:
             raise ValueError(f"explore.semantic_clip must be positive, got {self.semantic_clip}")
         if self.steps < 0:
             raise ValueError(f"explore.steps must be >= 0, got {self.steps}")
+        for name in ("batch_size", "batch_length", "replay_capacity", "collect_chunk", "log_every",
+                     "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"explore.{name} must be positive, got {getattr(self, name)}")
+        if self.train_ratio <= 0:
+            raise ValueError(f"explore.train_ratio must be positive, got {self.train_ratio}")
         if self.advantage_denominator is not None and self.advantage_denominator <= 0:
             raise ValueError(f"explore.advantage_denominator must be positive, got {self.advantage_denominator}")
 

@@ -148,11 +148,13 @@ def task_reward_source(task: str) -> RewardSource:
     return RewardSource(lambda traj, wm, extras: wm.heads[TASK_KEY.format(task)](traj["feat"]).mean())
 
 
-def head_specs(cfg: ExploreConfig, tasks: tuple[str, ...] | None = None) -> dict[str, HeadSpec]:
-    """Extra world-model heads: the semantic reward and sparse task-success heads, all on stop-gradient features
-    (SENSEI's grad_heads = [decoder, cont]). Targets are replay keys written at collection time."""
+def head_specs(cfg: ExploreConfig, tasks: tuple[str, ...] | None = None, semantic: bool | None = None
+               ) -> dict[str, HeadSpec]:
+    """Extra world-model heads: the semantic reward (when the behaviour uses it, or `semantic`) and sparse
+    task-success heads, all on stop-gradient features (SENSEI's grad_heads = [decoder, cont]). Targets are replay
+    keys written at collection time."""
     specs = {}
-    if "semantic" in cfg.sources:
+    if ("semantic" in cfg.sources) if semantic is None else semantic:
         specs["semantic"] = HeadSpec(target=SEMANTIC_KEY, scale=cfg.semantic_head_scale, grad=False)
     for task in cfg.task_heads if tasks is None else tasks:
         specs[TASK_KEY.format(task)] = HeadSpec(target=TASK_KEY.format(task), scale=cfg.task_head_scale, grad=False)
@@ -181,15 +183,15 @@ def build_agent(dreamer: DreamerConfig, cfg: ExploreConfig, obs_space: Mapping[s
                 tasks: tuple[str, ...] = (), task: str | None = None) -> Agent:
     """The exploring agent (task None) or a downstream task agent (task given) over the same world model.
 
-    Both carry the semantic head (behaviours that use it), one sparse success head per name in `tasks` and the
+    Both carry the semantic head (when the replay has the semantic reward), one sparse success head per name in `tasks` and the
     Plan2Explore ensemble, so a task agent restores an exploration checkpoint's world model and ensemble as they
     are. Exploring: reward sources per cfg.behaviour, weighted by the go/explore switch. Task: one source, the
     task's success head, with the default constant weighting. `dreamer.reward_scales` is replaced by the sources
     used (their scales are the switch's business, not the agent's).
     """
-    heads = head_specs(cfg, tasks)
-    extras = {ENSEMBLE: ensemble_module(cfg, dreamer, action_size)}
     obs_space = dict(obs_space)
+    heads = head_specs(cfg, tasks, semantic="semantic" in cfg.sources or SEMANTIC_KEY in obs_space)
+    extras = {ENSEMBLE: ensemble_module(cfg, dreamer, action_size)}
     if "semantic" in cfg.sources and SEMANTIC_KEY not in obs_space:
         raise ValueError(f"behaviour '{cfg.behaviour}' needs the replay key '{SEMANTIC_KEY}' in the observation "
                          f"space (the reward model's output at collection); got {sorted(obs_space)}")
