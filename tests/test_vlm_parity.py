@@ -87,3 +87,17 @@ def test_transformers_save_pretrained_loads(tmp_path):
     theirs = _hf_logits(hf_model, ids, mask, pixels)
     real = mask.astype(bool)
     np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+
+
+def test_image_preprocessing_matches_clip_image_processor():
+    """Our numpy/PIL preprocessing equals transformers' PIL CLIPImageProcessor on llava-1.5 settings."""
+    from sensei_jax.vlm.processor import ImageProcessorConfig, preprocess_image
+
+    cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+    cfg = ImageProcessorConfig()
+    hf = cls(**{k: v for k, v in cfg.to_hf_dict().items() if k != "image_processor_type"})
+    rng = np.random.default_rng(0)
+    for shape in [(50, 70, 3), (224, 224, 3), (400, 300, 3)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        theirs = hf(images=[image], return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
+        np.testing.assert_allclose(preprocess_image(image, cfg), theirs, atol=1e-5)
