@@ -263,3 +263,14 @@ def test_contact_budget_overflow_is_detected():
     assert np.asarray(state.info["contact_overflow"]).all()  # 9+ contacts at rest
     with pytest.raises(BudgetOverflowError, match="contacts_per_world"):
         small.check_budgets(state)
+
+
+def test_env_info_summarises_the_model():
+    from sensei_jax import config as config_lib
+    from sensei_jax.pipeline import env_tools
+
+    summary = env_tools.info(config_lib.load(None, ["--env.task", "lift_ball"]))
+    assert summary["sizes"]["nq"] == 38 and summary["sizes"]["nv"] == 35 and summary["sizes"]["nu"] == 9
+    assert summary["task"] == "lift_ball" and summary["cameras"] == ["top", "right", "left"]
+    assert summary["observation_spec"]["image"] == [[64, 64, 3], "uint8"]
+    assert summary["physics_state_size"] == 93 and len(summary["tasks"]) == len(TASKS)

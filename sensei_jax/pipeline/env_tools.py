@@ -92,7 +92,8 @@ def rollout(cfg, task: str | None, steps: int, out: Path, num_envs: int = 1, pol
     Image.fromarray(frames[0]).save(out / "frames" / "step_0000.png")
     records = []
     step_times = []
-    for t in progress.bar(steps, desc="env rollout", unit="step"):
+    pbar = progress.bar(steps, desc="env rollout", unit="step")
+    for t in range(steps):
         key, action_key = jax.random.split(key)
         if policy == "random":
             action = jax.random.uniform(action_key, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
@@ -112,6 +113,8 @@ def rollout(cfg, task: str | None, steps: int, out: Path, num_envs: int = 1, pol
             "interaction_flags": {k: np.asarray(v).tolist() for k, v in state.info["interaction_flags"].items()},
             "success": {k: np.asarray(v).tolist() for k, v in state.info["success"].items()},
         })
+        pbar.update(1)
+    pbar.close()
     gif = [Image.fromarray(f).resize((max(128, f.shape[1]), max(128, f.shape[0])), Image.NEAREST) for f in frames]
     gif[0].save(out / "rollout.gif", save_all=True, append_images=gif[1:], duration=40, loop=0)
     steady = step_times[1:] if len(step_times) > 1 else step_times

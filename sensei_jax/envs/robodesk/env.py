@@ -31,7 +31,8 @@ import mujoco
 import numpy as np
 import warp
 
-warp.config.quiet = True  # before MJX initialises Warp: otherwise it prints a line per kernel module it loads
+# Warp logs a line per kernel module it loads (hundreds per compile) at INFO; keep warnings and errors.
+warp.config.log_level = warp.LOG_WARNING
 
 from flax import struct  # noqa: E402
 from mujoco import mjx  # noqa: E402
@@ -215,17 +216,16 @@ class Robodesk:
 
     def reset(self, key: jax.Array) -> State:
         """A new episode in one world. `key`: a PRNG key. Returns a State without a world axis."""
-        key = jnp.asarray(key)
-        if key.shape not in ((), (2,)):
+        key = _typed_key(key)
+        if key.shape != ():
             raise ValueError(f"reset takes one PRNG key, got shape {key.shape}; use reset_batch for several worlds")
-        keys = key[None]
-        return self._unbatch(self._reset_worlds(keys))
+        return self._unbatch(self._reset_worlds(key[None]))
 
     def reset_batch(self, key: jax.Array, num_envs: int) -> State:
         """`num_envs` independent worlds, each reset from its own split of `key`. Leaves get a world axis [N]."""
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        return self._reset_worlds(jax.random.split(key, int(num_envs)))
+        return self._reset_worlds(jax.random.split(_typed_key(key), int(num_envs)))
 
     def _reset_worlds(self, keys: jax.Array) -> State:
         rng, init = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
@@ -456,8 +456,7 @@ class Robodesk:
         d = state.data
         n = d.qpos.shape[0]
         flat = jnp.concatenate([
-            d.qpos, d.qvel, d.ctrl, state.info["initial_object_pos"].reshape(n, 9) if not state.single
-            else state.info["initial_object_pos"].reshape(1, 9),
+            d.qpos, d.qvel, d.ctrl, jnp.reshape(state.info["initial_object_pos"], (n, 9)),
             jnp.reshape(state.info["episode_step"], (n, 1)).astype(jnp.float32),
             jnp.reshape(state.info["task_solved"], (n, 1)).astype(jnp.float32)], axis=1).astype(jnp.float32)
         return flat[0] if state.single else flat
@@ -489,7 +488,7 @@ class Robodesk:
             "invalid_action": jnp.zeros(n, bool),
         }
         obs, data = self._observe(data)
-        key = jax.random.key(0) if key is None else key
+        key = jax.random.key(0) if key is None else _typed_key(key)
         state = State(data=data, obs=obs, reward=jnp.zeros(n, jnp.float32),
                       done=info["episode_step"] >= self.episode_length, info=info, rng=jax.random.split(key, n))
         return self._unbatch(state) if single else state
@@ -517,6 +516,16 @@ class Robodesk:
                 f"{int(overflow.sum())} world(s) hit the contact/constraint budget (contacts_per_world="
                 f"{self.contacts_per_world}, constraints_per_world={self.constraints_per_world}); contacts beyond it "
                 f"are dropped. Raise env.contacts_per_world / env.constraints_per_world.")
+
+
+def _typed_key(key: jax.Array) -> jax.Array:
+    """Accepts new-style typed keys and legacy uint32 [..., 2] keys; returns typed keys."""
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        return key
+    key = jnp.asarray(key)
+    if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+        raise ValueError(f"expected a PRNG key (jax.random.key), got dtype {key.dtype} shape {key.shape}")
+    return jax.random.wrap_key_data(key)
 
 
 def _where(done: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
