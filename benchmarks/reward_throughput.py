@@ -25,7 +25,7 @@ import numpy as np
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.dataset import PairDataset, iterate_batches
 from sensei_jax.reward.model import RewardModel, RewardModelConfig, init_params
-from sensei_jax.reward.train import make_optimizer, make_steps
+from sensei_jax.reward.train import make_steps
 
 
 def hardware() -> dict:
@@ -55,8 +55,7 @@ def timed(fn, repeats: int) -> float:
 def bench_size(size: int, steps: int, batch: int, infer_batch: int, workdir: Path) -> dict:
     cfg = RewardConfig(image_size=size, batch_size=batch)
     model_cfg = RewardModelConfig.from_config(cfg)
-    optimizer = make_optimizer(cfg)
-    train_step, _ = make_steps(model_cfg, optimizer)
+    optimizer, train_step, _ = make_steps(model_cfg, cfg.learning_rate, cfg.weight_decay)
     params = init_params(model_cfg, 0)
     opt_state = optimizer.init(params)
     rng = np.random.default_rng(0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io as stdio
 import math
 import platform
@@ -75,19 +76,23 @@ def pair_rewards(model_cfg: RewardModelConfig, params: dict, images: jax.Array) 
     return apply(model_cfg, params, images.reshape(batch * 2, *images.shape[2:])).reshape(batch, 2)
 
 
-def make_optimizer(cfg: RewardConfig) -> optax.GradientTransformation:
+def make_optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
     # Coupled L2 (added to the gradient before Adam's scaling), matching torch.optim.Adam(weight_decay=...).
-    return optax.chain(optax.add_decayed_weights(cfg.weight_decay), optax.adam(cfg.learning_rate))
+    return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate))
 
 
-def make_steps(model_cfg: RewardModelConfig, optimizer: optax.GradientTransformation) -> tuple[Callable, Callable]:
-    """(train_step, eval_step), each jit-compiled once for the fixed batch shape."""
+@functools.lru_cache(maxsize=8)
+def make_steps(model_cfg: RewardModelConfig, learning_rate: float,
+               weight_decay: float) -> tuple[optax.GradientTransformation, Callable, Callable]:
+    """(optimizer, train_step, eval_step), the steps jit-compiled once per batch shape. Cached, so a resumed or
+    repeated training in the same process reuses the compiled steps."""
+    optimizer = make_optimizer(learning_rate, weight_decay)
 
     def loss_fn(params, images, labels, mask):
         sums = preference_loss(pair_rewards(model_cfg, params, images), labels, mask)
         return sums["loss"] / jnp.maximum(sums["count"], 1), sums
 
-    @jax.jit
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params, opt_state, images, labels, mask):
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, images, labels, mask)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -97,7 +102,7 @@ def make_steps(model_cfg: RewardModelConfig, optimizer: optax.GradientTransforma
     def eval_step(params, images, labels, mask):
         return loss_fn(params, images, labels, mask)[1]
 
-    return train_step, eval_step
+    return optimizer, train_step, eval_step
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -105,22 +110,32 @@ def make_steps(model_cfg: RewardModelConfig, optimizer: optax.GradientTransforma
 
 
 class _Totals:
-    """Running sums of preference_loss outputs on the host."""
+    """Running sums of preference_loss outputs. Device values are fetched only when read, so the host never waits
+    for a train step to finish before dispatching the next one."""
 
     def __init__(self):
+        self._pending: list[dict] = []
         self.sums = {"loss": 0.0, "count": 0.0, "correct": 0.0, "decided": 0.0}
 
     def add(self, sums: dict) -> None:
-        for key, value in jax.device_get(sums).items():
-            self.sums[key] += float(value)
+        self._pending.append(sums)
+
+    def _fetch(self) -> dict[str, float]:
+        for item in jax.device_get(self._pending):
+            for key, value in item.items():
+                self.sums[key] += float(value)
+        self._pending = []
+        return self.sums
 
     @property
     def loss(self) -> float:
-        return self.sums["loss"] / self.sums["count"] if self.sums["count"] else math.nan
+        sums = self._fetch()
+        return sums["loss"] / sums["count"] if sums["count"] else math.nan
 
     @property
     def accuracy(self) -> float:
-        return self.sums["correct"] / self.sums["decided"] if self.sums["decided"] else math.nan
+        sums = self._fetch()
+        return sums["correct"] / sums["decided"] if sums["decided"] else math.nan
 
 
 def _selection_score(accuracy: float, loss: float) -> float:
@@ -139,6 +154,9 @@ def evaluate(eval_step: Callable, params: dict, images: np.ndarray, indices: np.
     return totals
 
 
+_score = jax.jit(apply, static_argnums=0)
+
+
 def reward_statistics(model_cfg: RewardModelConfig, params: dict, images: np.ndarray, indices: np.ndarray,
                       max_images: int, seed: int, batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
     """Reward mean, std, min, max and quantiles over both frames of the pairs `indices` of images uint8
@@ -148,7 +166,6 @@ def reward_statistics(model_cfg: RewardModelConfig, params: dict, images: np.nda
     if len(frames_of) > max_images:
         chosen = np.random.default_rng(seed).choice(len(frames_of), max_images, replace=False)
         frames_of = frames_of[np.sort(chosen)]
-    score = jax.jit(lambda p, x: apply(model_cfg, p, x))
     rewards = []
     progress_bar = bar(len(frames_of), desc="reward stats", unit="img", disable=not progress)
     for start in range(0, len(frames_of), batch_size):
@@ -160,7 +177,7 @@ def reward_statistics(model_cfg: RewardModelConfig, params: dict, images: np.nda
         order = np.argsort(pairs, kind="stable")  # sequential reads from the memory map
         frames = np.empty((len(rows), *images.shape[2:]), np.uint8)
         frames[order] = images[pairs[order], slots[order]]
-        rewards.append(np.asarray(score(params, frames))[:valid])
+        rewards.append(np.asarray(_score(model_cfg, params, frames))[:valid])
         progress_bar.update(valid)
     progress_bar.close()
     rewards = np.concatenate(rewards).astype(np.float64)
@@ -235,7 +252,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     """Trains (or resumes training of) the reward model on labels `preferences` of `dataset`; returns the summary.
 
     Resuming needs the same architecture, label set and dataset size as recorded in `out_dir/model.json`.
-    A finished run (all `cfg.epochs` done) only rewrites nothing and returns its summary.
+    A finished run (all `cfg.epochs` done, statistics written) returns its saved summary without training.
     """
     out_dir = Path(out_dir)
     dataset.require_complete()
@@ -255,23 +272,25 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
         raise ValueError(f"labels '{preferences}' in {dataset.directory} leave {len(train_labeled)} training and "
                          f"{len(val_labeled)} validation pairs after dropping unknowns (label 3); need both > 0")
 
-    optimizer = make_optimizer(cfg)
-    train_step, eval_step = make_steps(model_cfg, optimizer)
+    optimizer, train_step, eval_step = make_steps(model_cfg, cfg.learning_rate, cfg.weight_decay)
     params = init_params(model_cfg, cfg.seed)
-    opt_state = optimizer.init(params)
+    opt_state = jax.jit(optimizer.init)(params)  # one compile instead of one per parameter shape
     latest = Checkpointer(out_dir / "checkpoints" / "latest", max_to_keep=1)
     best = Checkpointer(out_dir / "checkpoints" / "best", max_to_keep=1, best_metric="val_score")
     state = {"params": params, "opt_state": opt_state, "epoch": np.int64(0), "step": np.int64(0)}
     if latest.latest_step is not None:
         state = latest.restore(like=state)
     start_epoch, step = int(state["epoch"]), int(state["step"])
-    params, opt_state = state["params"], state["opt_state"]
+    # Restored arrays are committed to a device and fresh ones are not; commit both alike so a resumed run hits the
+    # compiled train step of the same process instead of compiling it again.
+    params, opt_state = jax.device_put((state["params"], state["opt_state"]), jax.devices()[0])
     curve = [row for row in _read_curve(out_dir / "curve.csv") if row["epoch"] <= start_epoch]
 
     steps_per_epoch = math.ceil(len(train_labeled) / cfg.batch_size)
     counts = np.bincount(labels, minlength=4)
     if start_epoch >= cfg.epochs and summary_path.is_file() and (out_dir / "reward_stats.json").is_file():
-        latest.close(), best.close()
+        latest.close()
+        best.close()
         return io.read_json(summary_path)
     if start_epoch:
         print(f"[distill] resuming after epoch {start_epoch} of {cfg.epochs} from {latest.directory}")
@@ -322,7 +341,8 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
 
     best_epoch = best.best_step
     best_params = best.restore(best_epoch, like={"params": params})["params"]
-    latest.close(), best.close()
+    latest.close()
+    best.close()
     stats = reward_statistics(model_cfg, best_params, images, train_idx, cfg.stats_max_images, cfg.seed,
                               progress=progress)
     io.write_json(out_dir / "reward_stats.json", {"epoch": best_epoch, **stats})
