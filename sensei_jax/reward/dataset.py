@@ -326,11 +326,11 @@ def iterate_batches(source: PairDataset | np.ndarray, indices: np.ndarray, label
     """Yields batches of the pairs `indices` (shuffled with `rng` if given), read from the dataset's memory map.
 
     `source` is a PairDataset or an images array [N, 2, H, W, 3] (e.g. a memory-mapped copy resized to the model's
-    resolution); labels int8 [N] over the whole dataset. Every batch has exactly `batch_size` rows when `pad` (the last one is
-    padded by repeating pairs, with mask False), so a compiled step sees one shape. Within a batch the reads are in
-    ascending index order (sequential disk access); the batch itself is shuffled by the epoch permutation. With
-    `image_size` the images are resized to [image_size, image_size] as the reward model would resize them. Reading runs `prefetch` batches
-    ahead in a background thread so disk I/O overlaps the train step.
+    resolution); labels int8 [N] over the whole dataset. Every batch has exactly `batch_size` rows when `pad` (the
+    last one is padded by repeating pairs, with mask False), so a compiled step sees one shape. Within a batch the
+    reads are in ascending index order (sequential disk access); the batch itself is shuffled by the epoch
+    permutation. With `image_size` the images are resized to [image_size, image_size] as the reward model would
+    resize them. Reading runs `prefetch` batches ahead in a background thread so disk I/O overlaps the train step.
     """
     images_source = source.images if isinstance(source, PairDataset) else source
     indices = np.asarray(indices, dtype=np.int64)
