@@ -91,3 +91,20 @@ def test_preference_loss_soft_labels_ties_and_unknowns():
     # A wrong confident prediction costs more than a right one, and its gradient pushes the preferred one up.
     loss, grad = loss_grad(jnp.array([[0.0, 2.0]]), jnp.array([0]))
     assert float(loss) > 2.0 and grad[0, 0] < 0 < grad[0, 1]
+
+
+def test_bad_config_and_missing_model_raise(tmp_path):
+    from sensei_jax import config as config_lib
+
+    with pytest.raises(config_lib.ConfigError, match="val_fraction"):
+        config_lib.load(overrides={"reward": {"val_fraction": 1.5}})
+    with pytest.raises(config_lib.ConfigError, match="reward.channels"):
+        config_lib.load(overrides={"reward": {"channels": [8, 16]}})
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        RewardModel.load(tmp_path)
+    (tmp_path / "model.json").write_text('{"model": {"image_size": 64, "width": 3}}')
+    with pytest.raises(ValueError, match="model.json"):
+        RewardModel.load(tmp_path)
+    (tmp_path / "model.json").write_text('{"model": {"image_size": 64, "channels": [4, 8, 8], "hidden": 16}}')
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        RewardModel.load(tmp_path)
