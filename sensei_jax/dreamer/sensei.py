@@ -71,8 +71,12 @@ class GoExploreSwitch:
         return SOURCES if self.fixed is None else tuple(self.fixed)
 
     def init(self) -> dict[str, jax.Array]:
+        """Running quantile statistics, and the mode weights [2 (go, explore), 2 (semantic, disagreement)] already
+        divided by the denominator. The weights live in the state (not in the compiled program), so they are
+        checkpointed with the agent and runs that differ only in weights share one compilation."""
+        table = jnp.array([[self.go[k] for k in SOURCES], [self.explore[k] for k in SOURCES]], jnp.float32)
         return {"high": jnp.zeros((), jnp.float32), "low": jnp.zeros((), jnp.float32),
-                "count": jnp.zeros((), jnp.int32)}
+                "count": jnp.zeros((), jnp.int32), "weights": table / self.denominator}
 
     def threshold(self, state: dict[str, jax.Array]) -> jax.Array:
         """The threshold (a scalar) from the running statistics."""
@@ -85,9 +89,8 @@ class GoExploreSwitch:
         """Folds this batch of compared values (rewards or returns, see the forms) into the running quantiles."""
         flat = jax.lax.stop_gradient(values.astype(jnp.float32)).reshape(-1)
         high, low = jnp.quantile(flat, self.quantile), jnp.quantile(flat, self.low_quantile)
-        return {"high": self.decay * state["high"] + (1.0 - self.decay) * high,
-                "low": self.decay * state["low"] + (1.0 - self.decay) * low,
-                "count": state["count"] + 1}
+        return {**state, "high": self.decay * state["high"] + (1.0 - self.decay) * high,
+                "low": self.decay * state["low"] + (1.0 - self.decay) * low, "count": state["count"] + 1}
 
     def mode(self, state: dict[str, jax.Array], semantic_reward: jax.Array, semantic_return: jax.Array,
              update: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -107,8 +110,8 @@ class GoExploreSwitch:
             return weights, state, {"sensei/explore_fraction": explore_fraction,
                                     "sensei/go_fraction": 1.0 - explore_fraction}
         explore, state = self.mode(state, semantic_reward, semantic_return, update)
-        weights = {k: jnp.where(explore, self.explore[k], self.go[k]).astype(jnp.float32) / self.denominator
-                   for k in SOURCES}
+        table = state["weights"]
+        weights = {k: jnp.where(explore, table[1, i], table[0, i]) for i, k in enumerate(SOURCES)}
         fraction = explore.mean(dtype=jnp.float32)
         metrics = {"sensei/threshold": self.threshold(state), "sensei/explore_fraction": fraction,
                    "sensei/go_fraction": 1.0 - fraction}

@@ -337,7 +337,7 @@ class Explorer:
             "episodes": len(log_.episodes), "episode_returns": [e["return"] for e in log_.episodes],
             "semantic_returns": [e["semantic_return"] for e in log_.episodes], "curves": curves,
             "fps": (counters["step"] - start_step) / max(elapsed, 1e-9),
-            "final_metrics": {k: v for k, v in metrics.items() if k.startswith(("loss/", "weighting/", "rew/"))},
+            "final_metrics": {k: v for k, v in metrics.items() if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
             "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
         }
         io.write_json(out_dir / "interactions.json", {"steps": counters["step"], **totals})
