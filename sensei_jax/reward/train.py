@@ -316,6 +316,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
                     writer.scalars(step, {"train/loss": window.loss, "train/accuracy": window.accuracy})
                     progress_bar.set_postfix(epoch=epoch, loss=f"{window.loss:.4f}")
                     window = _Totals()
+            jax.block_until_ready(params)  # dispatch is asynchronous: time the finished epoch
             epoch_time = time.time() - epoch_start
             val = evaluate(eval_step, params, images, val_labeled, labels, cfg.batch_size, cfg.prefetch)
             row = {"epoch": epoch, "step": step, "train_loss": totals.loss, "train_accuracy": totals.accuracy,
