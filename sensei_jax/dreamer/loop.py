@@ -297,14 +297,7 @@ class Trainer:
 
     def initial_state(self) -> dict[str, Any]:
         """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}."""
-        root = jax.random.PRNGKey(self.seed)
-        k_agent, k_env, k_loop = jax.random.split(root, 3)
-        agent_state = self.agent.init(k_agent)
-        env_state = self.env.reset_batch(k_env, self.num_envs)
-        loop = LoopState(env=env_state, carry=self.agent.initial_carry(self.num_envs),
-                         is_first=jnp.ones(self.num_envs, bool), episode_return=jnp.zeros(self.num_envs),
-                         episode_length=jnp.zeros(self.num_envs, jnp.int32),
-                         episode_log=self._initial_episode_log(env_state), key=k_loop)
+        agent_state, loop = jax.jit(self._initial_arrays)(jax.random.PRNGKey(self.seed))
         replay_state = self.replay.init(None if self.mesh is None else NamedSharding(self.mesh, P("data")))
         if self.mesh is not None:
             agent_state = jax.device_put(agent_state, self._replicated)
@@ -313,6 +306,15 @@ class Trainer:
         # observation), and a donated argument must not hold the same buffer twice.
         agent_state, loop = jax.tree.map(_own_buffer, (agent_state, loop))
         return {"agent": agent_state, "replay": replay_state, "loop": loop, "counters": counters}
+
+    def _initial_arrays(self, root: jax.Array) -> tuple[Any, LoopState]:
+        k_agent, k_env, k_loop = jax.random.split(root, 3)
+        env_state = self.env.reset_batch(k_env, self.num_envs)
+        loop = LoopState(env=env_state, carry=self.agent.initial_carry(self.num_envs),
+                         is_first=jnp.ones(self.num_envs, bool), episode_return=jnp.zeros(self.num_envs),
+                         episode_length=jnp.zeros(self.num_envs, jnp.int32),
+                         episode_log=self._initial_episode_log(env_state), key=k_loop)
+        return self.agent.init(k_agent), loop
 
     def _initial_episode_log(self, env_state: Any) -> dict[str, jax.Array]:
         if self.log_fn is None:
@@ -404,6 +406,7 @@ class Trainer:
                     for i, metrics in enumerate(fetched):
                         bad = first_nonfinite_loss(metrics)
                         if bad is not None:
+                            bad = _root_loss(metrics, bad)
                             step_no = train_steps - len(fetched) + i + 1
                             raise NonFiniteLossError(_nonfinite_message(bad, metrics, step_no, env_steps,
                                                                         checkpointer.latest_step))
@@ -465,6 +468,19 @@ def initialize_distributed(cfg: TrainConfig) -> None:
               if v is not None}
     if not jax.distributed.is_initialized():
         jax.distributed.initialize(**kwargs)
+
+
+def _root_loss(metrics: Mapping[str, Any], fallback: str) -> str:
+    """The non-finite loss most likely to be the cause: world-model terms before their total, and both before the
+    actor-critic losses, which are computed from the already-updated world model."""
+    bad = [k[len("loss/"):] for k, v in metrics.items()
+           if k.startswith("loss/") and not np.isfinite(np.asarray(v)).all()]
+
+    def rank(name: str) -> tuple[int, str]:
+        behaviour = name == "actor" or name.startswith("critic")
+        return (2 if behaviour else 1 if name == "model" else 0, name)
+
+    return min(bad, key=rank) if bad else fallback
 
 
 def _nonfinite_message(name: str, metrics: Mapping[str, Any], train_step: int, env_steps: int,

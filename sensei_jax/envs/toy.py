@@ -45,8 +45,8 @@ class PointReach:
 
     action_size = 2
 
-    def __init__(self, image_size: int = 16, episode_length: int = 32, random_target: bool = True,
-                 fixed_target: tuple[float, float] = (0.5, 0.5), action_scale: float = 0.25,
+    def __init__(self, image_size: int = 16, episode_length: int = 16, random_target: bool = False,
+                 fixed_target: tuple[float, float] = (0.5, 0.5), action_scale: float = 0.4,
                  success_radius: float = 0.2):
         if image_size < 8:
             raise ValueError(f"PointReach image_size must be at least 8, got {image_size}")
