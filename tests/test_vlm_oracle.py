@@ -20,7 +20,7 @@ def test_heuristic_conditions():
     interesting, score = interest(ee, targets, speed, drawer, stack, cfg)
     assert interesting.tolist() == [False, True, True, True, True]
     assert score[0] < score[1:].min()
-    prob, label = compare(score[[0, 1, 2, 0]], score[[1, 0, 2, 3]], cfg.tie_margin)
+    prob, label = compare(score[[0, 1, 2, 0]], score[[1, 0, 2, 3]], cfg.tie_margin, cfg.temperature)
     assert label.tolist() == [1, 0, 2, 1] and prob[0] < 0.5 < prob[1] and prob[2] == 0.5
 
 

@@ -93,7 +93,7 @@ class OracleAnnotator:
         if states.ndim != 3 or states.shape[1] != 2:
             raise ValueError(f"states must be [N, 2, S], got {states.shape}")
         score = self.scores(states.reshape(-1, states.shape[-1])).reshape(len(states), 2)
-        return compare(score[:, 0], score[:, 1], self.cfg.oracle.tie_margin)
+        return compare(score[:, 0], score[:, 1], self.cfg.oracle.tie_margin, self.cfg.oracle.temperature)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -43,8 +43,15 @@ class OracleConfig:
     near_distance: float = 0.145  # gripper this close to the ball, a block or a handle
     drawer_open: float = -0.18  # drawer joint below this: open
     stack_distance: float = 0.04  # upright block within this of "stacked on the flat block"
-    # Ties: the continuous scores of the two frames differ by less than this.
-    tie_margin: float = 0.05
+    # Ties: the continuous scores of the two frames differ by less than this. Between two uninteresting frames
+    # only the gripper's proximity term differs, so a small margin still ranks "closer to a target" higher.
+    tie_margin: float = 0.01
+    temperature: float = 0.1  # prob_first = sigmoid(score difference / temperature)
+
+    def __post_init__(self):
+        if self.tie_margin < 0 or self.temperature <= 0:
+            raise ValueError(f"annotate.oracle.tie_margin must be >= 0 and temperature > 0, got "
+                             f"{self.tie_margin}, {self.temperature}")
 
 
 @dataclasses.dataclass

@@ -43,10 +43,11 @@ def interest(end_effector, targets, object_speed, drawer_qpos, stack_error, cfg:
     return interesting, score.astype(np.float32)
 
 
-def compare(score_first: np.ndarray, score_second: np.ndarray, tie_margin: float) -> tuple[np.ndarray, np.ndarray]:
+def compare(score_first: np.ndarray, score_second: np.ndarray, tie_margin: float,
+            temperature: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Scores [N] of both frames -> (prob_first float32 [N], label int8 [N]: 0 first, 1 second, 2 tie)."""
     diff = np.asarray(score_first, np.float32) - np.asarray(score_second, np.float32)
-    prob_first = 1.0 / (1.0 + np.exp(-diff / max(tie_margin, 1e-3)))
+    prob_first = 1.0 / (1.0 + np.exp(-diff / temperature))
     label = np.where(np.abs(diff) < tie_margin, 2, np.where(diff > 0, 0, 1)).astype(np.int8)
     return prob_first.astype(np.float32), label
 
