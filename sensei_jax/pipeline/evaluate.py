@@ -2,9 +2,9 @@
 
 SENSEI's paper reports, per object, the number of steps in which the object moved (|qvel| > 0.02), summed over all
 steps of an exploration run (sensei_motif.md §4). The `explore` stage counts these for every env step; this stage
-gathers them for SENSEI (`run_dir/explore`), the disagreement-only baseline (`run_dir/baseline`) and, for scale, the
-random collection policy (`run_dir/collect`), together with success-step counts per task, episode returns and the
-learning curves, and writes `run_dir/evaluate/summary.json`:
+gathers them for SENSEI (`run_dir/explore/sensei`), the disagreement-only baseline (`run_dir/explore/p2x`) and, for
+scale, the random collection policy (`run_dir/collect`), together with success-step counts per task, episode
+returns and the learning curves, and writes `run_dir/evaluate/summary.json`:
 
     {"runs": {method: {"steps", "interactions": {object: n}, "success": {task: n}, "episode_returns": [...],
                        "curves": {metric: [[step, value], ...]}}},
@@ -78,16 +78,15 @@ def collection_run(collect_dir: Path) -> dict[str, Any]:
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     runs: dict[str, dict[str, Any]] = {}
-    sources = {"explore": run_dir / "explore", "baseline": run_dir / "baseline"}
-    for stage, folder in sources.items():
-        paths = find_exploration_summaries(folder)
-        if not paths:
-            raise rundir.StageError(f"stage 'evaluate' found no exploration summary ({SUMMARY}) under {folder}; "
-                                    f"run the '{stage}' stage first")
-        for path in paths:
-            run = read_exploration(path)
-            name = run["behaviour"] if run["behaviour"] not in runs else f"{run['behaviour']} ({stage})"
-            runs[name] = run
+    folder = run_dir / "explore"
+    for path in find_exploration_summaries(folder):
+        run = read_exploration(path)
+        runs[run["behaviour"] if run["behaviour"] not in runs else str(path.parent.relative_to(run_dir))] = run
+    wanted = {cfg.explore.behaviour, "p2x"}
+    missing = sorted(wanted - set(runs))
+    if missing:
+        raise rundir.StageError(f"stage 'evaluate' found no exploration summary ({SUMMARY}) of {missing} under "
+                                f"{folder}; run the explore and baseline stages first")
     if (run_dir / "collect" / "meta.json").is_file():
         runs["random (collect)"] = collection_run(run_dir / "collect")
     ratios = {}

@@ -35,6 +35,9 @@ SECTION_STAGE: dict[str, str] = {
     "evaluate": "evaluate", "transfer": "evaluate",
     "report": "report",
 }
+# Where a stage writes, relative to the run folder, when not in a folder named after it: the explore stage writes
+# run_dir/explore/<behaviour>/, so the disagreement-only baseline lands in explore/p2x.
+STAGE_FOLDERS: dict[str, str] = {"baseline": "explore/p2x"}
 # Keys that never change results: where the run lives.
 IGNORED_KEYS = ("run.name", "run.root")
 
@@ -89,7 +92,7 @@ class RunDir:
 
     def stage_dir(self, name: str) -> Path:
         stage_index(name)
-        return self.path / name
+        return self.path / STAGE_FOLDERS.get(name, name)
 
     def read_status(self) -> dict[str, Any]:
         if not self.status_path.exists():

@@ -3,8 +3,8 @@
     collect -> pairs -> annotate -> distill -> explore -> baseline -> evaluate -> report
 
 `baseline` is the `explore` stage again with the disagreement-only behaviour (`explore.behaviour: p2x`) and the
-same budget, in `run_dir/baseline/` (its `explore/` folder there), so the report can set SENSEI's interaction
-counts next to Plan2Explore's. Each stage is skipped when `status.json` records it as done and resumes from its
+same budget, written to `run_dir/explore/p2x/` beside SENSEI's `run_dir/explore/sensei/`, so the report can set
+SENSEI's interaction counts next to Plan2Explore's. Each stage is skipped when `status.json` records it as done and resumes from its
 own folder otherwise (see `rundir.py`); `--force STAGE` redoes that stage and everything after it.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,20 +40,33 @@ def baseline_config(cfg: Config) -> Config:
 
 
 def run_baseline(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Runs the explore stage with `baseline_config` in `run_dir/baseline`, which sees the run's distill folder
-    (the world model still learns the semantic head there, so both agents log the same quantities)."""
-    root = Path(run_dir) / "baseline"
-    root.mkdir(parents=True, exist_ok=True)
-    for shared in ("collect", "pairs", "annotate", "distill"):
-        link = root / shared
-        if not link.exists() and (Path(run_dir) / shared).exists():
-            os.symlink(Path("..") / shared, link, target_is_directory=True)
-    return stage_function("explore")(baseline_config(cfg), root)
+    """The explore stage with `baseline_config`: same run folder, steps and seed; it writes explore/p2x/."""
+    if cfg.explore.behaviour == BASELINE_BEHAVIOUR:
+        return {"behaviour": BASELINE_BEHAVIOUR, "note": "the explore stage already ran the disagreement-only "
+                "behaviour; no separate baseline"}
+    return stage_function("explore")(baseline_config(cfg), Path(run_dir))
+
+
+def preflight(cfg: Config) -> None:
+    """Checks, before hours of collection, what later stages will need from the user."""
+    annotate = getattr(cfg, "annotate", None)
+    if annotate is not None and annotate.annotator == "llava":
+        path = cfg.vlm.path
+        if not path:
+            raise config_lib.ConfigError(
+                "annotate.annotator is 'llava' but no checkpoint is given: pass --vlm.path DIR, a local LLaVA-1.5 "
+                "checkpoint in Hugging Face format (config.json, *.safetensors, tokenizer.json, "
+                "preprocessor_config.json; e.g. a download of llava-hf/llava-1.5-7b-hf), or use "
+                "--annotate.annotator oracle to run without a VLM")
+        if not Path(path).is_dir():
+            raise config_lib.ConfigError(f"--vlm.path {path} is not a directory (expected a local LLaVA-1.5 "
+                                         "checkpoint in Hugging Face format)")
 
 
 def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_after: str | None = None,
                  log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
     """Runs (or skips, or resumes) every stage; returns each stage's summary."""
+    preflight(cfg)
     run = rundir.open_run(cfg, force)
     log(f"run folder {run.path} (config {run.config_path})")
     summaries = {}
