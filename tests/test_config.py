@@ -59,3 +59,13 @@ def test_split_overrides_keeps_command_flags():
     rest, overrides = split_overrides(["env", "rollout", "--steps", "5", "--env.task", "stack", "--run.seed=1"])
     assert rest == ["env", "rollout", "--steps", "5"]
     assert overrides == ["--env.task", "stack", "--run.seed=1"]
+
+
+def test_float_override_accepts_exponent_without_dot():
+    @dataclasses.dataclass
+    class Section:
+        rate: float = 0.1
+
+    assert config_lib.merge(Section(), {"rate": "1e-5"}).rate == 1e-5
+    with pytest.raises(config_lib.ConfigError, match="rate"):
+        config_lib.merge(Section(), {"rate": "fast"})
