@@ -9,6 +9,7 @@ train ratio asks for (replay sample, world model + ensemble + actor-critic updat
 logging.
 
 Writes to `<out>` (`run_dir/explore/<behaviour>/` for the pipeline):
+    spec.json            behaviour, task heads, reward model folder (what `transfer` needs to rebuild the agent)
     checkpoints/         orbax: agent state and replay (resume after a kill from the last one; the envs then start
                          new episodes) with progress.json (counters, interaction sums)
     metrics.jsonl, TensorBoard events   losses, switch fractions, episode stats (`MetricsWriter`)
@@ -21,6 +22,7 @@ Writes to `<out>` (`run_dir/explore/<behaviour>/` for the pipeline):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -136,7 +138,7 @@ class Explorer:
         if "semantic" in explore.sources and reward_model is None:
             raise ValueError(f"explore.behaviour '{explore.behaviour}' needs a reward model (explore.reward_model, "
                              "--reward-model DIR, or the run's distill/ folder)")
-        self.cfg, self.env, self.num_envs = explore, env, num_envs
+        self.cfg, self.dreamer, self.env, self.num_envs = explore, dreamer, env, num_envs
         self.reward_model, self.image_key, self.seed = reward_model, image_key, seed
         self.env_space = observation_space(env)
         if reward_model is not None and image_key not in self.env_space:
@@ -260,6 +262,10 @@ class Explorer:
         cfg, out_dir = self.cfg, Path(out_dir)
         steps = cfg.steps if steps is None else steps
         out_dir.mkdir(parents=True, exist_ok=True)
+        spec = {"behaviour": cfg.behaviour, "tasks": list(self.tasks), "semantic": self.reward_model is not None,
+                "num_envs": self.num_envs, "reward_model": getattr(self, "reward_model_dir", None),
+                "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer)}
+        io.write_json(out_dir / "spec.json", spec)
         chunk = cfg.collect_chunk
         per_call = chunk * self.num_envs
         ckpt = Checkpointer(out_dir / "checkpoints", max_to_keep=1)
@@ -373,7 +379,7 @@ class Explorer:
 
 def dreamer_config(cfg: Config) -> DreamerConfig:
     """The run's `dreamer` section (DreamerConfig defaults where the config has none)."""
-    return getattr(cfg, "dreamer", None) or DreamerConfig()
+    return cfg.dreamer
 
 
 def make_env(cfg: Config):
@@ -401,9 +407,8 @@ def explore(cfg: Config, out_dir: Path, reward_model_dir: str | Path | None, env
     env = make_env(cfg) if env is None else env
     explorer = Explorer(cfg.explore, dreamer_config(cfg), env, cfg.env.num_envs, reward_model=reward_model,
                         seed=cfg.run.seed)
-    io.write_json(Path(out_dir) / "spec.json", {"behaviour": cfg.explore.behaviour, "tasks": list(explorer.tasks),
-                                                "reward_model": None if reward_model is None else
-                                                str(Path(reward_model_dir).resolve())})
+    if reward_model is not None:
+        explorer.reward_model_dir = str(Path(reward_model_dir).resolve())
     summary = explorer.run(Path(out_dir), log=log)
     log(f"explore [{cfg.explore.behaviour}]: {summary['steps']} steps, {summary['episodes']} episodes, "
         f"interactions {summary['interactions']}")
