@@ -138,16 +138,19 @@ def test_cached_greedy_generation_equals_full_forward(model, batch):
     left[0], left[1, 2:] = ids[0], short
     mask = (np.arange(ids.shape[1]) >= np.array([[0], [2]])).astype(np.int32)
     out = greedy_generate(model, left, mask, pixels, max_new_tokens=5, eos_id=-1)
-    width = ids.shape[1] + 5  # reference: uncached right-padded forward passes of one static shape
-    for row, prompt in enumerate([ids[0], short]):
-        seq = list(prompt)
-        for _ in range(5):
-            padded = np.zeros((1, width), np.int32)
-            padded[0, :len(seq)] = seq
-            valid = (np.arange(width) < len(seq)).astype(np.int32)[None]
-            logits = forward(model, padded, pixels[row:row + 1], valid)
-            seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
-        assert out[row].tolist() == seq[len(prompt):]
+    # Reference: uncached forward passes over right-padded [2, T + 5] batches (the shape the padding test compiled).
+    width = ids.shape[1] + 5
+    seqs = [list(ids[0]), list(short)]
+    for _ in range(5):
+        padded = np.zeros((2, width), np.int32)
+        valid = np.zeros((2, width), np.int32)
+        for row, seq in enumerate(seqs):
+            padded[row, :len(seq)], valid[row, :len(seq)] = seq, 1
+        logits = np.asarray(forward(model, padded, pixels, valid))
+        for row, seq in enumerate(seqs):
+            seq.append(int(np.argmax(logits[row, len(seq) - 1])))
+    assert out[0].tolist() == seqs[0][ids.shape[1]:]
+    assert out[1].tolist() == seqs[1][len(short):]
     eos = int(out[0, 0])  # the first generated token as EOS: everything after it is padding
     stopped = greedy_generate(model, left[:1], mask[:1], pixels[:1], max_new_tokens=5, eos_id=eos, pad_id=-7)
     assert stopped[0, 0] == eos and (stopped[0, 1:] == -7).all()

@@ -155,6 +155,10 @@ class LlavaAnnotator:
         ids = processor.tokenize(self.prompt)
         self.length = len(ids)
         bucket = cfg.seq_bucket * -(-len(ids) // cfg.seq_bucket)
+        limit = model.config.text.max_position_embeddings
+        if bucket > limit:
+            raise ValueError(f"the annotation prompt takes {len(ids)} tokens ({bucket} padded), more than the "
+                             f"model's {limit} positions; shorten annotate.question or annotate.seq_bucket")
         self.input_ids = np.zeros(bucket, np.int32)
         self.input_ids[: len(ids)] = ids
         self.last_diagnostics: dict[str, np.ndarray] = {}
