@@ -19,6 +19,9 @@ class RobodeskConfig:
     contacts_per_world: int = 64  # MJX-Warp contact budget per world (naconmax = this x num_envs)
     constraints_per_world: int = 256  # MJX-Warp constraint rows per world (njmax)
     ik_iterations: int = 4  # damped Gauss-Newton iterations of the end-effector position IK
+    solver_iterations: int = 20  # MuJoCo Newton solver iterations (Robodesk: 100); each costs kernel launches
+    ls_iterations: int = 10  # its line-search iterations (Robodesk: 50)
+    cameras: dict[str, int] = dataclasses.field(default_factory=dict)  # extra views per step: obs image_<camera>
     shadows: bool = False  # shadows in the Warp ray tracer (Robodesk's OpenGL view has them; costs render time)
 
     def __post_init__(self):
@@ -30,7 +33,10 @@ class RobodeskConfig:
             raise ValueError(f"env.reward: {self.reward!r} is not one of {REWARD_MODES}")
         if self.camera not in ("top", "right", "left"):
             raise ValueError(f"env.camera: {self.camera!r} is not one of top, right, left")
+        for name, size in self.cameras.items():
+            if name not in ("top", "right", "left") or not isinstance(size, int) or not 8 <= size <= 1024:
+                raise ValueError(f"env.cameras: {name!r}: {size!r} must map top/right/left to a size in [8, 1024]")
         for key in ("image_size", "action_repeat", "episode_length", "num_envs", "contacts_per_world",
-                    "constraints_per_world", "ik_iterations"):
+                    "constraints_per_world", "ik_iterations", "solver_iterations", "ls_iterations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"env.{key} must be >= 1, got {getattr(self, key)}")

@@ -31,7 +31,8 @@ import mujoco
 import numpy as np
 import warp
 
-# Warp logs a line per kernel module it loads (hundreds per compile) at INFO; keep warnings and errors.
+# Warp prints a banner and a line per kernel module it loads (hundreds per compile); keep warnings and errors.
+warp.config.quiet = True
 warp.config.log_level = warp.LOG_WARNING
 
 from flax import struct  # noqa: E402
@@ -77,7 +78,8 @@ class Robodesk:
                  action_repeat: int = 1, episode_length: int = 500, auto_reset: bool = True,
                  cameras: Mapping[str, int] | Sequence[str] | None = None, assets_dir: str | None = None,
                  contacts_per_world: int = 64, constraints_per_world: int = 256, ik_iterations: int = 4,
-                 shadows: bool = False, render_images: bool = True):
+                 solver_iterations: int = 20, ls_iterations: int = 10, shadows: bool = False,
+                 render_images: bool = True):
         tasks.check_task(task)
         if reward not in tasks.REWARD_MODES:
             raise ValueError(f"unknown reward mode {reward!r}; expected one of {tasks.REWARD_MODES}")
@@ -102,7 +104,10 @@ class Robodesk:
         self.ik_iterations, self.shadows, self.render_images = int(ik_iterations), bool(shadows), bool(render_images)
 
         self.assets_dir = assets.resolve_assets_dir(assets_dir)
-        self.mj_model = model.load_model(str(self.assets_dir))
+        if solver_iterations < 1 or ls_iterations < 1:
+            raise ValueError(f"solver_iterations and ls_iterations must be >= 1, got {solver_iterations}, "
+                             f"{ls_iterations}")
+        self.mj_model = model.load_model(self.assets_dir, int(solver_iterations), int(ls_iterations))
         self.mjx_model = mjx.put_model(self.mj_model, impl="warp")
         self.kinematics = ik.ArmKinematics.from_model(self.mj_model)
         self._index_model()
@@ -113,8 +118,9 @@ class Robodesk:
         """Builds the env from a `RobodeskConfig` (the `env` section); keyword overrides win."""
         kwargs = dict(task=cfg.task, reward=cfg.reward, camera=cfg.camera, image_size=cfg.image_size,
                       action_repeat=cfg.action_repeat, episode_length=cfg.episode_length, auto_reset=cfg.auto_reset,
-                      assets_dir=cfg.assets_dir)
-        for key in ("contacts_per_world", "constraints_per_world", "ik_iterations", "shadows"):
+                      assets_dir=cfg.assets_dir, cameras=dict(getattr(cfg, "cameras", {}) or {}))
+        for key in ("contacts_per_world", "constraints_per_world", "ik_iterations", "solver_iterations",
+                    "ls_iterations", "shadows"):
             if hasattr(cfg, key):
                 kwargs[key] = getattr(cfg, key)
         kwargs.update(overrides)

@@ -4,6 +4,8 @@ Geometry, masses, joint ranges, actuators, lights and materials follow Robodesk 
 README "Environment: Robodesk on MJX" for every deviation. The ones that matter for simulation:
 - the finger collision margin is 0 (MJX-Warp rejects a margin on box-mesh pairs; Robodesk used 1 mm);
 - contact and constraint budgets are set explicitly by the env (per world), not by `<size>`;
+- Newton solver iterations are limited (default 20 / line search 10, the reference's are 100 / 50): MJX-Warp on a
+  CPU launches the solver's kernels once per iteration from Python;
 - the three cameras are real MJCF cameras, because the Warp batch renderer renders model cameras only. `top`
   reproduces Robodesk's free camera plus its crop-and-squeeze as camera intrinsics, `right` is SENSEI's view and
   `left` its mirror image.
@@ -11,7 +13,6 @@ README "Environment: Robodesk on MJX" for every deviation. The ones that matter 
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -310,7 +311,9 @@ def mjcf(assets_dir: Path) -> str:
 """
 
 
-@functools.lru_cache(maxsize=4)
-def load_model(assets_dir: str) -> mujoco.MjModel:
-    """Compiles the scene. Cached per assets directory (the MjModel is read-only afterwards)."""
-    return mujoco.MjModel.from_xml_string(mjcf(Path(assets_dir)))
+def load_model(assets_dir: str | Path, solver_iterations: int = 20, ls_iterations: int = 10) -> mujoco.MjModel:
+    """Compiles the scene (a fresh MjModel each call) with the given Newton solver iteration limits."""
+    m = mujoco.MjModel.from_xml_string(mjcf(Path(assets_dir)))
+    m.opt.iterations = solver_iterations
+    m.opt.ls_iterations = ls_iterations
+    return m

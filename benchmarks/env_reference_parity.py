@@ -1,0 +1,100 @@
+"""Trajectory parity of our Robodesk against the reference `robodesk==1.0.0` package, as JSON.
+
+    python benchmarks/env_reference_parity.py --reference-python PATH [--steps 25] [--task open_drawer]
+
+PATH is a python with robodesk==1.0.0, dm_control, gym and Pillow<10 (e.g. a throwaway venv; never the project's).
+Both simulators start from the same state (our reset for key 0), take the same random actions with action_repeat 1,
+and the end-effector positions, robot joint positions and dense rewards are compared step by step. Images are not
+compared (different renderers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+_REFERENCE = r"""
+import sys, numpy as np, robodesk
+z = np.load(sys.argv[1])
+env = robodesk.RoboDesk(task=str(z["task"]), reward="dense", action_repeat=1, episode_length=10**6)
+env.render = lambda *a, **k: np.zeros((64, 64, 3), np.uint8)
+env.reset()
+p = env.physics
+names = [p.model.id2name(i, "joint") for i in range(p.model.njnt)]
+assert names == list(z["names"]), ("joint order differs", names, list(z["names"]))
+p.data.qpos[:] = z["qpos"]; p.data.qvel[:] = 0; p.forward()
+env.physics_copy.data.qpos[:] = p.data.qpos[:]
+for b in ("ball", "upright_block", "flat_block"):
+    env.original_pos[b] = p.named.data.xpos[b].copy()  # a copy: the reference's own reset stores live views
+ee, qpos, reward = [], [], []
+for a in z["actions"]:
+    obs, r, _, _ = env.step(a)
+    ee.append(obs["end_effector"].copy()); qpos.append(p.data.qpos.copy()); reward.append(r)
+np.savez(sys.argv[2], ee=np.array(ee), qpos=np.array(qpos), reward=np.array(reward))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference-python", required=True)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--task", default="open_drawer")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+
+    from sensei_jax.envs.robodesk import Robodesk
+
+    env = Robodesk(task=args.task, reward="dense", render_images=False, action_repeat=1, episode_length=10**6)
+    m = env.mj_model
+    start = jax.jit(env.reset)(jax.random.key(args.seed))
+    qpos0 = np.asarray(start.data.qpos[0])
+    actions = np.random.default_rng(args.seed).uniform(-1, 1, (args.steps, 5)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        init, out = Path(tmp) / "init.npz", Path(tmp) / "reference.npz"
+        np.savez(init, qpos=qpos0, actions=actions, task=args.task,
+                 names=np.array([m.joint(i).name for i in range(m.njnt)]))
+        result = subprocess.run([args.reference_python, "-c", _REFERENCE, str(init), str(out)], capture_output=True,
+                                text=True, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+        if result.returncode != 0:
+            sys.exit(f"reference run failed: {result.stderr.strip()[-1500:]}")
+        reference = dict(np.load(out))
+
+    physics = np.zeros(env.physics_state_size, np.float32)
+    physics[: m.nq] = qpos0
+    physics[m.nq + m.nv : m.nq + m.nv + m.nu] = qpos0[: m.nu]
+    state = jax.jit(env.restore)(jnp.asarray(physics))
+    state = state.replace(info={**state.info, "initial_object_pos": start.info["initial_object_pos"]})
+    step = jax.jit(env.step)
+    ee, qpos, reward = [], [], []
+    for action in actions:
+        state = step(state, jnp.asarray(action))
+        ee.append(np.asarray(state.obs["end_effector"]))
+        qpos.append(np.asarray(state.data.qpos[0]))
+        reward.append(float(state.reward))
+    ee_err = np.linalg.norm(np.array(ee) - reference["ee"], axis=1)
+    report = {
+        "benchmark": "robodesk_reference_parity", "task": args.task, "steps": args.steps, "seed": args.seed,
+        "end_effector_error_mm": {"max": round(float(ee_err.max() * 1000), 4),
+                                  "final": round(float(ee_err[-1] * 1000), 4)},
+        "robot_qpos_max_abs_diff_rad": round(float(np.abs(np.array(qpos)[:, :9] - reference["qpos"][:, :9]).max()), 6),
+        "object_qpos_max_abs_diff": round(float(np.abs(np.array(qpos)[:, 9:] - reference["qpos"][:, 9:]).max()), 6),
+        "dense_reward_max_abs_diff": round(float(np.abs(np.array(reward) - reference["reward"]).max()), 6),
+        "end_effector_path_mm": {"ours": round(float(np.linalg.norm(np.diff(ee, axis=0), axis=1).sum() * 1000), 3),
+                                 "reference": round(float(np.linalg.norm(np.diff(reference["ee"], axis=0),
+                                                                         axis=1).sum() * 1000), 3)},
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
