@@ -41,42 +41,60 @@ def test_symlog_symexp_round_trip():
 def test_twohot_round_trip_and_log_prob():
     bins = D.twohot_bins(255, 20.0)
     x = jnp.array([-5000.0, -3.3, -1e-2, 0.0, 0.37, 2.0, 42.0, 1e5], jnp.float32)
-    weights = D.twohot_encode(x, bins)
+
+    @jax.jit
+    def compute(x):
+        weights = D.twohot_encode(x, bins)
+        dist = D.TwoHot(jnp.log(weights + 1e-30), bins)
+        flat = D.TwoHot(jnp.zeros((8, 255)), bins)
+        return dict(weights=weights, mean=dist.mean(), own=dist.log_prob(x).mean(), flat=flat.log_prob(x).mean(),
+                    flat_mean=flat.mean(), saturated=D.twohot_encode(jnp.array([1e30]), bins))
+
+    out = compute(x)
+    weights = out["weights"]
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
     assert int(jnp.max(jnp.sum(weights > 0, -1))) <= 2
     # Expected bin equals symlog(x), so the distribution whose probabilities are the encoding predicts x back.
-    np.testing.assert_allclose(jnp.sum(weights * bins, -1), D.symlog(x), rtol=1e-5, atol=1e-6)
-    dist = D.TwoHot(jnp.log(weights + 1e-30), bins)
-    np.testing.assert_allclose(dist.mean(), x, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(np.sum(np.asarray(weights) * np.asarray(bins), -1), D.symlog(x), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(out["mean"], x, rtol=1e-3, atol=1e-5)
     # Zero logits predict exactly 0; the target's own distribution has the highest log-likelihood.
-    assert float(D.TwoHot(jnp.zeros((255,)), bins).mean()) == 0.0
-    assert float(dist.log_prob(x).mean()) > float(D.TwoHot(jnp.zeros((8, 255)), bins).log_prob(x).mean())
+    np.testing.assert_array_equal(out["flat_mean"], 0.0)
+    assert float(out["own"]) > float(out["flat"])
     # Beyond the last bin the target saturates at the end bin.
-    np.testing.assert_allclose(D.twohot_encode(jnp.array([1e30]), bins)[0, -1], 1.0)
+    np.testing.assert_allclose(out["saturated"][0, -1], 1.0)
 
 
 def test_latent_categorical_unimix_and_straight_through():
-    logits = jnp.array([[[30.0, 0.0, 0.0, 0.0]]])
-    dist = D.LatentCategorical(logits, unimix=0.01)
-    probs = jnp.exp(dist.logp)
+    @jax.jit
+    def compute(logits):
+        dist = D.LatentCategorical(logits, unimix=0.01)
+        weighted = lambda lg: jnp.sum(D.LatentCategorical(lg, 0.01).sample(jax.random.key(0)) * jnp.arange(4.0))  # noqa: E731
+        return jnp.exp(dist.logp), dist.sample(jax.random.key(0)), jax.grad(weighted)(jnp.zeros((1, 1, 4)))
+
+    probs, sample, grad = compute(jnp.array([[[30.0, 0.0, 0.0, 0.0]]]))
     np.testing.assert_allclose(probs[0, 0, 1:], 0.01 / 4, rtol=1e-3)
-    sample = dist.sample(jax.random.key(0))
-    np.testing.assert_allclose(sample, jax.nn.one_hot(jnp.array([[0]]), 4), atol=1e-6)
-    grad = jax.grad(lambda lg: jnp.sum(D.LatentCategorical(lg, 0.01).sample(jax.random.key(0)) * jnp.arange(4.0)))
-    assert float(jnp.abs(grad(jnp.zeros((1, 1, 4)))).sum()) > 0  # straight-through gradient reaches the logits
+    np.testing.assert_allclose(sample, np.eye(4)[None, :1], atol=1e-6)
+    assert float(jnp.abs(grad).sum()) > 0  # the straight-through gradient reaches the logits
 
 
 def test_action_distributions():
-    normal = D.BoundedNormal(jnp.array([[10.0, -10.0]]), jnp.array([[-100.0, 100.0]]), 0.1, 1.0)
-    np.testing.assert_allclose(normal.mode(), [[1.0, -1.0]], atol=1e-6)
-    np.testing.assert_allclose(normal.scale, [[0.1, 1.0]], atol=1e-6)
     x = jnp.array([[0.3, -0.2]])
-    ref = jax.scipy.stats.norm.logpdf(x, normal.loc, normal.scale).sum(-1)
-    np.testing.assert_allclose(normal.log_prob(x), ref, rtol=1e-5)
-    cat = D.ActionCategorical(jnp.array([[0.0, 50.0, 0.0]]), unimix=0.01)
-    np.testing.assert_allclose(cat.mode(), [[0.0, 1.0, 0.0]])
-    np.testing.assert_allclose(jnp.exp(cat.logp).sum(-1), 1.0, rtol=1e-6)
-    assert float(jnp.exp(cat.logp)[0, 0]) == pytest.approx(0.01 / 3, rel=1e-3)
+
+    @jax.jit
+    def compute(x):
+        normal = D.BoundedNormal(jnp.array([[10.0, -10.0]]), jnp.array([[-100.0, 100.0]]), 0.1, 1.0)
+        ref = jax.scipy.stats.norm.logpdf(x, normal.loc, normal.scale).sum(-1)
+        cat = D.ActionCategorical(jnp.array([[0.0, 50.0, 0.0]]), unimix=0.01)
+        return normal.mode(), normal.scale, normal.log_prob(x), ref, cat.mode(), jnp.exp(cat.logp)
+
+    mode, scale, logp, ref, cat_mode, cat_probs = compute(x)
+    np.testing.assert_allclose(mode, [[1.0, -1.0]], atol=1e-6)
+    np.testing.assert_allclose(scale, [[0.1, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(logp, ref, rtol=1e-5)
+    np.testing.assert_allclose(cat_mode, [[0.0, 1.0, 0.0]])
+    np.testing.assert_allclose(cat_probs.sum(-1), 1.0, rtol=1e-6)
+    assert float(cat_probs[0, 0]) == pytest.approx(0.01 / 3, rel=1e-3)
 
 
 def test_lambda_return_matches_hand_computation():
@@ -126,22 +144,27 @@ def test_kl_free_bits_and_stop_gradients():
     rng = np.random.default_rng(1)
     post = jnp.asarray(rng.normal(size=(2, size.stoch, size.classes)) * 3, jnp.float32)
     prior = jnp.asarray(rng.normal(size=(2, size.stoch, size.classes)) * 3, jnp.float32)
-    dyn, rep = rssm.kl_losses(post, prior)
+
+    @jax.jit
+    def compute(post, prior):
+        dyn_grads = jax.grad(lambda a, b: rssm.kl_losses(a, b)[0].sum(), argnums=(0, 1))(post, prior)
+        rep_grads = jax.grad(lambda a, b: rssm.kl_losses(a, b)[1].sum(), argnums=(0, 1))(post, prior)
+        same = rssm.kl_losses(post, post)[0]
+        same_grad = jax.grad(lambda x: rssm.kl_losses(x, x)[0].sum())(post)
+        return rssm.kl_losses(post, prior), dyn_grads, rep_grads, same, same_grad
+
+    (dyn, rep), (g_dyn_post, g_dyn_prior), (g_rep_post, g_rep_prior), same, same_grad = compute(post, prior)
     p, q = D.unimix_logits(post, cfg.unimix), D.unimix_logits(prior, cfg.unimix)
     manual = np.sum(np.exp(p) * (p - q), (-2, -1))
     assert (manual > cfg.free_nats).all()
     np.testing.assert_allclose(dyn, manual, rtol=1e-5)
     np.testing.assert_allclose(rep, manual, rtol=1e-5)
     # Identical distributions: KL 0, clipped up to the free nats, and no gradient flows.
-    dyn, rep = rssm.kl_losses(post, post)
-    np.testing.assert_allclose(dyn, cfg.free_nats)
-    g = jax.grad(lambda x: rssm.kl_losses(x, x)[0].sum())(post)
-    assert float(jnp.abs(g).sum()) == 0.0
+    np.testing.assert_allclose(same, cfg.free_nats)
+    assert float(jnp.abs(same_grad).sum()) == 0.0
     # dyn trains only the prior, rep only the posterior.
-    g_post, g_prior = jax.grad(lambda a, b: rssm.kl_losses(a, b)[0].sum(), argnums=(0, 1))(post, prior)
-    assert float(jnp.abs(g_post).sum()) == 0.0 and float(jnp.abs(g_prior).sum()) > 0
-    g_post, g_prior = jax.grad(lambda a, b: rssm.kl_losses(a, b)[1].sum(), argnums=(0, 1))(post, prior)
-    assert float(jnp.abs(g_post).sum()) > 0 and float(jnp.abs(g_prior).sum()) == 0.0
+    assert float(jnp.abs(g_dyn_post).sum()) == 0.0 and float(jnp.abs(g_dyn_prior).sum()) > 0
+    assert float(jnp.abs(g_rep_post).sum()) > 0 and float(jnp.abs(g_rep_prior).sum()) == 0.0
 
 
 def test_observe_and_imagine_shapes():
@@ -173,6 +196,22 @@ def test_every_preset_builds_with_the_expected_sizes():
         assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)) > 1_000_000
     assert DreamerConfig.tiny(deter=128).size().deter == 128
     assert DreamerConfig().discount == pytest.approx(1 - 1 / 333)
+
+
+def test_bf16_laprop_layernorm_and_discrete_variants_trace():
+    """Every option combination traces to a train step whose new state matches the old one leaf by leaf."""
+    rng = np.random.default_rng(0)
+    for kwargs, discrete in ((dict(compute_dtype="bfloat16", optimizer="laprop", warmup=10, norm="layer"), False),
+                             (dict(critic_slow_target=True, critic_slow_every=2), True)):
+        agent = Agent(DreamerConfig.tiny(**kwargs), {"image": ((8, 8, 3), np.uint8)}, 3, discrete)
+        state = jax.eval_shape(agent.init, jax.random.key(0))
+        batch = {"image": np.zeros((2, 4, 8, 8, 3), np.uint8), "action": np.zeros((2, 4, 3), np.float32),
+                 "reward": rng.normal(size=(2, 4)).astype(np.float32), "is_first": np.zeros((2, 4), bool),
+                 "is_terminal": np.zeros((2, 4), bool)}
+        new_state, metrics = jax.eval_shape(agent.train, state, batch, jax.random.key(1))
+        same = jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype, new_state, state)
+        assert all(jax.tree.leaves(same)), kwargs
+        assert all(m.dtype == jnp.float32 and m.shape == () for m in metrics.values())
 
 
 def test_config_section_and_validation():
