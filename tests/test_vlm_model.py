@@ -151,8 +151,11 @@ def test_cached_greedy_generation_equals_full_forward(model, batch):
             seq.append(int(np.argmax(logits[row, len(seq) - 1])))
     assert out[0].tolist() == seqs[0][ids.shape[1]:]
     assert out[1].tolist() == seqs[1][len(short):]
-    eos = int(out[0, 0])  # the first generated token as EOS: everything after it is padding
-    stopped = greedy_generate(model, left[:1], mask[:1], pixels[:1], max_new_tokens=5, eos_id=eos, pad_id=-7)
+    eos = int(out[0, 0])  # the first generated token as EOS: after it, each row is padding
+    stopped = greedy_generate(model, left, mask, pixels, max_new_tokens=5, eos_id=eos, pad_id=-7)
+    for row in range(2):
+        end = out[row].tolist().index(eos) + 1 if eos in out[row] else 5
+        assert stopped[row, :end].tolist() == out[row, :end].tolist() and (stopped[row, end:] == -7).all()
     assert stopped[0, 0] == eos and (stopped[0, 1:] == -7).all()
 
 
