@@ -224,6 +224,9 @@ def test_auto_reset_and_nan_actions(env, fns, batch):
     assert np.asarray(state.done).all()
     assert np.asarray(state.info["episode_step"]).tolist() == [0, 0]
     assert not np.allclose(np.asarray(state.obs["qpos_objects"]), np.asarray(batch.obs["qpos_objects"]))
+    # The physics was reset too, not only the observation.
+    np.testing.assert_array_equal(np.asarray(state.data.qpos[:, 9:]), np.asarray(state.obs["qpos_objects"]))
+    np.testing.assert_array_equal(np.asarray(state.data.qvel), 0.0)
 
 
 def test_bad_inputs_raise(env, batch, tmp_path, monkeypatch):
