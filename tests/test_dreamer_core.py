@@ -212,6 +212,10 @@ def test_bf16_laprop_layernorm_and_discrete_variants_trace():
         same = jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype, new_state, state)
         assert all(jax.tree.leaves(same)), kwargs
         assert all(m.dtype == jnp.float32 and m.shape == () for m in metrics.values())
+    with pytest.raises(ValueError, match="'image' has shape"):
+        jax.eval_shape(agent.train, state, dict(batch, image=np.zeros((2, 4, 16, 16, 3), np.uint8)), jax.random.key(1))
+    with pytest.raises(ValueError, match="missing key 'reward'"):
+        jax.eval_shape(agent.train, state, {k: v for k, v in batch.items() if k != "reward"}, jax.random.key(1))
 
 
 def test_config_section_and_validation():

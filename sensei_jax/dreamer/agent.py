@@ -75,10 +75,11 @@ from sensei_jax.dreamer.actor_critic import (
     Actor, RewardSource, ScaleWeighting, WeightContext, Weighting, actor_loss, critic_loss, extrinsic_reward,
     lambda_return, retnorm_init, retnorm_scale, retnorm_update)
 from sensei_jax.dreamer.config import DreamerConfig
+from sensei_jax.dreamer.distributions import LatentCategorical
 from sensei_jax.dreamer.heads import HeadSpec, ScalarHead
 from sensei_jax.dreamer.optim import make_optimizer
 from sensei_jax.dreamer.rssm import feature
-from sensei_jax.dreamer.world_model import ObsSpace, WorldModel
+from sensei_jax.dreamer.world_model import ObsSpace, WorldModel, split_obs_keys
 
 sg = jax.lax.stop_gradient
 
@@ -148,6 +149,10 @@ class Agent:
         self.extra_heads = dict(extra_heads or {})
         self.extra_modules = dict(extra_modules or {})
         self.size = cfg.size()
+        images, vectors = split_obs_keys(self.obs_space, cfg.encoder_keys)
+        dec_images, dec_vectors = split_obs_keys(self.obs_space, cfg.decoder_keys)
+        self._encoder_keys = tuple(sorted(images + vectors))
+        self._model_keys = tuple(sorted(set(images + vectors + dec_images + dec_vectors)))
         self.dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
         self.opt = {"wm": make_optimizer(cfg, "model"), "actor": make_optimizer(cfg, "actor"),
                     "critics": make_optimizer(cfg, "critic")}
@@ -219,6 +224,7 @@ class Agent:
         """One batched acting step: observe obs [B, ...], update the posterior, pick an action [B, A]."""
         if mode not in ("explore", "eval"):
             raise ValueError(f"policy mode must be 'explore' or 'eval', got {mode!r}")
+        self._check_inputs(obs, 1, "policy obs")
         wm, actor = self.world_model(state), self.actor(state)
         k_latent, k_action = jax.random.split(key)
         embed = wm.encode(obs)
@@ -233,6 +239,25 @@ class Agent:
         return action, {"deter": latent["deter"], "stoch": latent["stoch"], "action": action}
 
     # ------------------------------------------------------------------------------------------------------------
+    def _check_inputs(self, data: Mapping[str, Any], lead: int, where: str) -> None:
+        """Trace-time checks of a batch (lead = 2 dims [B, T]) or policy obs (lead = 1 dim [B]); names the key."""
+        needed = {"is_first": ()}
+        if lead == 2:
+            needed.update({"action": (self.action_size,), "reward": (), "is_terminal": ()})
+        model_keys = self._model_keys if lead == 2 else self._encoder_keys
+        needed.update({k: self.obs_space[k][0] for k in model_keys})
+        batch_shape = None
+        for key, tail in needed.items():
+            if key not in data:
+                raise ValueError(f"{where}: missing key '{key}' (got {sorted(data)})")
+            shape = tuple(data[key].shape)
+            if len(shape) != lead + len(tail) or shape[lead:] != tuple(tail):
+                raise ValueError(f"{where}: '{key}' has shape {shape}, expected {('B', 'T')[:lead] + tuple(tail)}")
+            if batch_shape is None:
+                batch_shape = shape[:lead]
+            elif shape[:lead] != batch_shape:
+                raise ValueError(f"{where}: '{key}' has leading dims {shape[:lead]}, others have {batch_shape}")
+
     def _context(self, batch: Mapping[str, Any], batch_size: int) -> tuple[dict[str, jax.Array], jax.Array]:
         if "context" not in batch:
             carry = self.initial_carry(batch_size)
@@ -249,6 +274,7 @@ class Agent:
         cfg = self.cfg
         params, opt = state["params"], state["opt"]
         data = {k: v for k, v in batch.items() if k != "context"}
+        self._check_inputs(data, 2, "train batch")
         batch_size, length = data["is_first"].shape
         carry, prev_action = self._context(batch, batch_size)
         k_wm, k_extra, k_imag = jax.random.split(key, 3)
@@ -309,14 +335,12 @@ class Agent:
         return new_state, metrics
 
     def _latent_entropy(self, logits: jax.Array) -> jax.Array:
-        from sensei_jax.dreamer.distributions import LatentCategorical
-
         return LatentCategorical(logits, self.cfg.unimix).entropy().mean()
 
     def _behavior(self, state, params, opt, wm: WorldModel, extras, posterior, data, key):
         cfg = self.cfg
         horizon = cfg.imag_horizon
-        k_imag, = jax.random.split(key, 1)
+        k_imag = key
         starts = {k: posterior[k].reshape((-1,) + posterior[k].shape[2:]) for k in ("deter", "stoch")}
         actor = self.actor(state)
 

@@ -25,7 +25,8 @@ def truncated_normal(key: jax.Array, shape: tuple[int, ...], std: float) -> jax.
     """
     if isinstance(key, jax.core.Tracer):
         return jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32) * std
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    bits = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    rng = np.random.default_rng(np.asarray(bits).ravel().tolist())
     x = rng.standard_normal(shape, dtype=np.float32)
     bad = np.abs(x) > 2
     while bad.any():
