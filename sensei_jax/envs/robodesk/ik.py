@@ -16,15 +16,6 @@ import mujoco
 import numpy as np
 
 
-def _quat_to_mat(q: jax.Array) -> jax.Array:
-    w, x, y, z = q[0], q[1], q[2], q[3]
-    return jnp.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
 def _rot_z(angle: jax.Array) -> jax.Array:
     c, s = jnp.cos(angle), jnp.sin(angle)
     zero, one = jnp.zeros_like(angle), jnp.ones_like(angle)
@@ -51,7 +42,11 @@ class ArmKinematics:
         links = [body(f"panda0_link{i}") for i in range(8)]
         if model.body_parentid[links[0]] != 0:
             raise ValueError("panda0_link0 must be a child of the world body")
-        rot = lambda q: np.asarray(_quat_to_mat(jnp.asarray(q, jnp.float64 if jax.config.x64_enabled else jnp.float32)))  # noqa: E731
+        def rot(quat):
+            mat = np.zeros(9)
+            mujoco.mju_quat2Mat(mat, np.asarray(quat, np.float64))
+            return mat.reshape(3, 3)
+
         adr = []
         for i in range(1, 8):
             joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, f"panda0_joint{i}")
