@@ -90,8 +90,10 @@ def measure(preset: str, args) -> dict:
         elapsed = time.perf_counter() - t
         result["env_steps_per_s"] = args.collect_calls * cfg.collect_steps * cfg.num_envs / elapsed
 
+        key = jax.random.PRNGKey(1)
+
         def train(i):
-            agent_state, replay, metrics = trainer._train_step(state["agent"], state["replay"], jax.random.key(i))
+            agent_state, replay, metrics = trainer._train_step(state["agent"], state["replay"], key, np.int32(i))
             state["agent"], state["replay"] = agent_state, replay
             return metrics
 

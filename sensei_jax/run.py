@@ -77,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     command_index = next((i for i, t in enumerate(rest) if t in COMMANDS), None)
     head = rest if command_index is None else rest[: command_index + 1]
     tail = [] if command_index is None else rest[command_index + 1 :]
+    # `--config FILE` is global but may also follow the command (`run train --config FILE`).
+    for i, token in enumerate(tail):
+        if token == "--config" and i + 1 < len(tail):
+            head, tail = head[:-1] + tail[i : i + 2] + head[-1:], tail[:i] + tail[i + 2 :]
+            break
+        if token.startswith("--config="):
+            head, tail = head[:-1] + [token] + head[-1:], tail[:i] + tail[i + 1 :]
+            break
     args = parser.parse_args(head)
 
     try:

@@ -5,6 +5,7 @@ every later Trainer a cache hit).
 """
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -124,7 +125,7 @@ class KillAfter(MetricsWriter):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    steps = 640
+    steps = 512
     straight = make_trainer(tmp_path / "straight", steps=steps)
     straight.run()
 
@@ -168,3 +169,16 @@ def test_nan_loss_stops_training_naming_the_loss(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"loss 'reward' is nan"):
         trainer.run()
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_train_command_on_the_tiny_cpu_config(tmp_path):
+    from sensei_jax.run import main
+
+    code = main(["train", "--config", "configs/dreamer_tiny_cpu.yaml", "--steps", "320", "--run.root",
+                 str(tmp_path), "--train.save_every", "256"])
+    out = tmp_path / "dreamer_tiny_cpu" / "train"
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] == 320 and summary["train_steps"] == trainer_updates(320)
+    assert (out / "config.yaml").is_file() and sorted(p.name for p in (out / "checkpoints").iterdir()) == ["256", "320"]
+    assert any(r.get("loss/model") is not None for r in read_jsonl(out / "metrics.jsonl"))

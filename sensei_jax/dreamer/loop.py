@@ -234,8 +234,8 @@ class Trainer:
                 return replay.sample_sharded(replay_state, key, self.mesh)
             return replay.sample(replay_state, key)
 
-        def train_step(agent_state, replay_state, key):
-            k_sample, k_train = jax.random.split(key)
+        def train_step(agent_state, replay_state, key, step):
+            k_sample, k_train = jax.random.split(jax.random.fold_in(key, step))
             windows, (stream, slots) = sample(replay_state, k_sample)
             batch = {k: v[:, context:] for k, v in windows.items() if k not in LATENT_KEYS}
             if context:
@@ -302,9 +302,6 @@ class Trainer:
         if self.mesh is not None:
             agent_state = jax.device_put(agent_state, self._replicated)
         counters = {"env_steps": np.zeros((), np.int64), "train_steps": np.zeros((), np.int64)}
-        # Fresh buffers for every leaf: envs may return one array in two places (e.g. a target that is also an
-        # observation), and a donated argument must not hold the same buffer twice.
-        agent_state, loop = jax.tree.map(_own_buffer, (agent_state, loop))
         return {"agent": agent_state, "replay": replay_state, "loop": loop, "counters": counters}
 
     def _initial_arrays(self, root: jax.Array) -> tuple[Any, LoopState]:
@@ -396,8 +393,8 @@ class Trainer:
 
                 due = self.updates_due(env_steps) - train_steps
                 for _ in range(max(due, 0)):
-                    key = jax.random.fold_in(train_key, train_steps)
-                    state["agent"], state["replay"], metrics = self._train_step(state["agent"], state["replay"], key)
+                    state["agent"], state["replay"], metrics = self._train_step(
+                        state["agent"], state["replay"], train_key, np.int32(train_steps))
                     pending.append(metrics)
                     train_steps += 1
                 if pending:
@@ -492,12 +489,6 @@ def _nonfinite_message(name: str, metrics: Mapping[str, Any], train_step: int, e
     return (f"training stopped: loss '{name}' is {value} (not finite) at train step {train_step}, env step "
             f"{env_steps}; non-finite losses: {', '.join(bad) or name}; {where}. Check the inputs (rewards, "
             f"observations) and lower the learning rates.")
-
-
-def _own_buffer(x: Any) -> Any:
-    if _is_key(x):
-        return jax.random.wrap_key_data(jnp.array(jax.random.key_data(x), copy=True), impl=jax.random.key_impl(x))
-    return jnp.array(x, copy=True) if isinstance(x, jax.Array) else x
 
 
 def _keys_to_data(tree: Any) -> Any:
