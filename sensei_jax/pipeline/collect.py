@@ -27,6 +27,7 @@ per-step random keys depend only on (seed, chunk, step), so a resumed collection
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sensei_jax import config as config_lib
 from sensei_jax import io, progress
 from sensei_jax.config import Config
 from sensei_jax.envs.robodesk import INTERACTIONS, TASKS, Robodesk, tasks
@@ -47,8 +49,27 @@ CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "epi
               "stack_error")
 
 
+_ENVS: dict[str, Any] = {}
+
+
 def make_env(cfg: Config, **overrides):
-    return Robodesk.from_config(cfg.env, **overrides)
+    """The env of `cfg.env`, built once per process and config: its compiled functions are reused when a stage
+    runs again in the same process (a resumed pipeline, the pairs renderer after collection)."""
+    key = json.dumps([config_lib.to_dict(cfg.env), overrides], sort_keys=True, default=str)
+    if key not in _ENVS:
+        _ENVS[key] = Robodesk.from_config(cfg.env, **overrides)
+    return _ENVS[key]
+
+
+_COMPILED_FNS: dict[tuple, Any] = {}
+
+
+def compiled_once(env, name: str, build):
+    """`build()` once per (env, name): compiled functions survive a stage restarting in the same process."""
+    key = (id(env), name)
+    if key not in _COMPILED_FNS:
+        _COMPILED_FNS[key] = build()
+    return _COMPILED_FNS[key]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -154,12 +175,14 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     num_chunks = -(-cfg.collect.steps // chunk_steps)
     seed_key = jax.random.fold_in(jax.random.key(cfg.run.seed), 1)  # stream 1: collection
 
-    states = jax.jit(env.reset_batch, static_argnums=1)(jax.random.fold_in(seed_key, 0), num_envs)
+    reset = compiled_once(env, "reset", lambda: jax.jit(env.reset_batch, static_argnums=1))
+    states = reset(jax.random.fold_in(seed_key, 0), num_envs)
     actions = jnp.zeros((num_envs, env.action_size), jnp.float32)
     done_chunks = _complete_chunks(out)
     if done_chunks:
         states, actions = _load_carry(_carry_path(out, done_chunks - 1), states)
-    step = build_step(env, cfg.collect.action_smoothing)
+    smoothing = cfg.collect.action_smoothing
+    step = compiled_once(env, f"step/{smoothing}", lambda: build_step(env, smoothing))
 
     total = num_chunks * chunk_steps * num_envs
     bar = progress.bar(total, desc="collect", unit="env step", initial=done_chunks * chunk_steps * num_envs)

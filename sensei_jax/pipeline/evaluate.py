@@ -8,12 +8,17 @@ returns and the learning curves, and writes `run_dir/evaluate/summary.json`:
 
     {"runs": {method: {"steps", "interactions": {object: n}, "success": {task: n}, "episode_returns": [...],
                        "curves": {metric: [[step, value], ...]}}},
-     "ratios": {object: SENSEI / baseline}}
+     "ratios": {object: SENSEI / baseline},
+     "transfer": {"task", "results": {behaviour: {success_rate, mean_return, ...}}} | null}
+
+With `evaluate.transfer: true` it also runs SENSEI's downstream evaluation (the `transfer` stage's training of a
+task policy from each exploration checkpoint) for `evaluate.transfer_task`, SENSEI and the baseline alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +80,24 @@ def collection_run(collect_dir: Path) -> dict[str, Any]:
             "episode_returns": returns, "curves": {}, "behaviour": "random", "source": str(collect_dir)}
 
 
+def downstream_transfer(cfg: Config, run_dir: Path, behaviours: list[str]) -> dict[str, Any]:
+    """SENSEI's downstream evaluation: from each exploration checkpoint, train a policy on the success head of
+    `evaluate.transfer_task` (explore.transfer_steps) and measure its success rate. A finished transfer is read back
+    from its result.json; an unfinished one resumes from its checkpoint."""
+    from sensei_jax.pipeline import transfer as transfer_stage
+
+    task = cfg.evaluate.transfer_task
+    results = {}
+    for behaviour in behaviours:
+        out = run_dir / "evaluate" / "transfer" / f"{behaviour}_{task}"
+        if (out / "result.json").is_file():
+            results[behaviour] = io.read_json(out / "result.json")
+            continue
+        behaviour_cfg = dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=behaviour))
+        results[behaviour] = transfer_stage.transfer(behaviour_cfg, run_dir, task, out_dir=out)
+    return {"task": task, "results": results}
+
+
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     runs: dict[str, dict[str, Any]] = {}
@@ -82,6 +105,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     for path in find_exploration_summaries(folder):
         run = read_exploration(path)
         runs[run["behaviour"] if run["behaviour"] not in runs else str(path.parent.relative_to(run_dir))] = run
+    order = [cfg.explore.behaviour, "p2x"]  # SENSEI first, then the baseline, then anything else
+    runs = dict(sorted(runs.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
     wanted = {cfg.explore.behaviour, "p2x"}
     missing = sorted(wanted - set(runs))
     if missing:
@@ -96,11 +121,14 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         for obj, count in sensei_run["interactions"].items():
             base = baseline["interactions"].get(obj, 0)
             ratios[obj] = float(count / base) if base else None
-    summary = {"runs": runs, "ratios": ratios}
+    transfer = downstream_transfer(cfg, run_dir, list(dict.fromkeys(order))) if cfg.evaluate.transfer else None
+    summary = {"runs": runs, "ratios": ratios, "transfer": transfer}
     io.write_json(run_dir / "evaluate" / SUMMARY, summary)
     return {"runs": {name: {"steps": r["steps"], "interactions": r["interactions"], "success": r["success"],
                             "mean_return": float(np.mean(r["episode_returns"])) if r["episode_returns"] else None}
-                     for name, r in runs.items()}, "ratios": ratios}
+                     for name, r in runs.items()}, "ratios": ratios,
+            "transfer": None if transfer is None else {b: r.get("success_rate")
+                                                       for b, r in transfer["results"].items()}}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -139,7 +139,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
                                      state_size=states.shape[-1], overwrite=True)
 
     env = collect.make_env(cfg, render_images=False)  # restore without rendering the agent's view
-    render = build_renderer(env, camera, size)
+    render = collect.compiled_once(env, f"render/{camera}/{size}", lambda: build_renderer(env, camera, size))
     batch = cfg.pairs.render_batch
     bar = progress.bar(num_pairs, desc="pairs (render)", unit="pair", initial=dataset.num_written)
     for start in range(dataset.num_written, num_pairs, batch):

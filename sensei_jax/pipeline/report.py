@@ -313,7 +313,11 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             md += ["![](learning_curves.png)", ""]
         transfer = (evaluation or {}).get("transfer")
         if transfer:
-            md += ["## Downstream transfer", "", "```", str(transfer), "```", ""]
+            rows = [[b, r.get("steps"), r.get("success_rate"), r.get("mean_return"), r.get("episodes")]
+                    for b, r in transfer["results"].items()]
+            md += ["## Downstream transfer", "", f"Task `{transfer['task']}`: a task policy trained from each "
+                   "exploration checkpoint on the world model's success head, then run for evaluation episodes.", "",
+                   _table(["exploration", "training steps", "success rate", "mean return", "episodes"], rows), ""]
     else:
         missing.append("interactions.png: no evaluate/summary.json with exploration runs")
 
