@@ -178,6 +178,8 @@ def test_restore_rerenders_the_same_image_and_success_fires_in_simulation(env, f
     opened = saved.at[:, env.drawer_qadr].set(-0.25)
     state = fns["restore"](opened)
     assert np.all(np.asarray(state.info["success"]["open_drawer"]))
+    np.testing.assert_allclose(np.asarray(env.scene(state).drawer_q), -0.25, atol=1e-6)
+    assert env.scene(state).object_pos.shape == (N, 3, 3)
     assert not np.any(np.asarray(fns["restore"](saved).info["success"]["open_drawer"]))
 
 

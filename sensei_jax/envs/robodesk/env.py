@@ -360,6 +360,13 @@ class Robodesk:
     # ------------------------------------------------------------------------------------------------------------
     # Observations, flags, rendering
 
+    def scene(self, state: State) -> tasks.Scene:
+        """What the task functions read (end effector, objects, handles, buttons, lights) of `state`: a
+        `tasks.Scene` with a world axis [N, ...] for a batch, without one for a single world."""
+        initial = state.info["initial_object_pos"]
+        scene = self._scene(state.data, initial[None] if state.single else initial)
+        return jax.tree.map(lambda x: x[0], scene) if state.single else scene
+
     def _scene(self, data: mjx.Data, initial_object_pos: jax.Array) -> tasks.Scene:
         return tasks.Scene(
             end_effector=data.site_xpos[:, self.ee_site],
