@@ -212,6 +212,8 @@ def test_bf16_laprop_layernorm_and_discrete_variants_trace():
         same = jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype, new_state, state)
         assert all(jax.tree.leaves(same)), kwargs
         assert all(m.dtype == jnp.float32 and m.shape == () for m in metrics.values())
+        videos = jax.eval_shape(agent.report, state, batch, jax.random.key(2))
+        assert videos["openloop/image"].shape == (2, 4, 8, 24, 3) and videos["openloop/image"].dtype == jnp.uint8
     with pytest.raises(ValueError, match="'image' has shape"):
         jax.eval_shape(agent.train, state, dict(batch, image=np.zeros((2, 4, 16, 16, 3), np.uint8)), jax.random.key(1))
     with pytest.raises(ValueError, match="missing key 'reward'"):

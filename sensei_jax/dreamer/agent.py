@@ -12,7 +12,8 @@ Contract (the training loop and SENSEI build on exactly this):
     videos = agent.report(state, batch, key)
     name = first_nonfinite_loss(metrics)   # host side, after fetching metrics
 
-All of them are pure and jit-compatible; none is jitted here, so the caller compiles each once with its own
+All of them are pure and jit-compatible (`init` also runs eagerly in about a second: weights are drawn by numpy
+outside of tracing); none is jitted here, so the caller compiles each once with its own
 shardings and donation (`mode` and `return_latents` are Python values: use `static_argnames` or
 `functools.partial`).
 
