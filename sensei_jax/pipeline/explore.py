@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -383,9 +384,10 @@ def dreamer_config(cfg: Config) -> DreamerConfig:
 
 
 def make_env(cfg: Config):
-    from sensei_jax.envs.robodesk import Robodesk
+    """The run's Robodesk env, shared with the other stages of this process (built once per env config)."""
+    from sensei_jax.pipeline import collect
 
-    return Robodesk.from_config(cfg.env)
+    return collect.make_env(cfg)
 
 
 def load_reward_model(directory: str | Path | None, required: bool):
@@ -442,6 +444,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace, cfg: Config) -> int:
     reward_dir = args.reward_model or cfg.explore.reward_model or cfg.run_dir / "distill"
     out_dir = Path(args.out) if args.out else cfg.run_dir / STAGE / cfg.explore.behaviour
-    summary = compact(explore(cfg, out_dir, reward_dir), out_dir)
+    try:
+        summary = compact(explore(cfg, out_dir, reward_dir), out_dir)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
     return 0

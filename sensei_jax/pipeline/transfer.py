@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,10 @@ def main(args: argparse.Namespace, cfg: Config) -> int:
     if args.steps is not None:
         explore_cfg = dataclasses.replace(explore_cfg, transfer_steps=args.steps)
     cfg = dataclasses.replace(cfg, explore=explore_cfg)
-    result = transfer(cfg, Path(args.source), args.task, Path(args.out) if args.out else None)
+    try:
+        result = transfer(cfg, Path(args.source), args.task, Path(args.out) if args.out else None)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2))
     return 0
