@@ -187,6 +187,29 @@ def test_observe_and_imagine_shapes():
     assert actions.shape == (B, 6, A)
 
 
+def test_observe_continues_exactly_from_a_carried_latent():
+    """Replay context: observing a sequence in two pieces, carrying the latent, equals observing it whole."""
+    cfg = DreamerConfig.tiny()
+    rssm = RSSM(cfg, A, 10, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    embeds = jnp.asarray(rng.normal(size=(B, 2 * T, 10)), jnp.float32)
+    acts = jnp.asarray(rng.uniform(-1, 1, (B, 2 * T, A)), jnp.float32)
+    first = jnp.zeros((B, 2 * T), bool).at[:, 0].set(True).at[1, T + 2].set(True)
+    keys = jax.random.split(jax.random.key(3), 2 * T)
+
+    @jax.jit
+    def run(embeds, acts, first):
+        _, whole = rssm.observe(rssm.initial(B), acts, embeds, first, keys)
+        last, head = rssm.observe(rssm.initial(B), acts[:, :T], embeds[:, :T], first[:, :T], keys[:T])
+        _, tail = rssm.observe(last, acts[:, T:], embeds[:, T:], first[:, T:], keys[T:])
+        return whole, head, tail
+
+    whole, head, tail = run(embeds, acts, first)
+    for name in ("deter", "stoch", "post"):
+        joined = jnp.concatenate([head[name], tail[name]], 1)
+        np.testing.assert_allclose(joined, whole[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_every_preset_builds_with_the_expected_sizes():
     for preset, expected in (("medium", (1024, 640, 32, 32, 3, 48)), ("small", (512, 512, 32, 32, 2, 32))):
         size = DreamerConfig(preset=preset).size()

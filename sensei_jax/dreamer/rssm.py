@@ -114,10 +114,11 @@ class RSSM(nnx.Module):
 
         latent: the carry before the first step ([B, ...]); prev_actions [B, T, A] (the action taken before each
         step); embeds [B, T, E]; is_first [B, T] bool. Returns the last latent and a dict of [B, T, ...] arrays:
-        deter, stoch (posterior samples), post (logits), prior (logits).
+        deter, stoch (posterior samples), post (logits), prior (logits). `key` is one PRNG key, or one per step [T]
+        (then a sequence split in two and observed piece by piece, carrying the latent, samples the same).
         """
         steps = embeds.shape[1]
-        keys = jax.random.split(key, steps)
+        keys = key if key.shape == (steps,) else jax.random.split(key, steps)
 
         def step(carry, inputs):
             act, emb, first, k = inputs
