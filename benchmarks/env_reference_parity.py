@@ -20,7 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-_REFERENCE = r"""
+_PRESS = r"""
+def press_action(ee, button):
+    # Closed loop: above the button, then straight down onto it with the gripper closed.
+    import numpy as np
+    above = np.linalg.norm(ee[:2] - button[:2]) > 0.01
+    target = button + (np.array([0.0, 0.0, 0.12]) if above else np.zeros(3))
+    return np.concatenate([np.clip((target - ee) / 0.01, -1, 1), [0.0, -1.0]]).astype(np.float32)
+"""
+
+_REFERENCE = _PRESS + r"""
 import sys, numpy as np, robodesk
 z = np.load(sys.argv[1])
 env = robodesk.RoboDesk(task=str(z["task"]), reward="dense", action_repeat=1, episode_length=10**6)
@@ -34,7 +43,10 @@ env.physics_copy.data.qpos[:] = p.data.qpos[:]
 for b in ("ball", "upright_block", "flat_block"):
     env.original_pos[b] = p.named.data.xpos[b].copy()  # a copy: the reference's own reset stores live views
 ee, qpos, reward = [], [], []
+obs = {"end_effector": p.named.data.site_xpos["end_effector"].copy()}
 for a in z["actions"]:
+    if int(z["press"]):
+        a = press_action(obs["end_effector"], z["button"])
     obs, r, _, _ = env.step(a)
     ee.append(obs["end_effector"].copy()); qpos.append(p.data.qpos.copy()); reward.append(r)
 np.savez(sys.argv[2], ee=np.array(ee), qpos=np.array(qpos), reward=np.array(reward))
@@ -47,6 +59,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--task", default="open_drawer")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", choices=("random", "press_green"), default="random",
+                        help="random actions, or a closed-loop reach-and-press of the green button (contacts)")
     args = parser.parse_args()
 
     import jax
@@ -61,7 +75,8 @@ def main() -> None:
     actions = np.random.default_rng(args.seed).uniform(-1, 1, (args.steps, 5)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         init, out = Path(tmp) / "init.npz", Path(tmp) / "reference.npz"
-        np.savez(init, qpos=qpos0, actions=actions, task=args.task,
+        button = np.asarray(start.data.xpos[0, env.button_body[1]])
+        np.savez(init, qpos=qpos0, actions=actions, task=args.task, press=args.policy == "press_green", button=button,
                  names=np.array([m.joint(i).name for i in range(m.njnt)]))
         result = subprocess.run([args.reference_python, "-c", _REFERENCE, str(init), str(out)], capture_output=True,
                                 text=True, env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
@@ -75,15 +90,23 @@ def main() -> None:
     state = jax.jit(env.restore)(jnp.asarray(physics))
     state = state.replace(info={**state.info, "initial_object_pos": start.info["initial_object_pos"]})
     step = jax.jit(env.step)
+    namespace: dict = {}
+    exec(_PRESS, namespace)  # the same policy code as the reference run
     ee, qpos, reward = [], [], []
     for action in actions:
+        if args.policy == "press_green":
+            action = namespace["press_action"](np.asarray(state.obs["end_effector"]), button)
         state = step(state, jnp.asarray(action))
         ee.append(np.asarray(state.obs["end_effector"]))
         qpos.append(np.asarray(state.data.qpos[0]))
         reward.append(float(state.reward))
     ee_err = np.linalg.norm(np.array(ee) - reference["ee"], axis=1)
+    light = env.light_qadr[1]
     report = {
         "benchmark": "robodesk_reference_parity", "task": args.task, "steps": args.steps, "seed": args.seed,
+        "policy": args.policy,
+        "green_light_qpos_final": {"ours": round(float(qpos[-1][light]), 6),
+                                   "reference": round(float(reference["qpos"][-1][light]), 6)},
         "end_effector_error_mm": {"max": round(float(ee_err.max() * 1000), 4),
                                   "final": round(float(ee_err[-1] * 1000), 4)},
         "robot_qpos_max_abs_diff_rad": round(float(np.abs(np.array(qpos)[:, :9] - reference["qpos"][:, :9]).max()), 6),

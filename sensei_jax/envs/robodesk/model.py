@@ -122,7 +122,7 @@ def mjcf(assets_dir: Path) -> str:
     def light(color: str, x: float, rgb: str) -> str:
         return f"""
       <body name="{color}_light" pos="{x} .15 0">
-        <geom class="metal_viz" type="mesh" mesh="lights_holder" euler="-1.57 0 3.14"/>
+        <geom type="mesh" mesh="lights_holder" euler="-1.57 0 3.14" group="1" contype="0" conaffinity="0"/>
         <geom type="cylinder" size=".06 .001" pos="0 0 .011" rgba="0 0 0 1" group="1" contype="0" conaffinity="0"/>
         <geom class="hidden_col" type="cylinder" size=".08 .02" pos="0 0 .011"/>
         <body>
@@ -234,7 +234,8 @@ def mjcf(assets_dir: Path) -> str:
     </body>
 
     <body name="bin" pos="0.4 0.55 0">
-      <geom type="mesh" mesh="bin" material="metal" euler="-1.57 0 3.14" group="1" contype="0" conaffinity="0"/>
+      <geom type="mesh" mesh="bin" material="metal" rgba="0 1 1 1" euler="-1.57 0 3.14" group="1" contype="0"
+            conaffinity="0"/>
 {bin_geoms}
       <geom class="solid_col" type="box" pos="0 0 .05" size=".1 .1 .005"/>
     </body>
