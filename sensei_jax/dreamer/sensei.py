@@ -118,6 +118,8 @@ class GoExploreSwitch:
         return weights, state, metrics
 
     def __call__(self, state: Any, ctx: WeightContext):
+        """The actor-critic's hook. Per imagined step t (weights [N, H]) the compared semantic reward is r_{t+1},
+        the semantic head's reward of the state that step leads into, and the return is the semantic R_t."""
         if self.fixed is not None:
             key = next(iter(self.fixed))
             return self.weights(state, ctx.rewards[key], ctx.returns[key])
