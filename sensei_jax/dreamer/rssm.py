@@ -65,7 +65,22 @@ class RSSM(nnx.Module):
 
     def post_logits(self, deter: jax.Array, embed: jax.Array) -> jax.Array:
         """[B, D], [B, E] -> [B, S, K]."""
-        return self._logits(self.post_out(self.post_mlp(jnp.concatenate([deter, embed.astype(deter.dtype)], -1))))
+        return self._post_from(deter, self.project_embed(embed))
+
+    def project_embed(self, embed: jax.Array) -> jax.Array:
+        """The embedding's share of the posterior's first layer, [..., E] -> [..., hidden]. It does not depend on
+        the recurrent state, so `observe` computes it for all steps at once, outside the sequential loop (at the
+        medium size it is the largest matmul of a posterior step)."""
+        first = self.post_mlp.layers["l0"].linear
+        return embed.astype(first.dtype) @ first.kernel[...][self.deter:].astype(first.dtype)
+
+    def _post_from(self, deter: jax.Array, embed_part: jax.Array) -> jax.Array:
+        first = self.post_mlp.layers["l0"]
+        kernel = first.linear.kernel[...][:self.deter].astype(first.linear.dtype)
+        x = jax.nn.silu(first.norm(deter.astype(first.linear.dtype) @ kernel + embed_part))
+        for i in range(1, len(self.post_mlp.layers)):
+            x = self.post_mlp.layers[f"l{i}"](x)
+        return self._logits(self.post_out(x))
 
     def dist(self, logits: jax.Array) -> LatentCategorical:
         return LatentCategorical(logits, self.unimix)
@@ -100,13 +115,17 @@ class RSSM(nnx.Module):
                  key: jax.Array) -> tuple[Latent, jax.Array, jax.Array]:
         """One posterior step. latent, prev_action [B, A], embed [B, E], is_first [B] bool ->
         (posterior latent, posterior logits [B, S, K], prior logits [B, S, K])."""
+        latent, post = self._posterior(latent, prev_action, self.project_embed(embed), is_first, key)
+        return latent, post, self.prior_logits(latent["deter"])
+
+    def _posterior(self, latent: Latent, prev_action: jax.Array, embed_part: jax.Array, is_first: jax.Array,
+                   key: jax.Array) -> tuple[Latent, jax.Array]:
         keep = 1.0 - is_first.astype(jnp.float32)
         latent = {k: v * keep.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in latent.items()}
         prev_action = prev_action * keep[:, None]
         deter = self.core(latent, prev_action)
-        prior = self.prior_logits(deter)
-        post = self.post_logits(deter, embed)
-        return {"deter": deter, "stoch": self.dist(post).sample(key)}, post, prior
+        post = self._post_from(deter, embed_part)
+        return {"deter": deter, "stoch": self.dist(post).sample(key)}, post
 
     def observe(self, latent: Latent, prev_actions: jax.Array, embeds: jax.Array, is_first: jax.Array,
                 key: jax.Array) -> tuple[Latent, dict[str, jax.Array]]:
@@ -122,12 +141,15 @@ class RSSM(nnx.Module):
 
         def step(carry, inputs):
             act, emb, first, k = inputs
-            new, post, prior = self.obs_step(carry, act, emb, first, k)
-            return new, {**new, "post": post, "prior": prior}
+            new, post = self._posterior(carry, act, emb, first, k)
+            return new, {**new, "post": post}
 
         swap = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-        last, outs = jax.lax.scan(step, latent, (swap(prev_actions), swap(embeds), swap(is_first), keys))
-        return last, jax.tree.map(swap, outs)
+        embed_parts = self.project_embed(embeds)
+        last, outs = jax.lax.scan(step, latent, (swap(prev_actions), swap(embed_parts), swap(is_first), keys))
+        outs = jax.tree.map(swap, outs)
+        # The prior is not part of the recurrence, so it runs once over all steps after the loop.
+        return last, {**outs, "prior": self.prior_logits(outs["deter"])}
 
     def imagine(self, latent: Latent, policy: Callable[[Latent, jax.Array], jax.Array], horizon: int,
                 key: jax.Array) -> tuple[Latent, jax.Array]:
