@@ -27,6 +27,7 @@ per-step random keys depend only on (seed, chunk, step), so a resumed collection
 from __future__ import annotations
 
 import argparse
+import zipfile
 import json
 import time
 from pathlib import Path
@@ -141,7 +142,7 @@ def _load_carry(path: Path, like_states):
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise rundir.StageError(f"cannot read the collection carry {path} (corrupt?): {error}; delete it and the "
                                 "chunk of the same number to redo that chunk") from error
     leaves, treedef = jax.tree.flatten(like_states)
@@ -250,7 +251,7 @@ def load_chunk(directory: Path, index: int, keys: tuple[str, ...] = CHUNK_KEYS) 
             if missing:
                 raise rundir.StageError(f"collected chunk {path} lacks {missing}: rerun with --force collect")
             return {k: data[k] for k in keys}
-    except (ValueError, OSError, EOFError, KeyError) as error:
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
         raise rundir.StageError(f"collected chunk {path} is corrupt or truncated ({error}): delete it and rerun the "
                                 "collect stage") from error
 

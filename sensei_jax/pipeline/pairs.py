@@ -17,6 +17,7 @@ Resumable: the pair plan is fixed first (`plan.npz`), and rendering continues af
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         try:
             with np.load(plan_path, allow_pickle=False) as data:
                 plan = {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError) as error:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise rundir.StageError(f"{plan_path} is corrupt ({error}); rerun with --force pairs") from error
     else:
         labels = interest(features, cfg.pairs)
