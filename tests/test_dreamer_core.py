@@ -4,8 +4,6 @@ One agent (tiny preset, 16x16 images plus a vector, with a registered extra rewa
 and a stateful weighting) is compiled once per module and shared by the train/policy tests.
 """
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,11 +14,11 @@ from flax import nnx
 from sensei_jax.config import Config, ConfigError, load
 from sensei_jax.dreamer import distributions as D
 from sensei_jax.dreamer.actor_critic import (
-    RewardSource, ScaleWeighting, lambda_return, retnorm_init, retnorm_scale, retnorm_update)
+    RewardSource, lambda_return, retnorm_init, retnorm_scale, retnorm_update)
 from sensei_jax.dreamer.agent import Agent, ExtraModule, first_nonfinite_loss
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.heads import HeadSpec
-from sensei_jax.dreamer.nets import MLP, Linear
+from sensei_jax.dreamer.nets import Linear
 from sensei_jax.dreamer.optim import adaptive_grad_clip, make_optimizer
 from sensei_jax.dreamer.rssm import RSSM, feature
 

@@ -45,7 +45,8 @@ class Actor(nnx.Module):
 def lambda_return(reward: jax.Array, discount: jax.Array, value: jax.Array, lam: float) -> jax.Array:
     """TD(lambda) returns [N, H] from reward [N, H] (r_{t+1}), discount [N, H] (gamma * cont_{t+1}) and
     value [N, H + 1] (V_0..V_H):  R_t = r_{t+1} + d_{t+1} * ((1 - lam) * V_{t+1} + lam * R_{t+1}),  R_H = V_H."""
-    if reward.shape != discount.shape or value.shape[:-1] != reward.shape[:-1] or value.shape[-1] != reward.shape[-1] + 1:
+    bad_value = value.shape[:-1] != reward.shape[:-1] or value.shape[-1] != reward.shape[-1] + 1
+    if reward.shape != discount.shape or bad_value:
         raise ValueError(f"lambda_return shapes: reward {reward.shape}, discount {discount.shape}, value {value.shape}")
 
     def step(ret_next, inputs):

@@ -1,8 +1,8 @@
 """Layers of the DreamerV3 networks in flax.nnx: linear, block-linear, conv, norm, MLP, image and vector codecs.
 
 Parameters are float32; matmuls and convs run in the compute dtype (float32 or bfloat16); norms upcast to float32.
-Weights use a truncated normal (built by numpy when not traced) scaled by 1/sqrt(fan_in) times `outscale` (0 gives zeros, as for the reward and
-value outputs); biases start at zero.
+Weights use a truncated normal (built by numpy when not traced) scaled by 1/sqrt(fan_in) times `outscale` (0 gives
+zeros, as for the reward and value outputs); biases start at zero.
 """
 
 from __future__ import annotations
