@@ -267,11 +267,14 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         if stats:
             written.append("preferences.png")
             rows = [[name, *[s["counts"][label] for label in LABEL_NAMES],
-                     f"{s['agreement']:.1%}" if "agreement" in s else "-"] for name, s in stats.items()]
+                     f"{s['agreement']:.1%}" if "agreement" in s else "-",
+                     f"{s['agreement_decided']:.1%}" if s.get("agreement_decided") is not None else "-"]
+                    for name, s in stats.items()]
             contrastive = ((status.get("pairs") or {}).get("summary") or {}).get("contrastive", "?")
             md += ["## Preference labels", "", f"{len(dataset)} pairs ({contrastive} contrastive). Agreement = same "
-                   "label as the pair sampler's ground truth.",
-                   "", _table(["annotator", *LABEL_NAMES, "agreement"], rows), "", "![](preferences.png)", ""]
+                   "label as the pair sampler's ground truth; on decided = among the pairs the annotator did not "
+                   "call a tie or unknown.",
+                   "", _table(["annotator", *LABEL_NAMES, "agreement", "on decided"], rows), "", "![](preferences.png)", ""]
 
     # Reward model.
     curves = distill_history(run_dir / "distill")
