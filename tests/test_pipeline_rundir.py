@@ -86,3 +86,17 @@ def test_require_done_names_the_missing_stage(tmp_path):
     run = rundir.open_run(_cfg(tmp_path))
     with pytest.raises(rundir.StageError, match="'collect'"):
         run.require_done("collect", needed_by="pairs")
+
+
+def test_llava_without_checkpoint_fails_before_any_work_saying_what_to_pass(tmp_path, capsys):
+    from sensei_jax.pipeline import runner
+    from sensei_jax.run import main
+
+    cfg = _cfg(tmp_path, annotate__annotator="llava")
+    with pytest.raises(config_lib.ConfigError, match="--vlm.path DIR"):
+        runner.preflight(cfg)
+    code = main(["--run.root", str(tmp_path), "--annotate.annotator", "llava"])
+    assert code == 2 and "--vlm.path" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists() and not (tmp_path / "default").exists()
+    with pytest.raises(config_lib.ConfigError, match="not a directory"):
+        runner.preflight(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path / "missing")))

@@ -120,14 +120,10 @@ def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stop-after", choices=rundir.STAGES, help="stop after this stage")
-
-
 def main(args: argparse.Namespace, cfg: Config) -> int:
     start = time.time()
     try:
-        run_pipeline(cfg, force=getattr(args, "force", []) or [], stop_after=getattr(args, "stop_after", None))
+        run_pipeline(cfg, force=getattr(args, "force", []) or [])
     except (rundir.StageError, config_lib.ConfigError) as error:
         print(f"error: {error}")
         return 2
