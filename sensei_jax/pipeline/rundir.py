@@ -215,6 +215,13 @@ def open_run(cfg: config_lib.Config, force: list[str] | tuple[str, ...] = ()) ->
 
 def run_single_stage(name: str, cfg: config_lib.Config, run_stage: Callable[[config_lib.Config, Path], dict],
                      force: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """What a stage's CLI `main` does: prepare the run folder and run this one stage (skipping it when done)."""
-    run = open_run(cfg, force)
-    return run.run(name, lambda: run_stage(cfg, run.path))
+    """What a stage's CLI `main` does: prepare the run folder and run this one stage (skipping it when done).
+    A config conflict or a bad input ends the process with the message (exit status 2), not a traceback."""
+    from sensei_jax.reward.dataset import DatasetError
+
+    try:
+        run = open_run(cfg, force)
+        return run.run(name, lambda: run_stage(cfg, run.path))
+    except (config_lib.ConfigError, StageError, DatasetError) as error:
+        print(f"error: {error}")
+        raise SystemExit(2) from error
