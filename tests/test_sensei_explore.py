@@ -18,7 +18,7 @@ from sensei_jax.dreamer.explore_config import ExploreConfig
 from sensei_jax.envs.toy import PointReach
 from sensei_jax.pipeline.explore import Explorer, InteractionLog
 
-STEPS = 2048
+STEPS = 1536
 
 
 class CornerReach(PointReach):
@@ -82,7 +82,7 @@ def test_explore_outputs_count_interactions(runs):
     totals = io.read_json(out / "interactions.json")
     episodes = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert totals["interactions"] == summary["interactions"] and totals["steps"] == STEPS
-    # 2048 steps over 4 envs = 512 steps per env = 16 episodes of 32 steps per env, all finished.
+    # 1536 steps over 4 envs = 384 steps per env = 12 episodes of 32 steps per env, all finished.
     assert summary["episodes"] == len(episodes) == STEPS // 32
     assert (out / "checkpoints").is_dir() and (out / "metrics.jsonl").is_file()
 
