@@ -79,7 +79,11 @@ class LoopState:
 
 
 def select_worlds(mask: jax.Array, fresh: Any, current: Any) -> Any:
-    """Per-world select between two batched env states: leaves with leading axis N take `fresh` where mask."""
+    """Per-world select between two batched env states: leaves with leading axis N take `fresh` where mask.
+
+    Used when some but not all worlds finish at once (all finishing, as with Robodesk's fixed-length episodes,
+    simply takes the fresh state); an env may define its own `select_worlds(mask, fresh, current)` instead.
+    """
 
     def pick(a, b):
         if not hasattr(a, "ndim") or a.ndim == 0 or a.shape[0] != mask.shape[0]:
@@ -193,9 +197,12 @@ class Trainer:
             done = jnp.asarray(state.done, bool).reshape(n)
             stepped = env.step(state, action)
 
+            # Envs whose state holds buffers shared by all worlds (MJX-Warp contacts) can provide their own select.
+            select = getattr(env, "select_worlds", select_worlds)
+
             def reset(stepped):
                 fresh = env.reset_batch(key, n)
-                return jax.lax.cond(jnp.all(done), lambda: fresh, lambda: select_worlds(done, fresh, stepped))
+                return jax.lax.cond(jnp.all(done), lambda: fresh, lambda: select(done, fresh, stepped))
 
             return jax.lax.cond(jnp.any(done), reset, lambda s: s, stepped), done
 
@@ -492,13 +499,28 @@ def _nonfinite_message(name: str, metrics: Mapping[str, Any], train_step: int, e
 
 
 def _keys_to_data(tree: Any) -> Any:
-    """Typed PRNG keys become their uint32 data, so orbax can save them."""
-    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+    """What orbax can save: typed PRNG keys become their uint32 data, and zero-size arrays (e.g. MJX's `act` of a
+    model without activations), which orbax refuses, are left out (restored from the template)."""
+
+    def convert(x):
+        if _is_key(x):
+            return jax.random.key_data(x)
+        if hasattr(x, "size") and x.size == 0:
+            return None
+        return x
+
+    return jax.tree.map(convert, tree)
 
 
 def _data_to_keys(tree: Any, like: Any) -> Any:
-    return jax.tree.map(lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
-                        if _is_key(ref) else x, tree, like)
+    def convert(ref, x):
+        if x is None:
+            return ref
+        if _is_key(ref):
+            return jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
+        return x
+
+    return jax.tree.map(convert, like, tree)
 
 
 def _is_key(x: Any) -> bool:
