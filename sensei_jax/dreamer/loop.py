@@ -446,7 +446,7 @@ class Trainer:
                     videos = jax.device_get(self._report(state["agent"], state["replay"],
                                                          jax.random.fold_in(report_key, env_steps)))
                     for name, video in videos.items():
-                        writer.video(env_steps, name, np.asarray(video))
+                        write_video(writer, self.logdir / "videos", env_steps, name, np.asarray(video))
                     next_video = (env_steps // cfg.video_every + 1) * cfg.video_every
 
                 if env_steps >= next_save or env_steps >= total:
@@ -463,6 +463,25 @@ class Trainer:
                         "env_steps_per_s": (env_steps - start_steps) / max(wall, 1e-9)})
         self.state = state
         return summary
+
+
+def write_video(writer: MetricsWriter, directory: Path, step: int, name: str, video: np.ndarray,
+                frames: int = 16) -> None:
+    """Logs a uint8 video [B, T, H, W, C] three ways: a TensorBoard video (which needs moviepy), a TensorBoard image
+    of `frames` evenly spaced frames per sequence (rows: sequences), and an animated GIF in `directory`."""
+    from PIL import Image
+
+    writer.video(step, name, video)
+    length = video.shape[1]
+    picked = video[:, np.linspace(0, length - 1, min(frames, length)).astype(int)]  # [B, F, H, W, C]
+    b, f, h, w, c = picked.shape
+    grid = picked.transpose(0, 2, 1, 3, 4).reshape(b * h, f * w, c)  # rows: sequences, columns: frames
+    writer.image(step, f"{name}_frames", grid)
+    directory.mkdir(parents=True, exist_ok=True)
+    tiles = np.concatenate(list(video), axis=1)  # [T, B * H, W, C]: the sequences stacked vertically
+    images = [Image.fromarray(frame.squeeze(-1) if frame.shape[-1] == 1 else frame) for frame in tiles]
+    path = directory / f"{name.replace('/', '_')}_{step}.gif"
+    images[0].save(path, save_all=True, append_images=images[1:], duration=100, loop=0)
 
 
 def initialize_distributed(cfg: TrainConfig) -> None:
