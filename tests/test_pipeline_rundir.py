@@ -100,3 +100,13 @@ def test_llava_without_checkpoint_fails_before_any_work_saying_what_to_pass(tmp_
     assert not (tmp_path / "r").exists() and not (tmp_path / "default").exists()
     with pytest.raises(config_lib.ConfigError, match="not a directory"):
         runner.preflight(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path / "missing")))
+
+
+def test_partial_outputs_of_an_unfinished_stage_are_discarded_when_its_config_changes(tmp_path):
+    run = rundir.open_run(_cfg(tmp_path))
+    run.stage_dir("explore").mkdir(parents=True)
+    (run.stage_dir("explore") / "checkpoint").write_text("made with the old config")
+    rundir.open_run(_cfg(tmp_path, report__dpi=50))  # a later section: the partial explore stays
+    assert (run.stage_dir("explore") / "checkpoint").exists()
+    rundir.open_run(_cfg(tmp_path, explore__steps=8))
+    assert not run.stage_dir("explore").exists()

@@ -134,10 +134,13 @@ class RunDir:
             keys = changed_keys(old, new)
             affected = first_affected_stage(keys)
             if affected is not None:
-                # Only a finished affected stage is a conflict: an unfinished one runs with the new config and
-                # forgets every later stage when it does.
+                # Only a finished affected stage is a conflict. An unfinished one runs with the new config: its
+                # partial outputs (made with the old one) are discarded, and later stages go when it runs.
                 status = self.read_status()["stages"]
                 stale = [affected] if affected in status else []
+                if not stale and self.has_outputs(affected):
+                    print(f"[{affected}] the config changed ({', '.join(keys[:4])}): discarding its partial outputs")
+                    self.forget([affected])
                 if stale:
                     shown = ", ".join(f"{k} ({_flatten(old).get(k, '<missing>')!r} -> {_flatten(new).get(k)!r})"
                                       for k in keys[:6])
@@ -161,6 +164,10 @@ class RunDir:
                     shutil.rmtree(path)
                 elif path.exists():
                     path.unlink()
+
+    def has_outputs(self, name: str) -> bool:
+        """Whether stage `name` left anything on disk (finished or not)."""
+        return any(p.is_file() or (p.is_dir() and any(p.iterdir())) for p in self.outputs(name))
 
     def outputs(self, name: str) -> list[Path]:
         """Everything stage `name` writes: its folder, and for `report` the files at the top of the run folder."""
@@ -188,7 +195,7 @@ class RunDir:
         if entry and entry.get("state") == "done":
             log(f"[{name}] done already ({entry.get('seconds', 0):.0f} s); skipping (use --force {name} to redo it)")
             return entry.get("summary") or {}
-        later = [s for s in STAGES[stage_index(name) + 1:] if s in status["stages"]]
+        later = [s for s in STAGES[stage_index(name) + 1:] if s in status["stages"] or self.has_outputs(s)]
         if later:  # they were computed from this stage's old (or missing) output
             log(f"[{name}] forgetting the later stages {', '.join(later)}, which depend on it")
             self.forget(later)
