@@ -82,7 +82,7 @@ def step_record(env, states) -> dict[str, jax.Array]:
     flags = states.info["interaction_flags"]
     success = states.info["success"]
     # The env's own scene description (end effector, objects, handles) of the current physics.
-    scene = env._scene(states.data, states.info["initial_object_pos"])
+    scene = env.scene(states)
     ee = scene.end_effector  # [B, 3]
     ball, upright, flat = (scene.object_pos[:, i] for i in range(3))  # tasks.OBJECTS order
     targets = jnp.stack([ball, upright, flat, scene.drawer_handle, scene.slide_handle], axis=1)  # [B, D, 3]
