@@ -228,9 +228,10 @@ class Explorer:
             io.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
             log(f"explore: resuming at step {book['step']} from {out_dir / 'checkpoints'}")
         writer = MetricsWriter(out_dir)
-        next_log = [0]
+        next_log: int | None = None
 
         def on_collect(outputs: dict[str, Any], first_step: int) -> None:
+            nonlocal next_log
             records = outputs["records"]
             chunk_end = first_step + records["done"].shape[0] * self.num_envs
             finished = log_.add(records, first_step // self.num_envs)
@@ -244,10 +245,10 @@ class Explorer:
                     "episode/semantic_return": np.mean([e["semantic_return"] for e in finished]),
                     **{f"episode/interactions/{k}": np.mean([e["interactions"][k] for e in finished])
                        for k in self.interactions}})
-            if not next_log[0]:
-                next_log[0] = (first_step // cfg.log_every + 1) * cfg.log_every
-            if chunk_end >= next_log[0] or chunk_end >= steps:
-                next_log[0] = (chunk_end // cfg.log_every + 1) * cfg.log_every
+            if next_log is None:
+                next_log = (first_step // cfg.log_every + 1) * cfg.log_every
+            if chunk_end >= next_log or chunk_end >= steps:
+                next_log = (chunk_end // cfg.log_every + 1) * cfg.log_every
                 totals = log_.totals_dict()["interactions"]
                 writer.scalars(chunk_end, {f"interactions/{k}": v for k, v in totals.items()})
                 recent = log_.episodes[-max(self.num_envs, 1):]
@@ -270,7 +271,8 @@ class Explorer:
             "episodes": len(log_.episodes), "episode_returns": [e["return"] for e in log_.episodes],
             "semantic_returns": [e["semantic_return"] for e in log_.episodes], "curves": curves,
             "fps": result["env_steps_per_s"], "train_steps": result["train_steps"],
-            "final_metrics": {k: v for k, v in metrics.items() if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
+            "final_metrics": {k: v for k, v in metrics.items()
+                              if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
             "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
         }
         io.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
