@@ -111,7 +111,8 @@ class Trainer:
     Args:
       cfg: the `train` section.
       agent: a constructed `Agent` (its obs space must match the stored observation keys).
-      env: the environment; it must not reset itself (the loop resets finished worlds).
+      env: the environment; the loop resets finished worlds (with `store_final_obs` False, an env that resets
+        itself, `env.auto_reset`, is left to do so).
       logdir: metrics.jsonl, TensorBoard events and `checkpoints/` go here; an existing checkpoint is resumed.
       seed: seeds the agent's parameters, the envs and every sample of the run.
       store_fn, log_fn, record_fn: hooks, see the module docstring; hook_args: their last argument.
@@ -345,7 +346,6 @@ class Trainer:
 
     def _initial_arrays(self, root: jax.Array) -> tuple[Any, LoopState]:
         k_agent, k_env, k_loop = jax.random.split(root, 3)
-        env_state = self.env.reset_batch(k_env, self.num_envs)
         return self.agent.init(k_agent), self._loop_state(k_env, k_loop)
 
     def _loop_state(self, k_env: jax.Array, k_loop: jax.Array) -> LoopState:
