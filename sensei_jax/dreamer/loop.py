@@ -20,11 +20,16 @@ Stored per step (the DreamerV3 convention): the observation at step t, 'reward' 
 'is_first', 'is_last', 'is_terminal', the 'action' the policy took at it, and the posterior latent after observing
 it ('deter', 'stoch' class indices), which supplies the initial carry of windows that start at the next step.
 
-Hooks (for exploration agents that build on this loop), both called inside the compiled step:
-  store_fn(env_state, obs) -> {name: [N, ...]}: more per-step arrays to store in replay; they reach the agent
-      as batch keys [B, T, ...] (e.g. a reward model's output, targets of extra heads).
-  log_fn(env_state, obs) -> {name: [N]} numbers summed over the log interval (logged as 'env/<name>') and per
-      episode (mean over finished episodes, 'episode/<name>'), e.g. interaction flags.
+Hooks (for exploration agents that build on this loop), called inside the compiled step with `hook_args`, a
+pytree handed to the compiled calls as an argument (e.g. a reward model, whose parameters must not become
+constants of the program):
+  store_fn(env_state, obs, hook_args) -> {name: [N, ...]}: more per-step arrays to store in replay; they reach the
+      agent as batch keys [B, T, ...] (e.g. a reward model's output, targets of extra heads).
+  log_fn(env_state, obs, hook_args) -> {name: [N]} numbers summed over the log interval (logged as 'env/<name>')
+      and per episode (mean over finished episodes, 'episode/<name>'), e.g. interaction flags.
+  record_fn(step, next_env_state, hook_args) -> {name: [N, ...]}: per-step arrays handed back to the host as
+      [S, N, ...] (`run(on_collect=...)`, `rollout`), e.g. for per-episode interaction logs; `step` is what was
+      stored for this step, `next_env_state` the state the action led to, before the loop resets finished worlds.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from sensei_jax.dreamer.replay import Replay, ReplayState
 from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.metrics import MetricsWriter
 
-StepFn = Callable[[Any, Mapping[str, jax.Array]], dict[str, jax.Array]]
+StepFn = Callable[[Any, Mapping[str, jax.Array], Any], dict[str, jax.Array]]
 LATENT_KEYS = ("deter", "stoch")
 
 
@@ -106,18 +111,20 @@ class Trainer:
     Args:
       cfg: the `train` section.
       agent: a constructed `Agent` (its obs space must match the stored observation keys).
-      env: the environment; it must not reset itself (the loop resets finished worlds).
+      env: the environment; the loop resets finished worlds (with `store_final_obs` False, an env that resets
+        itself, `env.auto_reset`, is left to do so).
       logdir: metrics.jsonl, TensorBoard events and `checkpoints/` go here; an existing checkpoint is resumed.
       seed: seeds the agent's parameters, the envs and every sample of the run.
-      store_fn, log_fn: hooks, see the module docstring.
+      store_fn, log_fn, record_fn: hooks, see the module docstring; hook_args: their last argument.
     """
 
     def __init__(self, cfg: TrainConfig, agent: Agent, env: Any, logdir: str | Path, *, seed: int = 0,
-                 store_fn: StepFn | None = None, log_fn: StepFn | None = None):
+                 store_fn: StepFn | None = None, log_fn: StepFn | None = None, record_fn: StepFn | None = None,
+                 hook_args: Any = None):
         self.cfg, self.agent, self.env = cfg, agent, env
         self.logdir = Path(logdir)
         self.seed = seed
-        self.store_fn, self.log_fn = store_fn, log_fn
+        self.store_fn, self.log_fn, self.record_fn, self.hook_args = store_fn, log_fn, record_fn, hook_args
         self.num_envs = cfg.num_envs
         self.mesh = self._make_mesh(cfg)
         self.obs_spec = obs_space(env, cfg.obs_keys)
@@ -156,7 +163,8 @@ class Trainer:
         action, new_carry = jax.eval_shape(
             lambda p, c, o, k: self.agent.policy(p, c, o, k, self.cfg.policy_mode), params, carry, obs,
             jax.random.key(0))
-        step = jax.eval_shape(lambda e, o, a, c: self._stored_step(e, o, a, c), env_state, obs, action, new_carry)
+        step = jax.eval_shape(lambda e, o, a, c, h: self._stored_step(e, o, a, c, h), env_state, obs, action,
+                              new_carry, self.hook_args)
         return {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in step.items()}
 
     def _make_replay(self) -> Replay:
@@ -165,19 +173,24 @@ class Trainer:
                       length=cfg.sequence_length, batch_size=cfg.batch_size, recency=cfg.replay_recency)
 
     def _stored_step(self, env_state: Any, obs: Mapping[str, jax.Array], action: jax.Array,
-                     carry: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+                     carry: Mapping[str, jax.Array], hook_args: Any) -> dict[str, jax.Array]:
         n = self.num_envs
         classes = carry["stoch"].shape[-1]
         step = dict(obs)
         step["action"] = action.astype(jnp.float32)
         step["reward"] = jnp.asarray(env_state.reward, jnp.float32).reshape(n)
         step["is_last"] = jnp.asarray(env_state.done, bool).reshape(n)
+        if not self.cfg.store_final_obs:
+            # A first observation was reached by a reset: it carries no reward (a self-resetting env keeps the
+            # finished episode's last reward in its state), and final observations are never stored.
+            step["reward"] = jnp.where(obs["is_first"], 0.0, step["reward"])
+            step["is_last"] = jnp.zeros(n, bool)
         terminal = env_state.info.get("is_terminal") if isinstance(env_state.info, Mapping) else None
         step["is_terminal"] = jnp.zeros(n, bool) if terminal is None else jnp.asarray(terminal, bool).reshape(n)
         step["deter"] = carry["deter"].astype(jnp.float32)
         step["stoch"] = jnp.argmax(carry["stoch"], -1).astype(jnp.uint8 if classes <= 256 else jnp.int32)
         if self.store_fn is not None:
-            extra = self.store_fn(env_state, obs)
+            extra = self.store_fn(env_state, obs, hook_args)
             clash = set(extra) & set(step)
             if clash:
                 raise ValueError(f"store_fn returned keys {sorted(clash)} that the loop already stores")
@@ -192,11 +205,7 @@ class Trainer:
         n = self.num_envs
         obs_keys = self.obs_keys
 
-        def env_transition(loop: LoopState, action: jax.Array, key: jax.Array) -> Any:
-            state = loop.env
-            done = jnp.asarray(state.done, bool).reshape(n)
-            stepped = env.step(state, action)
-
+        def reset_finished(done: jax.Array, stepped: Any, key: jax.Array) -> Any:
             # Envs whose state holds buffers shared by all worlds (MJX-Warp contacts) can provide their own select.
             select = getattr(env, "select_worlds", select_worlds)
 
@@ -204,34 +213,57 @@ class Trainer:
                 fresh = env.reset_batch(key, n)
                 return jax.lax.cond(jnp.all(done), lambda: fresh, lambda: select(done, fresh, stepped))
 
-            return jax.lax.cond(jnp.any(done), reset, lambda s: s, stepped), done
+            return jax.lax.cond(jnp.any(done), reset, lambda s: s, stepped)
 
-        def collect_step(agent_state, carry_in, _):
+        def env_transition(loop: LoopState, action: jax.Array, key: jax.Array) -> tuple[Any, Any, jax.Array]:
+            """(next env state, the stepped state before resets, the worlds whose episode ended)."""
+            stepped = env.step(loop.env, action)
+            if cfg.store_final_obs:  # worlds at their final observation restart instead of stepping on
+                done = jnp.asarray(loop.env.done, bool).reshape(n)
+                return reset_finished(done, stepped, key), stepped, done
+            done = jnp.asarray(stepped.done, bool).reshape(n)
+            if getattr(env, "auto_reset", False):
+                return stepped, stepped, done
+            return reset_finished(done, stepped, key), stepped, done
+
+        def collect_step(agent_state, hook_args, random, mode, carry_in, _):
             loop, replay_state = carry_in
             key, k_policy, k_reset = jax.random.split(loop.key, 3)
             obs = {k: loop.env.obs[k] for k in obs_keys}
             obs["is_first"] = loop.is_first
-            action, policy_carry = agent.policy(agent_state, loop.carry, obs, jax.random.wrap_key_data(k_policy),
-                                                cfg.policy_mode)
-            step = self._stored_step(loop.env, obs, action, policy_carry)
-            replay_state = replay.add(replay_state, step)
+            k_policy = jax.random.wrap_key_data(k_policy)
+            action, policy_carry = agent.policy(agent_state, loop.carry, obs, k_policy, mode)
+            if random:
+                action = jax.random.uniform(k_policy, action.shape, jnp.float32, -1.0, 1.0)
+                policy_carry = {**policy_carry, "action": action}
+            step = self._stored_step(loop.env, obs, action, policy_carry, hook_args)
+            if replay_state is not None:
+                replay_state = replay.add(replay_state, step)
 
-            logged = self.log_fn(loop.env, obs) if self.log_fn is not None else {}
+            logged = self.log_fn(loop.env, obs, hook_args) if self.log_fn is not None else {}
             logged = {k: jnp.asarray(v, jnp.float32).reshape(n) for k, v in logged.items()}
             first = loop.is_first
-            episode_return = jnp.where(first, 0.0, loop.episode_return + step["reward"])
-            episode_length = jnp.where(first, 0, loop.episode_length + 1)
             episode_log = {k: jnp.where(first, 0.0, loop.episode_log[k]) + v for k, v in logged.items()}
-            next_env, done = env_transition(loop, action, jax.random.wrap_key_data(k_reset))
+            next_env, stepped, done = env_transition(loop, action, jax.random.wrap_key_data(k_reset))
+            if cfg.store_final_obs:
+                episode_return = jnp.where(first, 0.0, loop.episode_return + step["reward"])
+                episode_length = jnp.where(first, 0, loop.episode_length + 1)
+            else:  # the episode's last reward arrives with the step that ends it
+                reward = jnp.asarray(stepped.reward, jnp.float32).reshape(n)
+                episode_return = jnp.where(first, 0.0, loop.episode_return) + reward
+                episode_length = jnp.where(first, 0, loop.episode_length) + 1
             outputs = {"is_last": done, "return": episode_return, "length": episode_length,
                        "log": logged, "episode_log": episode_log}
+            if self.record_fn is not None:
+                outputs["records"] = self.record_fn(step, stepped, hook_args)
             loop = LoopState(env=next_env, carry=policy_carry, is_first=done, episode_return=episode_return,
                              episode_length=episode_length, episode_log=episode_log, key=key)
             return (loop, replay_state), outputs
 
-        def collect(agent_state, loop, replay_state):
+        def collect(agent_state, loop, replay_state, hook_args, random=False, mode=cfg.policy_mode):
             (loop, replay_state), outputs = jax.lax.scan(
-                lambda c, x: collect_step(agent_state, c, x), (loop, replay_state), None, length=cfg.collect_steps)
+                lambda c, x: collect_step(agent_state, hook_args, random, mode, c, x), (loop, replay_state), None,
+                length=cfg.collect_steps)
             return loop, replay_state, outputs
 
         context = cfg.replay_context
@@ -266,7 +298,7 @@ class Trainer:
                                     "action": windows["action"][:, 0]}
             return agent.report(agent_state, batch, k_report)
 
-        self._collect = jax.jit(collect, donate_argnums=(1, 2))
+        self._collect = jax.jit(collect, donate_argnums=(1, 2), static_argnames=("random", "mode"))
         if self.mesh is None:
             self._train_step = jax.jit(train_step, donate_argnums=(0, 1))
         else:
@@ -305,6 +337,7 @@ class Trainer:
     def initial_state(self) -> dict[str, Any]:
         """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}."""
         agent_state, loop = jax.jit(self._initial_arrays)(jax.random.PRNGKey(self.seed))
+        loop = loop.replace(episode_log=self._initial_episode_log())
         replay_state = self.replay.init(None if self.mesh is None else NamedSharding(self.mesh, P("data")))
         if self.mesh is not None:
             agent_state = jax.device_put(agent_state, self._replicated)
@@ -313,20 +346,35 @@ class Trainer:
 
     def _initial_arrays(self, root: jax.Array) -> tuple[Any, LoopState]:
         k_agent, k_env, k_loop = jax.random.split(root, 3)
-        env_state = self.env.reset_batch(k_env, self.num_envs)
-        loop = LoopState(env=env_state, carry=self.agent.initial_carry(self.num_envs),
-                         is_first=jnp.ones(self.num_envs, bool), episode_return=jnp.zeros(self.num_envs),
-                         episode_length=jnp.zeros(self.num_envs, jnp.int32),
-                         episode_log=self._initial_episode_log(env_state), key=k_loop)
-        return self.agent.init(k_agent), loop
+        return self.agent.init(k_agent), self._loop_state(k_env, k_loop)
 
-    def _initial_episode_log(self, env_state: Any) -> dict[str, jax.Array]:
+    def _loop_state(self, k_env: jax.Array, k_loop: jax.Array) -> LoopState:
+        """Fresh episodes in every world (the episode log is filled in by the caller, outside jit)."""
+        env_state = self.env.reset_batch(k_env, self.num_envs)
+        return LoopState(env=env_state, carry=self.agent.initial_carry(self.num_envs),
+                         is_first=jnp.ones(self.num_envs, bool), episode_return=jnp.zeros(self.num_envs),
+                         episode_length=jnp.zeros(self.num_envs, jnp.int32), episode_log={}, key=k_loop)
+
+    def _initial_episode_log(self) -> dict[str, jax.Array]:
         if self.log_fn is None:
             return {}
+        env_state = jax.eval_shape(lambda k: self.env.reset_batch(k, self.num_envs), jax.random.key(0))
         obs = {k: env_state.obs[k] for k in self.obs_keys}
-        obs["is_first"] = jnp.ones(self.num_envs, bool)
-        shapes = jax.eval_shape(self.log_fn, env_state, obs)
+        obs["is_first"] = jax.ShapeDtypeStruct((self.num_envs,), jnp.bool_)
+        shapes = jax.eval_shape(self.log_fn, env_state, obs, self.hook_args)
         return {k: jnp.zeros(self.num_envs, jnp.float32) for k in shapes}
+
+    def fresh_loop(self, key: jax.Array) -> LoopState:
+        """A loop state with fresh episodes in every world, from a raw PRNG key (e.g. for evaluation rollouts)."""
+        k_env, k_loop = jax.random.split(key)
+        loop = jax.jit(self._loop_state)(k_env, k_loop)
+        return loop.replace(episode_log=self._initial_episode_log())
+
+    def rollout(self, agent_state: Any, loop: LoopState, mode: str = "eval") -> tuple[LoopState, dict[str, Any]]:
+        """`collect_steps` steps of every world with the policy in `mode`, writing no replay. Returns the new loop
+        state and the per-step outputs on the host ('is_last', 'return', 'length' [S, N], 'records' if any)."""
+        loop, _, outputs = self._collect(agent_state, loop, None, self.hook_args, mode=mode)
+        return loop, jax.device_get(outputs)
 
     def save(self, checkpointer: Checkpointer, state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         checkpointer.save(int(state["counters"]["env_steps"]), _keys_to_data(state), metrics)
@@ -349,10 +397,19 @@ class Trainer:
             return 0
         return int(math.floor((env_steps - self.train_start) * self.updates_per_step)) + 1
 
-    def run(self, steps: int | None = None, writer: MetricsWriter | None = None) -> dict[str, Any]:
+    def run(self, steps: int | None = None, writer: MetricsWriter | None = None, *,
+            initial: dict[str, Any] | None = None, on_collect: Callable[[dict[str, Any], int], None] | None = None,
+            on_save: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Trains until `steps` env steps (default cfg.steps), resuming from logdir/checkpoints if one exists.
 
-        Returns a summary: env and train steps, the last logged metrics, recent episode returns and throughput.
+        initial: the run state to start from when there is no checkpoint (default `initial_state()`).
+        on_collect(outputs, env_steps): host callback after each collection call with its per-step outputs
+            ('is_last', 'return', 'length' [S, N], 'records' {name: [S, N, ...]} from record_fn), `env_steps` the
+            count before it.
+        on_save(env_steps): host callback right after each checkpoint (to save host-side state beside it).
+
+        Returns a summary: env and train steps, the last logged metrics, the mean metrics of the last train steps
+        ('train_metrics'), recent episode returns and throughput.
         Raises NonFiniteLossError, naming the loss, when a loss becomes NaN/inf (no checkpoint is written after it).
         """
         cfg = self.cfg
@@ -360,7 +417,7 @@ class Trainer:
         own_writer = writer is None
         writer = writer or MetricsWriter(self.logdir)
         checkpointer = Checkpointer(self.logdir / "checkpoints", max_to_keep=cfg.keep_checkpoints)
-        state = self.initial_state()
+        state = self.initial_state() if initial is None else initial
         resumed_from = checkpointer.latest_step
         if resumed_from is not None:
             state = self.restore(checkpointer, state)
@@ -380,16 +437,20 @@ class Trainer:
         next_log = (env_steps // cfg.log_every + 1) * cfg.log_every
         next_save = (env_steps // cfg.save_every + 1) * cfg.save_every
         next_video = (env_steps // cfg.video_every + 1) * cfg.video_every if cfg.video_every else None
-        summary: dict[str, Any] = {"resumed_from": resumed_from, "recent_returns": []}
+        summary: dict[str, Any] = {"resumed_from": resumed_from, "recent_returns": [], "train_metrics": {}}
         bar = progress.bar(total=total, desc="train", unit="step", initial=env_steps, disable=not cfg.progress)
         start_time = time.perf_counter()
         start_steps = env_steps
         try:
             while env_steps < total:
-                loop, replay_state, outputs = self._collect(state["agent"], state["loop"], state["replay"])
+                random = env_steps < cfg.random_steps
+                loop, replay_state, outputs = self._collect(state["agent"], state["loop"], state["replay"],
+                                                            self.hook_args, random=random)
                 state["loop"], state["replay"] = loop, replay_state
-                env_steps += step_per_iter
                 outputs = jax.device_get(outputs)
+                if on_collect is not None:
+                    on_collect(outputs, env_steps)
+                env_steps += step_per_iter
                 finished = outputs["is_last"]
                 returns += outputs["return"][finished].tolist()
                 lengths += outputs["length"][finished].tolist()
@@ -407,6 +468,7 @@ class Trainer:
                 if pending:
                     fetched = jax.device_get(pending)
                     pending = []
+                    summary["train_metrics"] = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                     for i, metrics in enumerate(fetched):
                         bad = first_nonfinite_loss(metrics)
                         if bad is not None:
@@ -451,6 +513,8 @@ class Trainer:
 
                 if env_steps >= next_save or env_steps >= total:
                     self.save(checkpointer, state)
+                    if on_save is not None:
+                        on_save(env_steps)
                     next_save = (env_steps // cfg.save_every + 1) * cfg.save_every
         finally:
             bar.close()

@@ -26,6 +26,11 @@ class TrainConfig:
     collect_steps: int = 1  # vectorized env steps per compiled collection call (one lax.scan)
     obs_keys: tuple[str, ...] = ()  # env observations given to the agent and stored; empty: all of them
     policy_mode: Literal["explore", "eval"] = "explore"
+    random_steps: int = 0  # env steps at the start taken with uniform random actions in [-1, 1] (prefill)
+    # True: a finished world's final observation is stored (is_last) and the world restarts on the next step (the
+    # env must not reset itself). False: it restarts within the step that ended the episode, so the final
+    # observation is neither stored nor acted on (for envs that reset themselves, e.g. Robodesk's auto_reset).
+    store_final_obs: bool = True
     precision: Literal["float32", "bfloat16"] | None = None  # compute dtype handed to the agent; None: dreamer's
 
     log_every: int = 2_500  # env steps between metric rows
@@ -56,8 +61,8 @@ class TrainConfig:
         if per_env < self.batch_length + self.replay_context:
             raise ValueError(f"train.replay_capacity {self.replay_capacity} gives {per_env} steps per env, fewer "
                              f"than batch_length + replay_context = {self.batch_length + self.replay_context}")
-        if self.video_every < 0 or self.devices < 0 or self.train_start < 0:
-            raise ValueError("train.video_every, train.devices and train.train_start must be >= 0")
+        if self.video_every < 0 or self.devices < 0 or self.train_start < 0 or self.random_steps < 0:
+            raise ValueError("train.video_every, train.devices, train.train_start and train.random_steps must be >= 0")
 
     @property
     def sequence_length(self) -> int:

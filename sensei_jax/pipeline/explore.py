@@ -3,15 +3,16 @@
     python -m sensei_jax.run explore --config configs/robodesk_sensei.yaml --reward-model runs/x/distill
     python -m sensei_jax.run explore --config configs/robodesk_p2x.yaml            # no reward model needed
 
-Collection and training are each one compiled call: `collect` scans `collect_chunk` policy steps of all envs
-(policy, env step, reward model on the observed image, replay write), `train` scans the number of updates the
-train ratio asks for (replay sample, world model + ensemble + actor-critic update). Host work per chunk is only
-logging.
+The driver is the DreamerV3 loop (`sensei_jax.dreamer.loop.Trainer`): collection is one compiled call that scans
+`collect_chunk` policy steps of all envs (policy, env step, the reward model on the observed image, replay write),
+followed by the updates the train ratio owes; it brings data-parallel sharding over devices, the non-finite loss
+stop and exact checkpoint/resume. This module adds SENSEI's agent, the replay fields it learns from (semantic
+reward, task success) and the per-episode interaction log.
 
 Writes to `<out>` (`run_dir/explore/<behaviour>/` for the pipeline):
     spec.json            behaviour, task heads, reward model folder (what `transfer` needs to rebuild the agent)
-    checkpoints/         orbax: agent state and replay (resume after a kill from the last one; the envs then start
-                         new episodes) with progress.json (counters, interaction sums)
+    checkpoints/         orbax: the loop's whole state (agent, replay, envs, counters; a killed run resumes from
+                         the last one) with progress.json (interaction log and curves at that step)
     metrics.jsonl, TensorBoard events   losses, switch fractions, episode stats (`MetricsWriter`)
     episodes.jsonl       one line per finished episode: env, end step, length, return, semantic return,
                          interaction steps per object, success steps per task
@@ -25,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax import io, progress
-from sensei_jax.checkpoint import Checkpointer
+from sensei_jax import io
 from sensei_jax.config import Config
+from sensei_jax.dreamer import loop as loop_lib
 from sensei_jax.dreamer import sensei
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.explore_config import ExploreConfig
-from sensei_jax.dreamer.replay import Replay
+from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.metrics import MetricsWriter
 
 STAGE = "explore"
@@ -104,44 +104,52 @@ class InteractionLog:
                 "current": {k: v.tolist() for k, v in self.current.items()}, "episodes": self.episodes}
 
     def load(self, state: dict[str, Any]) -> None:
+        """Restores `state_dict()` (the checkpoint restores the envs too, so episodes in flight go on)."""
         self.totals = np.asarray(state["totals"], np.int64)
         self.success_totals = np.asarray(state["success_totals"], np.int64)
-        for value in self.current.values():  # episodes in flight were lost with the envs' state
-            value[:] = 0
+        for name, value in self.current.items():
+            value[:] = np.asarray(state["current"][name], value.dtype)
         self.episodes = list(state["episodes"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The exploration driver.
+# The exploration driver: the DreamerV3 `Trainer` with SENSEI's agent, replay fields and interaction log.
 
 
-def observation_space(env) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """One world's observation name -> (shape, dtype), from either `(shape, dtype)` pairs or ShapeDtypeStructs."""
-    space = {}
-    for name, spec in env.observation_spec().items():
-        shape, dtype = (spec.shape, spec.dtype) if hasattr(spec, "shape") else spec
-        space[name] = (tuple(int(d) for d in shape), np.dtype(dtype))
-    return space
+def train_config(explore: ExploreConfig, num_envs: int, train: TrainConfig | None = None) -> TrainConfig:
+    """The loop settings of an exploration: its schedule from `explore`, devices and precision from `train`."""
+    train = TrainConfig() if train is None else train
+    capacity = max(explore.replay_capacity, num_envs * (explore.batch_length + train.replay_context))
+    return dataclasses.replace(
+        train, steps=max(explore.steps, 1), num_envs=num_envs, train_ratio=explore.train_ratio,
+        batch_size=explore.batch_size, batch_length=explore.batch_length, replay_capacity=capacity,
+        replay_recency=0.0, train_start=explore.prefill, random_steps=explore.prefill,
+        collect_steps=explore.collect_chunk, obs_keys=(), policy_mode="explore", store_final_obs=False,
+        log_every=explore.log_every, save_every=explore.checkpoint_every, video_every=0, keep_checkpoints=1)
 
 
 class Explorer:
-    """Exploration with `sensei.build_agent` on a functional batched env (Robodesk or a toy env).
+    """Exploration with `sensei.build_agent` on a functional batched env (Robodesk or a toy env), run by the
+    DreamerV3 `Trainer` (so it shares its sharding over devices, non-finite loss stop and checkpoint/resume).
 
     env: `reset_batch(key, E)`, `step(state, actions [E, A])`, `observation_spec()`, `action_size`; info may hold
-        `interaction_flags` {name: bool [E]} and `success` {task: bool [E]}. Envs without `auto_reset` are reset here
-        when `done`.
+        `interaction_flags` {name: bool [E]} and `success` {task: bool [E]}. Envs without `auto_reset` are reset by
+        the loop when `done`; either way an episode's final observation is not stored.
     reward_model: anything with a jittable `reward(images uint8 [E, H, W, 3]) -> f32 [E]` (a `RewardModel`), or
-        None; its clipped output on the observed image is stored in replay as the semantic head's target.
+        None; its clipped output on the observed image is stored in replay as the semantic head's target. It is
+        an argument of the compiled collection, not a constant in it.
+    train: the `train` section for devices, distribution and precision (the schedule comes from `explore`).
     """
 
     def __init__(self, explore: ExploreConfig, dreamer: DreamerConfig, env, num_envs: int, reward_model=None,
-                 image_key: str = "image", seed: int = 0, task: str | None = None, tasks: tuple[str, ...] | None = None):
+                 image_key: str = "image", seed: int = 0, task: str | None = None, tasks: tuple[str, ...] | None = None,
+                 train: TrainConfig | None = None):
         if "semantic" in explore.sources and reward_model is None:
             raise ValueError(f"explore.behaviour '{explore.behaviour}' needs a reward model (explore.reward_model, "
                              "--reward-model DIR, or the run's distill/ folder)")
         self.cfg, self.dreamer, self.env, self.num_envs = explore, dreamer, env, num_envs
         self.reward_model, self.image_key, self.seed = reward_model, image_key, seed
-        self.env_space = observation_space(env)
+        self.env_space = loop_lib.obs_space(env)
         if reward_model is not None and image_key not in self.env_space:
             raise ValueError(f"the reward model scores obs['{image_key}'], which the env does not produce "
                              f"({sorted(self.env_space)})")
@@ -150,7 +158,6 @@ class Explorer:
         available = tuple(probe.info.get("success", {}))
         wanted = explore.task_heads if tasks is None else tasks
         self.tasks = tuple(t for t in wanted if t in available)
-        self.success_keys = available if available else ()
         space = dict(self.env_space)
         if reward_model is not None:
             space[sensei.SEMANTIC_KEY] = ((), np.dtype(np.float32))
@@ -158,108 +165,48 @@ class Explorer:
             space[sensei.TASK_KEY.format(t)] = ((), np.dtype(np.float32))
         self.obs_space = space
         self.action_size = int(env.action_size)
-        self._env_step = self._batched_step(env, probe, num_envs, self.action_size)
         self.agent = sensei.build_agent(dreamer, explore, space, self.action_size, tasks=self.tasks, task=task)
-        specs = {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in space.items()}
-        specs.update(action=jax.ShapeDtypeStruct((self.action_size,), np.float32),
-                     reward=jax.ShapeDtypeStruct((), np.float32), is_first=jax.ShapeDtypeStruct((), np.bool_),
-                     is_terminal=jax.ShapeDtypeStruct((), np.bool_))
-        capacity = max(explore.replay_capacity, num_envs * explore.batch_length)
-        self.replay = Replay(specs, num_envs, capacity, explore.batch_length, explore.batch_size)
-        batch_steps = explore.batch_size * explore.batch_length
-        self.updates_per_step = explore.train_ratio / batch_steps  # per policy step of all envs together
-        self._collect = jax.jit(self._collect_impl, static_argnames=("steps", "random", "mode"),
-                                donate_argnums=(1,))
-        self._train = jax.jit(self._train_impl, static_argnames=("updates",), donate_argnums=(0,))
+        self.train_cfg = train_config(explore, num_envs, train)
+        self.trainer: loop_lib.Trainer | None = None
 
-    @staticmethod
-    def _batched_step(env, probe, num_envs: int, action_size: int):
-        """env.step if it takes a batch of worlds (Robodesk), else jax.vmap(env.step) (single-world envs)."""
-        actions = jax.ShapeDtypeStruct((num_envs, action_size), jnp.float32)
-        try:
-            jax.eval_shape(env.step, probe, actions)
-            return env.step
-        except (ValueError, TypeError):
-            return jax.vmap(env.step)
+    def make_trainer(self, out_dir: Path) -> loop_lib.Trainer:
+        """The loop writing to `out_dir` (metrics, checkpoints/); also kept as `self.trainer`."""
+        self.trainer = loop_lib.Trainer(self.train_cfg, self.agent, self.env, out_dir, seed=self.seed,
+                                        store_fn=self._store, record_fn=self._record, hook_args=self.reward_model)
+        return self.trainer
 
-    # --- compiled pieces ----------------------------------------------------------------------------------------
-    def init(self, key: jax.Array) -> dict[str, Any]:
-        agent_key, env_key, loop_key = jax.random.split(key, 3)
+    # --- hooks, called inside the compiled collection step --------------------------------------------------------
+    def _store(self, env_state, obs, reward_model) -> dict[str, jax.Array]:
+        """Replay fields beyond the observation: the clipped semantic reward of the observed image and, per task
+        head, success on arriving at this observation (none on a fresh episode)."""
+        extra = {}
+        if reward_model is not None:
+            extra[sensei.SEMANTIC_KEY] = sensei.clip_semantic(reward_model.reward(obs[self.image_key]),
+                                                              self.cfg.semantic_clip)
+        for t in self.tasks:
+            extra[sensei.TASK_KEY.format(t)] = (env_state.info["success"][t] & ~obs["is_first"]).astype(jnp.float32)
+        return extra
+
+    def _record(self, step, next_env, reward_model) -> dict[str, jax.Array]:
+        """What the interaction log needs per step: 'interaction' [E, K], 'success' [E, J] bool, 'reward',
+        'semantic' [E] f32, 'done' [E] bool, all of the transition this step made."""
+        info, n = next_env.info, self.num_envs
         return {
-            "agent": self.agent.init(agent_key),
-            "replay": self.replay.init(),
-            "loop": {"env": self.env.reset_batch(env_key, self.num_envs),
-                     "carry": self.agent.initial_carry(self.num_envs),
-                     "is_first": jnp.ones(self.num_envs, bool), "reward": jnp.zeros(self.num_envs, jnp.float32),
-                     "key": loop_key},
+            "interaction": jnp.stack([info["interaction_flags"][k] for k in self.interactions], -1)
+            if self.interactions else jnp.zeros((n, 0), bool),
+            "success": jnp.stack([info["success"][t] for t in self.tasks], -1)
+            if self.tasks else jnp.zeros((n, 0), bool),
+            "reward": jnp.asarray(next_env.reward, jnp.float32).reshape(n),
+            "semantic": step.get(sensei.SEMANTIC_KEY, jnp.zeros(n, jnp.float32)),
+            "done": jnp.asarray(next_env.done, bool).reshape(n),
         }
-
-    def _semantic(self, reward_model, image: jax.Array) -> jax.Array:
-        return sensei.clip_semantic(reward_model.reward(image), self.cfg.semantic_clip)
-
-    def _collect_impl(self, agent_state, replay_state, loop, reward_model, steps: int, random: bool,
-                      mode: str = "explore"):
-        """`steps` policy steps of all envs; writes replay (unless replay_state is None) and returns per-step
-        records for the host log: 'interaction' [S, E, K], 'success' [S, E, J], 'reward', 'semantic', 'done'."""
-        env = self.env
-
-        def one(carry, _):
-            replay_state, loop = carry
-            key, k_policy, k_reset = jax.random.split(loop["key"], 3)
-            env_state = loop["env"]
-            obs = {k: env_state.obs[k] for k in self.env_space}
-            is_first = loop["is_first"]
-            action, policy_carry = self.agent.policy(agent_state, loop["carry"], {**obs, "is_first": is_first},
-                                                     k_policy, mode=mode)
-            if random:
-                action = jax.random.uniform(k_policy, action.shape, jnp.float32, -1.0, 1.0)
-                policy_carry = {**policy_carry, "action": action}
-            step = {**obs, "action": action, "reward": loop["reward"], "is_first": is_first,
-                    "is_terminal": jnp.zeros_like(is_first)}
-            semantic = jnp.zeros(self.num_envs, jnp.float32)
-            if reward_model is not None:
-                semantic = self._semantic(reward_model, obs[self.image_key])
-                step[sensei.SEMANTIC_KEY] = semantic
-            for t in self.tasks:  # success on arriving at this observation; none on a fresh episode
-                step[sensei.TASK_KEY.format(t)] = (env_state.info["success"][t] & ~is_first).astype(jnp.float32)
-            if replay_state is not None:
-                replay_state = self.replay.add(replay_state, step)
-
-            new_env = self._env_step(env_state, action)
-            done = new_env.done
-            info = new_env.info
-            record = {
-                "interaction": jnp.stack([info["interaction_flags"][k] for k in self.interactions], -1)
-                if self.interactions else jnp.zeros((self.num_envs, 0), bool),
-                "success": jnp.stack([info["success"][t] for t in self.tasks], -1)
-                if self.tasks else jnp.zeros((self.num_envs, 0), bool),
-                "reward": new_env.reward.astype(jnp.float32), "semantic": semantic, "done": done,
-            }
-            if not getattr(env, "auto_reset", False):
-                fresh = env.reset_batch(k_reset, self.num_envs)
-                select = lambda a, b: jnp.where(done.reshape(done.shape + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
-                new_env = jax.tree.map(select, fresh, new_env)
-            loop = {"env": new_env, "carry": policy_carry, "is_first": done,
-                    "reward": jnp.where(done, 0.0, new_env.reward.astype(jnp.float32)), "key": key}
-            return (replay_state, loop), record
-
-        (replay_state, loop), records = jax.lax.scan(one, (replay_state, loop), None, length=steps)
-        return replay_state, loop, records
-
-    def _train_impl(self, agent_state, replay_state, key, updates: int):
-        def one(agent_state, k):
-            k_sample, k_train = jax.random.split(k)
-            batch, _ = self.replay.sample(replay_state, k_sample)
-            return self.agent.train(agent_state, batch, k_train)
-
-        agent_state, metrics = jax.lax.scan(one, agent_state, jax.random.split(key, updates))
-        return agent_state, jax.tree.map(lambda m: m.mean(0), metrics)
 
     # --- the run ------------------------------------------------------------------------------------------------
     def run(self, out_dir: Path, steps: int | None = None, state: dict[str, Any] | None = None,
             log=print) -> dict[str, Any]:
         """Explores for `steps` policy steps (all envs together; default explore.steps), resuming from the last
-        checkpoint in out_dir/checkpoints. Returns the summary (also written to out_dir/summary.json)."""
+        checkpoint in out_dir/checkpoints, else starting from `state` (a `Trainer` run state) or a fresh one.
+        Returns the summary (also written to out_dir/summary.json)."""
         cfg, out_dir = self.cfg, Path(out_dir)
         steps = cfg.steps if steps is None else steps
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -267,105 +214,85 @@ class Explorer:
                 "num_envs": self.num_envs, "reward_model": getattr(self, "reward_model_dir", None),
                 "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer)}
         io.write_json(out_dir / "spec.json", spec)
-        chunk = cfg.collect_chunk
-        per_call = chunk * self.num_envs
-        ckpt = Checkpointer(out_dir / "checkpoints", max_to_keep=1)
+        trainer = self.make_trainer(out_dir)
         log_ = InteractionLog(self.interactions, self.tasks, self.num_envs)
-        key = jax.random.key(self.seed)
-        if state is None:
-            state = self.init(jax.random.fold_in(key, 0))
-        counters = {"step": 0, "updates": 0.0}
-        if ckpt.latest_step is not None:
-            # The envs restart fresh episodes on resume: the simulator state is not part of the checkpoint.
-            restored = ckpt.restore(like={"agent": state["agent"], "replay": state["replay"]})
-            state = {**state, **restored}
-            state["loop"]["key"] = jax.random.fold_in(state["loop"]["key"], ckpt.latest_step)
-            book = io.read_json(out_dir / "progress.json")
-            counters = book["counters"]
-            log_.load(book["log"])
-            log(f"explore: resumed at step {counters['step']} from {ckpt.directory}")
-        agent_state, replay_state, loop = state["agent"], state["replay"], state["loop"]
-        writer = MetricsWriter(out_dir)
-        curves, next_log, next_ckpt = [], counters["step"] + cfg.log_every, counters["step"] + cfg.checkpoint_every
         episodes_file = out_dir / "episodes.jsonl"
-        start_time, start_step = time.time(), counters["step"]
-        metrics: dict[str, float] = {}
-        bar = progress.bar(steps, desc=f"explore [{cfg.behaviour}]", unit="step", initial=counters["step"])
-        while counters["step"] < steps:
-            random = counters["step"] < cfg.prefill
-            replay_state, loop, records = self._collect(agent_state, replay_state, loop, self.reward_model,
-                                                        steps=chunk, random=random)
-            records = jax.device_get(records)
-            finished = log_.add(records, counters["step"] // self.num_envs)
-            counters["step"] += per_call
-            bar.update(per_call)
+        progress_file = out_dir / "progress.json"
+        curves: list[dict[str, Any]] = []
+        resumed = (out_dir / "checkpoints").is_dir() and progress_file.is_file()
+        if resumed:
+            book = io.read_json(progress_file)
+            log_.load(book["log"])
+            curves = book.get("curves", [])
+            # Episodes written after the checkpoint are collected again.
+            io.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
+            log(f"explore: resuming at step {book['step']} from {out_dir / 'checkpoints'}")
+        writer = MetricsWriter(out_dir)
+        next_log: int | None = None
+
+        def on_collect(outputs: dict[str, Any], first_step: int) -> None:
+            nonlocal next_log
+            records = outputs["records"]
+            chunk_end = first_step + records["done"].shape[0] * self.num_envs
+            finished = log_.add(records, first_step // self.num_envs)
+            for episode in finished:
+                episode["step"] = chunk_end
             if finished:
                 with open(episodes_file, "a") as f:
-                    for episode in finished:
-                        f.write(json.dumps({**episode, "step": counters["step"]}) + "\n")
-                writer.scalars(counters["step"], {
+                    f.writelines(json.dumps(episode) + "\n" for episode in finished)
+                writer.scalars(chunk_end, {
                     "episode/return": np.mean([e["return"] for e in finished]),
                     "episode/semantic_return": np.mean([e["semantic_return"] for e in finished]),
                     **{f"episode/interactions/{k}": np.mean([e["interactions"][k] for e in finished])
                        for k in self.interactions}})
-            if counters["step"] >= cfg.prefill and int(jax.device_get(self.replay.can_sample(replay_state))):
-                counters["updates"] += per_call * self.updates_per_step
-                updates = int(counters["updates"])
-                if updates > 0:
-                    counters["updates"] -= updates
-                    agent_state, train_metrics = self._train(agent_state, replay_state,
-                                                             jax.random.fold_in(key, counters["step"]), updates)
-                    metrics = {k: float(v) for k, v in jax.device_get(train_metrics).items()}
-                    bad = [k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v)]
-                    if bad:
-                        raise FloatingPointError(f"explore: non-finite loss {bad[0]} at step {counters['step']}")
-            if counters["step"] >= next_log or counters["step"] >= steps:
-                next_log += cfg.log_every
-                fps = (counters["step"] - start_step) / max(time.time() - start_time, 1e-9)
-                writer.scalars(counters["step"], {**metrics, "fps": fps,
-                                                  **{f"interactions/{k}": v for k, v in
-                                                     log_.totals_dict()["interactions"].items()}})
+            if next_log is None:
+                next_log = (first_step // cfg.log_every + 1) * cfg.log_every
+            if chunk_end >= next_log or chunk_end >= steps:
+                next_log = (chunk_end // cfg.log_every + 1) * cfg.log_every
+                totals = log_.totals_dict()["interactions"]
+                writer.scalars(chunk_end, {f"interactions/{k}": v for k, v in totals.items()})
                 recent = log_.episodes[-max(self.num_envs, 1):]
-                curves.append({"step": counters["step"],
+                curves.append({"step": chunk_end,
                                "return": float(np.mean([e["return"] for e in recent])) if recent else None,
-                               "interactions": log_.totals_dict()["interactions"]})
-            if counters["step"] >= next_ckpt or counters["step"] >= steps:
-                next_ckpt += cfg.checkpoint_every
-                ckpt.save(counters["step"], {"agent": agent_state, "replay": replay_state})
-                io.write_json(out_dir / "progress.json", {"counters": counters, "log": log_.state_dict()})
-        bar.close()
-        writer.close()
-        ckpt.close()
+                               "interactions": totals})
+
+        def on_save(step: int) -> None:
+            io.write_json(progress_file, {"step": step, "log": log_.state_dict(), "curves": curves})
+
+        try:
+            result = trainer.run(steps, writer, initial=state, on_collect=on_collect, on_save=on_save)
+        finally:
+            writer.close()
         totals = log_.totals_dict()
-        elapsed = time.time() - start_time
+        metrics = result["train_metrics"]
         summary = {
-            "behaviour": cfg.behaviour, "steps": counters["step"], "num_envs": self.num_envs,
+            "behaviour": cfg.behaviour, "steps": result["env_steps"], "num_envs": self.num_envs,
             "interactions": totals["interactions"], "success": totals["success"],
             "episodes": len(log_.episodes), "episode_returns": [e["return"] for e in log_.episodes],
             "semantic_returns": [e["semantic_return"] for e in log_.episodes], "curves": curves,
-            "fps": (counters["step"] - start_step) / max(elapsed, 1e-9),
-            "final_metrics": {k: v for k, v in metrics.items() if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
+            "fps": result["env_steps_per_s"], "train_steps": result["train_steps"],
+            "final_metrics": {k: v for k, v in metrics.items()
+                              if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
             "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
         }
-        io.write_json(out_dir / "interactions.json", {"steps": counters["step"], **totals})
+        io.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
         io.write_json(out_dir / "summary.json", summary)
-        self.state = {"agent": agent_state, "replay": replay_state, "loop": loop}
+        self.state = trainer.state
         return summary
 
     def evaluate(self, agent_state, episodes: int, key: jax.Array) -> dict[str, Any]:
         """Runs the policy in `eval` mode (its mode action) until `episodes` episodes have finished, without
         touching the replay. Returns {'episodes', 'success_rate' per task (episodes with success at any step),
-        'mean_return', 'interactions' (summed)}."""
-        env_key, loop_key = jax.random.split(key)
-        loop = {"env": self.env.reset_batch(env_key, self.num_envs), "carry": self.agent.initial_carry(self.num_envs),
-                "is_first": jnp.ones(self.num_envs, bool), "reward": jnp.zeros(self.num_envs, jnp.float32),
-                "key": loop_key}
+        'mean_return', 'interactions' (summed)}. `key`: a raw uint32 [2] key."""
+        trainer = self.trainer if self.trainer is not None else self.make_trainer(Path("."))
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            key = jax.random.key_data(key)
+        loop = trainer.fresh_loop(key)
         log_ = InteractionLog(self.interactions, self.tasks, self.num_envs)
         step = 0
         while len(log_.episodes) < episodes:
-            _, loop, records = self._collect(agent_state, None, loop, self.reward_model, steps=self.cfg.collect_chunk,
-                                             random=False, mode="eval")
-            log_.add(jax.device_get(records), step)
+            loop, outputs = trainer.rollout(agent_state, loop, mode="eval")
+            log_.add(outputs["records"], step)
             step += self.cfg.collect_chunk
         done = log_.episodes[:episodes]
         return {"episodes": len(done),
@@ -408,7 +335,7 @@ def explore(cfg: Config, out_dir: Path, reward_model_dir: str | Path | None, env
     reward_model = load_reward_model(reward_model_dir, required=needs_semantic)
     env = make_env(cfg) if env is None else env
     explorer = Explorer(cfg.explore, dreamer_config(cfg), env, cfg.env.num_envs, reward_model=reward_model,
-                        seed=cfg.run.seed)
+                        seed=cfg.run.seed, train=cfg.train)
     if reward_model is not None:
         explorer.reward_model_dir = str(Path(reward_model_dir).resolve())
     summary = explorer.run(Path(out_dir), log=log)

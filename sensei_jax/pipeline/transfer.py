@@ -44,17 +44,18 @@ def find_exploration(source: Path, behaviour: str) -> Path:
                             f"checkpoints/ and spec.json in {source} and {source / explore_stage.STAGE / behaviour})")
 
 
-def restore_exploration(explorer: explore_stage.Explorer, source_explorer: explore_stage.Explorer, directory: Path,
-                        key: jax.Array) -> dict[str, Any]:
-    """A fresh transfer state whose world model, ensemble (params and optimizer states) and replay come from the
-    exploration checkpoint in `directory`; actor, critics, normalizers and the switch state are new."""
-    like = {"agent": jax.eval_shape(source_explorer.agent.init, key), "replay": jax.eval_shape(source_explorer.replay.init)}
+def restore_exploration(explorer: explore_stage.Explorer, source_explorer: explore_stage.Explorer,
+                        directory: Path) -> dict[str, Any]:
+    """A fresh transfer run state whose world model, ensemble (params and optimizer states) and replay come from
+    the exploration checkpoint in `directory`; actor, critics, normalizers, the switch state, envs and counters are
+    new."""
+    source = source_explorer.make_trainer(directory)
     ckpt = Checkpointer(directory / "checkpoints", max_to_keep=None)
     try:
-        restored = ckpt.restore(like=like)
+        restored = source.restore(ckpt, like=jax.eval_shape(source.initial_state))
     finally:
         ckpt.close()
-    state = explorer.init(key)
+    state = explorer.make_trainer(directory).initial_state()
     agent = state["agent"]
     params = {**agent["params"], "wm": restored["agent"]["params"]["wm"],
               "extras": restored["agent"]["params"]["extras"]}
@@ -83,12 +84,13 @@ def transfer(cfg: Config, source: Path, task: str, out_dir: Path | None = None, 
         reward_model = explore_stage.load_reward_model(spec["reward_model"], required=True)
     env = explore_stage.make_env(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, task=task))) \
         if env is None else env
-    common = dict(num_envs=spec["num_envs"], reward_model=reward_model, seed=cfg.run.seed, tasks=tasks)
+    common = dict(num_envs=spec["num_envs"], reward_model=reward_model, seed=cfg.run.seed, tasks=tasks,
+                  train=cfg.train)
     source_explorer = explore_stage.Explorer(explore_cfg, dreamer, env, **common)
-    explorer = explore_stage.Explorer(explore_cfg, dreamer, env, task=task, **common)
+    explorer = explore_stage.Explorer(explore_cfg, dreamer, env, task=task, **{**common, "seed": cfg.run.seed + 1})
     key = jax.random.key(cfg.run.seed + 1)
     out_dir = Path(out_dir) if out_dir else Path(source) / STAGE / f"{spec['behaviour']}_{task}"
-    state = restore_exploration(explorer, source_explorer, directory, key)
+    state = restore_exploration(explorer, source_explorer, directory)
     log(f"transfer: world model and replay from {directory}, training '{task}' for {explore_cfg.steps} steps")
     training = explorer.run(out_dir, state=state, log=log)
     evaluation = explorer.evaluate(explorer.state["agent"], explore_cfg.transfer_eval_episodes,
