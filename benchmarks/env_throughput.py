@@ -13,25 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
-
-def hardware() -> dict:
-    import jax
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
-            "python": platform.python_version(), "jax": jax.__version__}
+from sensei_jax.hardware import describe as describe_hardware
 
 
 def measure_mjx(num_envs: int, images: bool, steps: int, image_size: int) -> dict:
@@ -100,7 +86,7 @@ def main() -> None:
         for images in (False, True):
             results.append(measure_mjx(num_envs, images, args.steps, args.image_size))
             print(json.dumps(results[-1]), file=sys.stderr)
-    report = {"benchmark": "robodesk_env_throughput", "hardware": hardware(), "results": results}
+    report = {"benchmark": "robodesk_env_throughput", "hardware": describe_hardware(), "results": results}
     if args.reference_python:
         reference = measure_reference(args.reference_python, args.reference_steps)
         report["reference_robodesk_single_process"] = reference

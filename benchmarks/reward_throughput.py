@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,21 +24,7 @@ from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.dataset import PairDataset, iterate_batches
 from sensei_jax.reward.model import RewardModel, RewardModelConfig, init_params
 from sensei_jax.reward.train import make_steps
-
-
-def hardware() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_cores_visible": len(os.sched_getaffinity(0)),
-            "jax": jax.__version__, "jax_backend": jax.default_backend(),
-            "jax_devices": [str(d) for d in jax.devices()],
-            "load_average_1m": round(os.getloadavg()[0], 2)}  # other processes competing for the cores
+from sensei_jax.hardware import describe as describe_hardware
 
 
 def timed(fn, repeats: int) -> float:
@@ -116,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="reward_bench_") as workdir:
         results = [bench_size(size, args.steps, args.batch, args.infer_batch, Path(workdir)) for size in args.sizes]
-    print(json.dumps({"benchmark": "reward_throughput", "hardware": hardware(), "results": results}, indent=2))
+    print(json.dumps({"benchmark": "reward_throughput", "hardware": describe_hardware(), "results": results}, indent=2))
 
 
 if __name__ == "__main__":

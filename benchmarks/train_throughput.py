@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 
@@ -32,21 +29,9 @@ from sensei_jax.dreamer.agent import Agent, count_params
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.loop import Trainer, obs_space
 from sensei_jax.dreamer.train_config import TrainConfig
+from sensei_jax.hardware import describe as describe_hardware
 
 SENSEI_ENV_STEPS, SENSEI_RATIO, SENSEI_BATCH = 250_000, 512, 16 * 64
-
-
-def hardware() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "python": sys.version.split()[0], "cpu": cpu,
-            "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def make_env(name: str):
@@ -129,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     results = [measure(p, args) for p in args.presets.split(",")]
     print(json.dumps({
-        "benchmark": "dreamer_train_throughput", "hardware": hardware(), "results": results,
+        "benchmark": "dreamer_train_throughput", "hardware": describe_hardware(), "results": results,
         "skipped": {"reference_dreamerv3": "PyPI dreamerv3 1.5.0 pins gym==0.19.0, which fails to build with current "
                     "pip/setuptools (invalid extras_require), and needs tensorflow-cpu + tensorflow_probability + "
                     "a 2023 jax that cannot coexist with jax 0.10"},

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import jax
@@ -26,21 +24,10 @@ from sensei_jax.vlm.annotate import _score
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.model import LlavaModel, parameter_bytes, parameter_count
 from sensei_jax.vlm.params import random_model
+from sensei_jax.hardware import describe as describe_hardware
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per device
 TEXT_TOKENS = 110  # the default Robodesk question and chat template with 2 images, rounded up
-
-
-def hardware() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "jax_backend": jax.default_backend(), "jax_devices": [str(d) for d in jax.devices()],
-            "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__}
 
 
 def device_random_model(cfg: LlavaConfig, dtype, seed: int = 0) -> LlavaModel:
@@ -95,7 +82,7 @@ def main() -> None:
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops_per_call = float(cost.get("flops", float("nan")))
     result = {
-        "benchmark": "vlm_throughput", "model": args.model, "dtype": args.dtype, "hardware": hardware(),
+        "benchmark": "vlm_throughput", "model": args.model, "dtype": args.dtype, "hardware": describe_hardware(),
         "parameters": parameter_count(abstract), "weight_bytes": parameter_bytes(abstract),
         "weight_gib": parameter_bytes(abstract) / 2**30, "image_tokens_per_image": cfg.image_seq_length,
         "prompt_tokens": length, "padded_tokens": int(len(ids)), "pairs_per_call": batch,

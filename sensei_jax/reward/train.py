@@ -27,7 +27,6 @@ import dataclasses
 import functools
 import io as stdio
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +38,7 @@ import optax
 
 from sensei_jax import io
 from sensei_jax.checkpoint import Checkpointer
+from sensei_jax.hardware import describe as describe_hardware
 from sensei_jax.metrics import MetricsWriter
 from sensei_jax.progress import bar
 from sensei_jax.reward.config import RewardConfig
@@ -240,13 +240,6 @@ def _read_curve(path: Path) -> list[dict]:
             for row in csv.DictReader(path.read_text().splitlines())]
 
 
-def _hardware() -> dict[str, Any]:
-    device = jax.devices()[0]
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "jax_backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
-            "num_devices": jax.device_count()}
-
-
 def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: str | Path,
           progress: bool = True) -> dict[str, Any]:
     """Trains (or resumes training of) the reward model on labels `preferences` of `dataset`; returns the summary.
@@ -356,7 +349,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
         "dropped_unknown": int((~known).sum()), "dataset": str(dataset.directory), "num_pairs": len(dataset),
         "label_counts": {name: int(c) for name, c in zip(("first", "second", "tie", "unknown"), counts)},
         "final": curve[-1], "reward_stats": stats, "model": model_cfg.to_dict(),
-        "train_seconds_this_session": time.time() - started, "hardware": _hardware(),
+        "train_seconds_this_session": time.time() - started, "hardware": describe_hardware(),
     }
     io.write_json(summary_path, summary)
     return summary
