@@ -7,8 +7,8 @@ import pytest
 
 from sensei_jax import config as config_lib
 from sensei_jax import io
-from sensei_jax.metrics import read_jsonl
 from sensei_jax.dreamer.sensei import ENSEMBLE
+from sensei_jax.metrics import read_jsonl
 from sensei_jax.pipeline import collect, pairs
 
 NUM_CHUNKS, CHUNK_STEPS, WORLDS = 4, 4, 2

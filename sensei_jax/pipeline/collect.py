@@ -43,8 +43,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import zipfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
