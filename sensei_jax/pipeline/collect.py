@@ -1,8 +1,13 @@
 """Stage `collect`: exploration rollouts with the vectorized Robodesk env, stored as frames and simulator states.
 
-SENSEI drew its annotation pairs from the replay of Plan2Explore runs (3.2M transitions). Here the policy is a
-smooth random walk in action space (`collect.policy: random`), which already reaches the objects on a desk this
-small; every step of every world is stored so that the pair sampler can re-render any frame later.
+SENSEI drew its annotation pairs from the replay of Plan2Explore runs (3.2M transitions). Two policies:
+  `collect.policy: random` (default) a smooth random walk in action space, which already reaches the objects on a
+      desk this small;
+  `collect.policy: p2x` a Plan2Explore agent (DreamerV3 with the disagreement reward only, as SENSEI used), built
+      as the `explore` stage builds its p2x agent (sections `dreamer` and `explore`, behaviour forced to p2x, no
+      task heads) and run by the DreamerV3 loop (`Trainer`), which trains it while it collects; the loop's
+      `record_fn` hands back exactly `step_record` of the state each action led to.
+Every step of every world is stored either way, so that the pair sampler can re-render any frame later.
 
 Writes `run_dir/collect/`:
 
@@ -17,19 +22,29 @@ Writes `run_dir/collect/`:
         distance     float32 [T, B, D]        gripper distance to each target (DISTANCE_NAMES order)
         drawer_qpos  float32 [T, B]
         stack_error  float32 [T, B]           distance of the upright block from "stacked on the flat block"
-    carry_00000.npz ...   the env state, action and step after each chunk, so a killed run resumes exactly
-    meta.json             sizes, names, num_chunks, steps/s
+    carry_00000.npz ...   random: the env state, action and step after each chunk, so a killed run resumes exactly
+    agent/                p2x: the loop's checkpoints/ (agent, replay, envs, counters; one, saved after every
+                          chunk), metrics.jsonl and TensorBoard events (losses incl. the ensemble's, train steps)
+    meta.json             sizes, names, num_chunks, steps/s (p2x: also train_steps and the last train metrics)
 
-A chunk is the unit of resumption: the stage restarts after the last complete chunk, from the saved carry, and the
-per-step random keys depend only on (seed, chunk, step), so a resumed collection equals an uninterrupted one.
+A chunk is the unit of resumption. random: the stage restarts after the last complete chunk, from the saved carry,
+and the per-step random keys depend only on (seed, chunk, step), so a resumed collection equals an uninterrupted
+one. p2x: one compiled collection call of the loop is one chunk (`collect_steps = collect.chunk_steps`) and the
+loop checkpoints after each, so a killed run resumes from the checkpoint of the last chunk whose training finished
+(agent, replay, envs and keys, so it repeats the same steps). A chunk already on disk is never rewritten: if the
+process died between writing a chunk and checkpointing after it, that chunk is collected again by the resumed
+agent and the file on disk is kept (the loop repeats steps exactly, so both are the same). Without a checkpoint
+the agent starts afresh (e.g. after deleting agent/), still keeping the chunks found; use `--force collect` to
+redo a collection from scratch.
 """
 
 from __future__ import annotations
 
 import argparse
-import zipfile
+import dataclasses
 import json
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +186,33 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     out = Path(run_dir) / "collect"
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(cfg)
+    if cfg.collect.policy == "p2x":
+        meta = collect_p2x(cfg, env, out)
+    else:
+        meta = collect_random(cfg, env, out)
+    io.write_json(out / "meta.json", meta)
+    transitions = meta["num_chunks"] * meta["chunk_steps"] * meta["num_envs"]
+    interactions = interaction_totals(out)
+    summary = {"transitions": transitions, "env_steps_per_second": round(meta.get("env_steps_per_second", 0.0), 1),
+               "interactions": interactions}
+    if "train_steps" in meta:
+        summary["train_steps"] = meta["train_steps"]
+    return summary
+
+
+def _meta(cfg: Config, out: Path, num_chunks: int, record_shapes: dict | None) -> dict[str, Any]:
+    meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "num_envs": cfg.env.num_envs,
+            "policy": cfg.collect.policy, "interaction_names": list(INTERACTION_NAMES),
+            "distance_names": list(DISTANCE_NAMES), "success_names": sorted(TASKS),
+            "image_size": cfg.env.image_size, "camera": cfg.env.camera}
+    if record_shapes is None:
+        record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0).items()}
+    meta["chunk_shapes"] = record_shapes
+    return meta
+
+
+def collect_random(cfg: Config, env, out: Path) -> dict[str, Any]:
+    """The smooth random walk, resumed exactly from the carry of the last complete chunk. Returns meta.json."""
     num_envs = cfg.env.num_envs
     chunk_steps = cfg.collect.chunk_steps
     num_chunks = -(-cfg.collect.steps // chunk_steps)
@@ -208,20 +250,65 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     bar.close()
     seconds = time.time() - start if start is not None else 0.0
 
-    meta = {"num_chunks": num_chunks, "chunk_steps": chunk_steps, "num_envs": num_envs, "policy": cfg.collect.policy,
-            "interaction_names": list(INTERACTION_NAMES), "distance_names": list(DISTANCE_NAMES),
-            "success_names": sorted(TASKS),
-            "image_size": cfg.env.image_size, "camera": cfg.env.camera}
-    if record_shapes is None:
-        record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0).items()}
-    meta["chunk_shapes"] = record_shapes
+    meta = _meta(cfg, out, num_chunks, record_shapes)
     if stepped:
         meta["env_steps_per_second"] = stepped / max(seconds, 1e-9)
-    io.write_json(out / "meta.json", meta)
-    transitions = num_chunks * chunk_steps * num_envs
-    interactions = interaction_totals(out)
-    return {"transitions": transitions, "env_steps_per_second": round(meta.get("env_steps_per_second", 0.0), 1),
-            "interactions": interactions}
+    return meta
+
+
+def collect_p2x(cfg: Config, env, out: Path) -> dict[str, Any]:
+    """Plan2Explore (disagreement only) collecting and training at once, on the DreamerV3 loop; one loop collection
+    call per chunk, a checkpoint after each (see the module docstring). Returns meta.json."""
+    from sensei_jax.dreamer import loop as loop_lib
+    from sensei_jax.metrics import MetricsWriter
+    from sensei_jax.pipeline import explore as explore_stage
+
+    num_envs, chunk_steps = cfg.env.num_envs, cfg.collect.chunk_steps
+    num_chunks = -(-cfg.collect.steps // chunk_steps)
+    per_chunk = chunk_steps * num_envs  # env steps of all worlds in one chunk (the loop counts these)
+    total = num_chunks * per_chunk
+    settings = dataclasses.replace(cfg.explore, behaviour="p2x", steps=total, collect_chunk=chunk_steps,
+                                   checkpoint_every=per_chunk, task_heads=())
+    explorer = explore_stage.Explorer(settings, explore_stage.dreamer_config(cfg), env, num_envs, reward_model=None,
+                                      seed=cfg.run.seed, tasks=(), train=cfg.train)
+    agent_dir = out / "agent"
+
+    def record(step, next_env, hook_args):  # the state the action led to, before any reset: as the random walk
+        return step_record(env, next_env)
+
+    trainer = loop_lib.Trainer(explorer.train_cfg, explorer.agent, env, agent_dir, seed=cfg.run.seed,
+                               store_fn=explorer._store, record_fn=record, hook_args=None)
+    record_shapes: dict[str, list[int]] | None = None
+    timing = {"start": None, "stepped": 0}
+
+    def on_collect(outputs: dict[str, Any], first_step: int) -> None:
+        nonlocal record_shapes
+        if first_step % per_chunk:
+            raise rundir.StageError(f"the collection agent in {agent_dir} resumed at env step {first_step}, not at "
+                                    f"a chunk boundary ({per_chunk} env steps): rerun with --force collect")
+        chunk = first_step // per_chunk
+        records = outputs["records"]
+        chunk_data = {k: np.asarray(records[k]) for k in CHUNK_KEYS}
+        record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
+        if not _chunk_path(out, chunk).exists():  # a finished chunk is never rewritten
+            io.write_npz(_chunk_path(out, chunk), **chunk_data)
+        if timing["start"] is None:
+            timing["start"] = time.time()  # measured from the second chunk on (the first one compiles)
+        else:
+            timing["stepped"] += per_chunk
+
+    writer = MetricsWriter(agent_dir)
+    try:
+        result = trainer.run(total, writer, on_collect=on_collect)
+    finally:
+        writer.close()
+    meta = _meta(cfg, out, num_chunks, record_shapes)
+    if timing["stepped"]:
+        meta["env_steps_per_second"] = timing["stepped"] / max(time.time() - timing["start"], 1e-9)
+    meta["train_steps"] = int(result["train_steps"])
+    meta["train_metrics"] = {k: float(v) for k, v in result["train_metrics"].items() if k.startswith("loss/")}
+    meta["agent"] = {"behaviour": "p2x", "checkpoint": str(agent_dir / "checkpoints")}
+    return meta
 
 
 # ----------------------------------------------------------------------------------------------------------------

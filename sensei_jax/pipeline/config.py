@@ -10,7 +10,11 @@ from typing import Literal
 class CollectConfig:
     """Exploration rollouts that feed the pair sampler (SENSEI used 3.2M transitions of 4 Plan2Explore runs)."""
 
-    policy: Literal["random"] = "random"
+    # random: a smooth random walk. p2x: a Plan2Explore (disagreement-only) DreamerV3 agent that trains while it
+    # collects, as SENSEI's data came from; its network, ensemble and schedule (prefill, train ratio, batch, replay,
+    # log_every) come from the `dreamer` and `explore` sections, one loop collection call per chunk; its first
+    # explore.prefill env steps (all worlds together) take uniform random actions, as in the explore stage.
+    policy: Literal["random", "p2x"] = "random"
     steps: int = 2_000  # policy steps per world; total transitions = steps * env.num_envs
     chunk_steps: int = 250  # policy steps per world in one chunk file (the unit of resumption)
     # Random policy: a smooth random walk, so the arm travels instead of jittering in place. Each step the action
