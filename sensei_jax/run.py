@@ -62,6 +62,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     parser.add_argument("--config", help="YAML config file (default: the embedded configs/default.yaml)")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE",
                         help="rerun this stage (and the ones after it) even if its outputs are complete")
+    parser.add_argument("--stop-after", metavar="STAGE",
+                        help="with no command: stop the pipeline after this stage (e.g. distill)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         commands.add_parser(name, help=help_text, allow_abbrev=False, add_help=False)

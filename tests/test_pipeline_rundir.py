@@ -110,3 +110,24 @@ def test_partial_outputs_of_an_unfinished_stage_are_discarded_when_its_config_ch
     assert (run.stage_dir("explore") / "checkpoint").exists()
     rundir.open_run(_cfg(tmp_path, explore__steps=8))
     assert not run.stage_dir("explore").exists()
+
+
+def test_stop_after_ends_the_pipeline_after_that_stage(tmp_path, monkeypatch, capsys):
+    from sensei_jax.pipeline import runner
+    from sensei_jax.run import main
+
+    ran = []
+
+    def stage(name):
+        def run_stage(cfg, run_dir):
+            ran.append(name)
+            return {"stage": name}
+
+        return run_stage
+
+    # The bookkeeping under test is the runner's loop; each stage only records that it was called.
+    monkeypatch.setattr(runner, "stage_function", stage)
+    assert main(["--run.root", str(tmp_path), "--stop-after", "annotate"]) == 0
+    assert ran == ["collect", "pairs", "annotate"]
+    assert main(["--run.root", str(tmp_path), "--stop-after", "annotat"]) == 2
+    assert "'annotat' is not a stage" in capsys.readouterr().out

@@ -65,7 +65,9 @@ def preflight(cfg: Config) -> None:
 
 def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_after: str | None = None,
                  log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """Runs (or skips, or resumes) every stage; returns each stage's summary."""
+    """Runs (or skips, or resumes) every stage, up to `stop_after` if given; returns each stage's summary."""
+    if stop_after is not None and stop_after not in rundir.STAGES:
+        raise config_lib.ConfigError(f"--stop-after {stop_after!r} is not a stage; stages: {', '.join(rundir.STAGES)}")
     preflight(cfg)
     run = rundir.open_run(cfg, force)
     log(f"run folder {run.path} (config {run.config_path})")
@@ -123,7 +125,7 @@ def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str
 def main(args: argparse.Namespace, cfg: Config) -> int:
     start = time.time()
     try:
-        run_pipeline(cfg, force=getattr(args, "force", []) or [])
+        run_pipeline(cfg, force=getattr(args, "force", []) or [], stop_after=getattr(args, "stop_after", None))
     except (rundir.StageError, config_lib.ConfigError) as error:
         print(f"error: {error}")
         return 2
