@@ -1,13 +1,13 @@
 """A tiny SENSEI exploration on the PointReach toy env: the semantic reward steers where the agent goes.
 
-The "reward model" scores an image by the red (agent blob) intensity in its top-right quadrant, i.e. it prefers one
-visible feature: the agent being in the top-right corner. SENSEI with that reward must spend more steps in the
-corner than disagreement-only Plan2Explore with the same budget and seed.
+The reward model is a real Motif reward model (sensei_jax.reward), distilled here from pairs of PointReach frames
+labelled by one visible feature: the agent's blob further toward the top-right corner is preferred. SENSEI with
+that reward must spend more steps in the corner than disagreement-only Plan2Explore with the same budget and seed.
 """
 
 import json
 
-import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -17,6 +17,9 @@ from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.explore_config import ExploreConfig
 from sensei_jax.envs.toy import PointReach
 from sensei_jax.pipeline.explore import Explorer, InteractionLog
+from sensei_jax.reward import train as reward_train
+from sensei_jax.reward.config import RewardConfig
+from sensei_jax.reward.dataset import FIRST, SECOND, TIE, PairDataset
 
 STEPS = 1536
 
@@ -29,18 +32,28 @@ class CornerReach(PointReach):
         return {**info, "interaction_flags": {"corner": (position[0] > 0.4) & (position[1] > 0.4)}}
 
 
-@flax.struct.dataclass
-class RedCornerScorer:
-    """An image scorer (the reward model's interface): mean red intensity in the image's top-right quadrant."""
+def distill_corner_reward_model(out_dir, num_pairs: int = 512, seed: int = 0):
+    """Trains the Motif reward model on frame pairs whose label prefers the agent nearer the top-right corner."""
+    rng = np.random.default_rng(seed)
+    positions = rng.uniform(-0.9, 0.9, (num_pairs, 2, 2)).astype(np.float32)
+    target = jnp.asarray((-0.5, -0.5), jnp.float32)
+    render = jax.jit(jax.vmap(lambda p: PointReach._render(p, target, 16)))
+    images = np.asarray(render(jnp.asarray(positions.reshape(-1, 2)))).reshape(num_pairs, 2, 16, 16, 3)
+    corner_score = positions.sum(-1)  # x + y: larger toward the top-right corner
+    gap = corner_score[:, 0] - corner_score[:, 1]
+    labels = np.where(np.abs(gap) < 0.05, TIE, np.where(gap > 0, FIRST, SECOND)).astype(np.int8)
+    dataset = PairDataset.create(out_dir / "pairs", num_pairs, image_shape=(16, 16, 3), state_size=2)
+    dataset.images[:] = images
+    dataset.states[:] = positions
+    dataset.flush()
+    dataset.save_preferences("corner", labels)
+    cfg = RewardConfig(image_size=64, channels=(8, 16, 16), hidden=64, epochs=8, batch_size=32, learning_rate=1e-3)
+    summary = reward_train.train(dataset, "corner", cfg, out_dir / "distill", progress=False)
+    assert summary["best_val_accuracy"] > 0.9, summary
+    return reward_train.load_reward_model(out_dir / "distill")
 
-    scale: float = 0.04
 
-    def reward(self, images):
-        half = images.shape[-3] // 2
-        return images[..., :half, half:, 0].astype(jnp.float32).mean((-1, -2)) * self.scale
-
-
-def explore(behaviour: str, out_dir, **switch):
+def explore(behaviour: str, out_dir, reward_model, **switch):
     env = CornerReach(image_size=16, episode_length=32, random_target=False, fixed_target=(-0.5, -0.5))
     cfg = ExploreConfig(behaviour=behaviour, steps=STEPS, ensemble_size=4, ensemble_units=32, ensemble_layers=1,
                         batch_size=8, batch_length=16, train_ratio=64.0, replay_capacity=8192, prefill=256,
@@ -48,7 +61,7 @@ def explore(behaviour: str, out_dir, **switch):
                         **switch)
     dreamer = DreamerConfig.tiny(imag_horizon=5, encoder_keys=("position",), decoder_keys=("position",),
                                  model_lr=1e-3, actor_lr=1e-3, critic_lr=1e-3)
-    explorer = Explorer(cfg, dreamer, env, num_envs=4, reward_model=RedCornerScorer(), seed=0)
+    explorer = Explorer(cfg, dreamer, env, num_envs=4, reward_model=reward_model, seed=0)
     return explorer.run(out_dir, log=lambda _: None)
 
 
@@ -58,8 +71,9 @@ def runs(tmp_path_factory):
     # The disagreement-only run is SENSEI's agent with semantic weight 0 in both modes, which is what behaviour
     # `p2x` optimizes (its fixed weights are tested in test_sensei_components.py); sharing the agent's program lets
     # the second run reuse the first one's compilation from the persistent cache.
-    return {"sensei": (explore("sensei", root / "sensei"), root / "sensei"),
-            "p2x": (explore("sensei", root / "p2x", go_weights=(0.0, 1.0), explore_weights=(0.0, 1.0)),
+    reward_model = distill_corner_reward_model(root)
+    return {"sensei": (explore("sensei", root / "sensei", reward_model), root / "sensei"),
+            "p2x": (explore("sensei", root / "p2x", reward_model, go_weights=(0.0, 1.0), explore_weights=(0.0, 1.0)),
                     root / "p2x")}
 
 
