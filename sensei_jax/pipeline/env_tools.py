@@ -3,7 +3,7 @@
     python -m sensei_jax.run env info
     python -m sensei_jax.run env rollout --task open_drawer --steps 100 --out DIR [--num-envs 1] [--policy random]
 
-`rollout` writes DIR/frames/step_XXXX.png (world 0, the env camera), DIR/rollout.gif, and DIR/rollout.json with
+`rollout` writes DIR/frames/step_0000.png, step_0001.png, ... (world 0, the env camera), DIR/rollout.gif, and DIR/rollout.json with
 per-step rewards, dones, interaction flags and success flags of every world, plus timing.
 """
 
