@@ -141,22 +141,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """Builds dataclass `cls` from `data`, starting from its defaults. Unknown keys raise, naming the dotted key."""
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else str(name)
-        if name not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key '{key}' (known keys here: {known})")
-        kwargs[name] = _coerce(value, hints[name], key)
-    try:
-        instance = cls(**kwargs)
-    except (TypeError, ValueError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"invalid config section '{prefix or cls.__name__}': {error}") from error
-    return instance
+    return merge(cls(), data, prefix=prefix)
 
 
 def merge(cfg: Any, data: dict[str, Any], prefix: str = "") -> Any:
