@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from sensei_jax import config as config_lib
 from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.dreamer.explore_config import ExploreConfig
+from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.hardware import describe as describe_hardware
-from sensei_jax.pipeline.explore import Explorer, make_env
+from sensei_jax.envs.robodesk import Robodesk
+from sensei_jax.explore.explorer import Explorer
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.model import RewardModel, RewardModelConfig, init_params
 
@@ -51,7 +51,7 @@ def main() -> None:
     else:
         cfg = config_lib.load(args.config or "configs/robodesk_sensei_tiny.yaml",
                               ["--explore.behaviour", args.behaviour, "--explore.prefill", "0"])
-        env, num_envs, explore, dreamer = make_env(cfg), cfg.env.num_envs, cfg.explore, cfg.dreamer
+        env, num_envs, explore, dreamer = Robodesk.from_config(cfg.env), cfg.env.num_envs, cfg.explore, cfg.dreamer
         reward_model = random_reward_model()
     explore = dataclasses.replace(explore, log_every=10**9, checkpoint_every=10**9)
     explorer = Explorer(explore, dreamer, env, num_envs, reward_model=reward_model)

@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.dreamer.explore_config import ExploreConfig
+from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.envs.robodesk.config import RobodeskConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig

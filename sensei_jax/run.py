@@ -5,8 +5,10 @@ the embedded default config, or on `--config FILE`. Every pipeline stage is also
 tools (`env`, `train`, `transfer`) sit beside them. Config overrides name a section and a key (`--explore.steps
 1000`); anything else after the command is that command's own flags.
 
-Each command lives in a module with `add_arguments(parser)` and `main(args, cfg)`; this file only dispatches, and
-imports a command's module only when that command runs, so `--help` stays fast.
+The commands are the stage registry (`pipeline/stages.py`): each lives in a module with `main(args, cfg)` and
+optionally `add_arguments(parser)`. This file dispatches, imports a command's module only when that command runs
+(so `--help` stays fast), and turns the errors a user can fix (a bad config, a missing or corrupt input file, a
+bad flag value) into one `error: ...` line on stderr and exit status 2, for every command alike.
 """
 
 from __future__ import annotations
@@ -16,21 +18,28 @@ import importlib
 import sys
 
 from sensei_jax import config as config_lib
+from sensei_jax.pipeline import stages
 
-# name -> (module, one-line help). Pipeline stages first, in the order `run` executes them.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "collect": ("sensei_jax.pipeline.collect", "roll out the vectorized Robodesk env and store frames and states"),
-    "pairs": ("sensei_jax.pipeline.pairs", "sample image pairs and re-render them for the annotator"),
-    "annotate": ("sensei_jax.pipeline.annotate", "label image pairs with a VLM (llava), the oracle or at random"),
-    "distill": ("sensei_jax.pipeline.distill", "train the Motif reward model on the labelled pairs"),
-    "explore": ("sensei_jax.pipeline.explore", "SENSEI exploration: DreamerV3 + Plan2Explore + semantic reward"),
-    "evaluate": ("sensei_jax.pipeline.evaluate", "interaction and success counts of the exploration runs"),
-    "report": ("sensei_jax.pipeline.report", "write report.md and the plots"),
-    "train": ("sensei_jax.pipeline.train", "plain DreamerV3 on a task reward"),
-    "transfer": ("sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint"),
-    "env": ("sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`"),
-}
-PIPELINE_MODULE = "sensei_jax.pipeline.runner"
+COMMANDS = stages.STAGES  # name -> Stage, pipeline stages first in run order, then the tools
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: shown as one line, without a traceback. Their messages name the
+    file, key or value. (Imported here, not at the top, so that `--help` imports no stage library.)"""
+    from sensei_jax.envs.robodesk.assets import AssetsError
+    from sensei_jax.pipeline.rundir import StageError
+    from sensei_jax.reward.dataset import DatasetError
+
+    return config_lib.ConfigError, StageError, DatasetError, AssetsError, FileNotFoundError, ValueError
+
+
+def run_command(fn, *args) -> int:
+    """Runs a command's `main`; a user error becomes `error: ...` on stderr and exit status 2."""
+    try:
+        return int(fn(*args) or 0)
+    except user_errors() as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -65,8 +74,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     parser.add_argument("--stop-after", metavar="STAGE",
                         help="with no command: stop the pipeline after this stage (e.g. distill)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        commands.add_parser(name, help=help_text, allow_abbrev=False, add_help=False)
+    for name, stage in COMMANDS.items():
+        commands.add_parser(name, help=stage.help, allow_abbrev=False, add_help=False)
     return parser, commands
 
 
@@ -95,19 +104,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"error: {error}\n")
 
     if args.command is None:
-        module = importlib.import_module(PIPELINE_MODULE)
-        return int(module.main(args, cfg) or 0)
+        return run_command(importlib.import_module(stages.RUNNER_MODULE).main, args, cfg)
 
-    module_name, help_text = COMMANDS[args.command]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"python -m sensei_jax.run {args.command}", description=help_text,
+    stage = COMMANDS[args.command]
+    module = stage.load()
+    sub = argparse.ArgumentParser(prog=f"python -m sensei_jax.run {args.command}", description=stage.help,
                                   allow_abbrev=False)
-    module.add_arguments(sub)
+    if stage.pipeline:
+        sub.add_argument("--force", action="store_true",
+                         help="redo this stage even if it is done (later stages of the run are forgotten too)")
+    if stage.arguments and hasattr(module, stage.arguments):
+        getattr(module, stage.arguments)(sub)
     sub_args = sub.parse_args(tail)
     for key, value in vars(args).items():
         if not hasattr(sub_args, key):
             setattr(sub_args, key, value)
-    return int(module.main(sub_args, cfg) or 0)
+    return run_command(getattr(module, stage.command), sub_args, cfg)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 
 from sensei_jax import config as config_lib
 from sensei_jax import io
-from sensei_jax.pipeline import collect, pairs, rundir, runner
+from sensei_jax.pipeline import collect, collection, pairs, rundir, runner
 from sensei_jax.pipeline import annotate as annotate_stage
 from sensei_jax.reward.dataset import PairDataset
 
@@ -46,14 +46,14 @@ def finished_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
 
     # Kill 1: right after the first collect chunk (and its carry) reached the disk.
-    real_save_carry = collect._save_carry
+    real_save_carry = collect.save_carry
 
     def save_then_die(path, *args):
         real_save_carry(path, *args)
         if path.name == "carry_00000.npz":
             raise Interrupted(path)
 
-    mp.setattr(collect, "_save_carry", save_then_die)
+    mp.setattr(collect, "save_carry", save_then_die)
     with pytest.raises(Interrupted):
         runner.run_pipeline(cfg, log=lambda m: None)
     mp.undo()
@@ -97,7 +97,7 @@ def test_every_stage_is_done_and_every_artifact_exists(finished_run):
     assert evaluation["runs"]["sensei"]["steps"] == evaluation["runs"]["p2x"]["steps"] >= cfg.explore.steps
     # Collection: 8 steps x 2 worlds, all frames stored; pairs re-rendered from states equal the stored frames
     # (same camera and size here).
-    data = collect.load_collection(run.stage_dir("collect"), ("image",))
+    data = collection.load_collection(run.stage_dir("collect"), ("image",))
     assert data["image"].shape == (16, 64, 64, 3)
     dataset = PairDataset.open(run.path / "pairs")
     source = dataset.load_array("source_index")
@@ -117,8 +117,8 @@ def test_a_finished_run_is_skipped_and_the_resumed_collection_equals_an_uninterr
     fresh_run = rundir.open_run(fresh)
     fresh_run.run("collect", lambda: collect.run_stage(fresh, fresh_run.path), log=lambda m: None)
     keys = ("image", "state", "interaction", "reward")
-    a = collect.load_collection(run.stage_dir("collect"), keys)
-    b = collect.load_collection(fresh_run.stage_dir("collect"), keys)
+    a = collection.load_collection(run.stage_dir("collect"), keys)
+    b = collection.load_collection(fresh_run.stage_dir("collect"), keys)
     for key in keys:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 

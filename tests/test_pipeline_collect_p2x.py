@@ -7,9 +7,10 @@ import pytest
 
 from sensei_jax import config as config_lib
 from sensei_jax import io
-from sensei_jax.dreamer.sensei import ENSEMBLE
+from sensei_jax.explore.sensei import ENSEMBLE
 from sensei_jax.metrics import read_jsonl
-from sensei_jax.pipeline import collect, pairs
+from sensei_jax.pipeline import collect, collection, pairs
+from sensei_jax.pipeline.envs import make_env
 
 NUM_CHUNKS, CHUNK_STEPS, WORLDS = 4, 4, 2
 MICRO = {
@@ -45,7 +46,7 @@ def collected(tmp_path_factory):
         collect.run_stage(cfg, root / "p2x")
     mp.undo()
     assert not (out / "meta.json").exists() and not (out / "chunk_00002.npz").exists()
-    first_run = collect.load_chunk(out, 1)
+    first_run = collection.load_chunk(out, 1)
     (out / "chunk_00001.npz").rename(out / "first_run_chunk_00001.npz")
     summary = collect.run_stage(cfg, root / "p2x")
     return cfg, out, summary, first_run
@@ -53,25 +54,25 @@ def collected(tmp_path_factory):
 
 def test_p2x_chunks_have_the_random_walk_format(collected):
     cfg, out, summary, _ = collected
-    env = collect.make_env(cfg)
-    meta = collect.read_meta(out)
+    env = make_env(cfg)
+    meta = collection.read_meta(out)
     assert meta["policy"] == "p2x" and meta["num_chunks"] == NUM_CHUNKS
     assert summary["transitions"] == NUM_CHUNKS * CHUNK_STEPS * WORLDS
     size, state_size = cfg.env.image_size, env.physics_state(env.reset(jax.random.key(0))).shape[-1]
     expected = {"image": ((size, size, 3), np.uint8), "state": ((state_size,), np.float32),
-                "interaction": ((len(collect.INTERACTION_NAMES),), np.bool_),
+                "interaction": ((len(collection.INTERACTION_NAMES),), np.bool_),
                 "success": ((len(meta["success_names"]),), np.bool_), "reward": ((), np.float32),
                 "done": ((), np.bool_), "episode_step": ((), np.int32),
-                "distance": ((len(collect.DISTANCE_NAMES),), np.float32), "drawer_qpos": ((), np.float32),
+                "distance": ((len(collection.DISTANCE_NAMES),), np.float32), "drawer_qpos": ((), np.float32),
                 "stack_error": ((), np.float32)}
     for index in range(NUM_CHUNKS):
-        chunk = collect.load_chunk(out, index)
-        assert set(chunk) == set(collect.CHUNK_KEYS)
+        chunk = collection.load_chunk(out, index)
+        assert set(chunk) == set(collection.CHUNK_KEYS)
         for key, (shape, dtype) in expected.items():
             assert chunk[key].shape == (CHUNK_STEPS, WORLDS, *shape), (index, key)
             assert chunk[key].dtype == dtype, (index, key)
     assert not list(out.glob("carry_*.npz"))  # p2x resumes from the agent's checkpoint instead
-    data = collect.load_collection(out, ("image", "state", "episode_step", "done"))
+    data = collection.load_collection(out, ("image", "state", "episode_step", "done"))
     assert data["image"].shape[0] == NUM_CHUNKS * CHUNK_STEPS * WORLDS
     # Episodes of 8 policy steps over 16 steps: every (self-resetting) world finishes one and starts another.
     assert data["done"].sum() >= WORLDS and data["episode_step"].min() == 0
@@ -80,7 +81,7 @@ def test_p2x_chunks_have_the_random_walk_format(collected):
 
     # Stored states restore to the stored frames (what `pairs` relies on), sampled across chunks and worlds.
     picks = np.array([0, 9, 17, len(data["state"]) - 1])
-    renderer = pairs.build_renderer(collect.make_env(cfg, render_images=False), cfg.env.camera, size)
+    renderer = pairs.build_renderer(make_env(cfg, render_images=False), cfg.env.camera, size)
     frames = np.asarray(renderer(data["state"][picks]))
     np.testing.assert_array_equal(frames, data["image"][picks])
 
@@ -99,6 +100,6 @@ def test_a_resumed_p2x_collection_repeats_the_chunk_after_its_checkpoint(collect
     # Killed after writing chunk 1 but before checkpointing after it: the agent resumed from the checkpoint after
     # chunk 0 and collected chunk 1 again, the same steps (which is why an existing chunk file may be kept).
     _, out, _, first_run = collected
-    again = collect.load_chunk(out, 1)
-    for key in collect.CHUNK_KEYS:
+    again = collection.load_chunk(out, 1)
+    for key in collection.CHUNK_KEYS:
         np.testing.assert_array_equal(again[key], first_run[key], err_msg=key)

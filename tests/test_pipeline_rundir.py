@@ -96,7 +96,7 @@ def test_llava_without_checkpoint_fails_before_any_work_saying_what_to_pass(tmp_
     with pytest.raises(config_lib.ConfigError, match="--vlm.path DIR"):
         runner.preflight(cfg)
     code = main(["--run.root", str(tmp_path), "--annotate.annotator", "llava"])
-    assert code == 2 and "--vlm.path" in capsys.readouterr().out
+    assert code == 2 and "--vlm.path" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "default").exists()
     with pytest.raises(config_lib.ConfigError, match="not a directory"):
         runner.preflight(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path / "missing")))
@@ -130,4 +130,4 @@ def test_stop_after_ends_the_pipeline_after_that_stage(tmp_path, monkeypatch, ca
     assert main(["--run.root", str(tmp_path), "--stop-after", "annotate"]) == 0
     assert ran == ["collect", "pairs", "annotate"]
     assert main(["--run.root", str(tmp_path), "--stop-after", "annotat"]) == 2
-    assert "'annotat' is not a stage" in capsys.readouterr().out
+    assert "'annotat' is not a stage" in capsys.readouterr().err

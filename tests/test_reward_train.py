@@ -121,9 +121,9 @@ def test_cli_resumes_after_last_epoch_and_checks_inputs(trained, capsys):
     assert stage_summary == json.loads((out / "summary.json").read_text())
     # A different label set cannot resume into the same folder; missing labels are named.
     assert run.main([*args[:4], "ground_truth", *args[5:]]) == 2
-    assert "cannot resume" in capsys.readouterr().out
+    assert "cannot resume" in capsys.readouterr().err
     assert run.main([*args[:4], "nope", *args[5:]]) == 2
-    assert "no preference labels 'nope'" in capsys.readouterr().out
+    assert "no preference labels 'nope'" in capsys.readouterr().err
 
 
 def test_preferences_resolution_and_all_unknown(tmp_path, trained):

@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 from sensei_jax import config as config_lib
-from sensei_jax.dreamer import plan2explore
-from sensei_jax.dreamer.explore_config import ExploreConfig
-from sensei_jax.dreamer.sensei import GoExploreSwitch, clip_semantic
+from sensei_jax.explore import plan2explore
+from sensei_jax.explore.config import ExploreConfig
+from sensei_jax.explore.sensei import GoExploreSwitch, clip_semantic
 
 CELLS = 16
 

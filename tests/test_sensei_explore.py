@@ -14,9 +14,10 @@ import pytest
 
 from sensei_jax import io
 from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.dreamer.explore_config import ExploreConfig
+from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.envs.toy import PointReach
-from sensei_jax.pipeline.explore import Explorer, InteractionLog
+from sensei_jax.explore.explorer import Explorer
+from sensei_jax.explore.interactions import InteractionLog
 from sensei_jax.reward import train as reward_train
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.dataset import FIRST, SECOND, TIE, PairDataset

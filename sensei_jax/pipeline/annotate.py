@@ -192,7 +192,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotator", choices=("llava", "oracle", "random"),
                         help="shorthand for --annotate.annotator")
     parser.add_argument("--name", help="label set name (shorthand for --annotate.name)")
-    parser.add_argument("--force", action="store_true", help="redo the stage in the run folder even if done")
 
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
@@ -200,20 +199,16 @@ def main(args: argparse.Namespace, cfg: Config) -> int:
     if updates:
         cfg = dataclasses.replace(cfg, annotate=dataclasses.replace(cfg.annotate, **updates))
     if args.dataset:
-        from sensei_jax.reward.dataset import DatasetError
         from sensei_jax.vlm.annotate import make_annotator
 
-        try:
-            dataset = PairDataset.open(args.dataset)
-            dataset.require_complete()
-        except (DatasetError, FileNotFoundError) as error:
-            raise SystemExit(f"error: {error}") from error
+        dataset = PairDataset.open(args.dataset)
+        dataset.require_complete()
         out = Path(args.out) if args.out else Path(args.dataset) / "annotate"
         summary = annotate_dataset(dataset, make_annotator(cfg), cfg, out)
     else:
         from sensei_jax.pipeline import rundir
 
-        summary = rundir.run_single_stage("annotate", cfg, run_stage, force=["annotate"] if args.force else [])
+        summary = rundir.run_single_stage("annotate", cfg, run_stage, force=args.force)
     rate = summary.get("pairs_per_second")
     print(f"annotated {summary['pairs']} pairs as '{summary['name']}' with {summary['annotator']}: "
           f"{summary['counts']}" + (f", {rate:.2f} pairs/s" if rate else "")

@@ -9,23 +9,9 @@ SENSEI drew its annotation pairs from the replay of Plan2Explore runs (3.2M tran
       `record_fn` hands back exactly `step_record` of the state each action led to.
 Every step of every world is stored either way, so that the pair sampler can re-render any frame later.
 
-Writes `run_dir/collect/`:
-
-    chunk_00000.npz ...   one file per `collect.chunk_steps` policy steps of all worlds (written atomically):
-        image        uint8   [T, B, H, W, 3]  the agent's observation
-        state        float32 [T, B, S]        env.physics_state, enough to restore and re-render the frame
-        interaction  bool    [T, B, 8]        per-object interaction flags (INTERACTION_NAMES order)
-        success      bool    [T, B, K]        per-task success flags (success_names in meta.json)
-        reward       float32 [T, B]
-        done         bool    [T, B]
-        episode_step int32   [T, B]
-        distance     float32 [T, B, D]        gripper distance to each target (DISTANCE_NAMES order)
-        drawer_qpos  float32 [T, B]
-        stack_error  float32 [T, B]           distance of the upright block from "stacked on the flat block"
-    carry_00000.npz ...   random: the env state, action and step after each chunk, so a killed run resumes exactly
-    agent/                p2x: the loop's checkpoints/ (agent, replay, envs, counters; one, saved after every
-                          chunk), metrics.jsonl and TensorBoard events (losses incl. the ensemble's, train steps)
-    meta.json             sizes, names, num_chunks, steps/s (p2x: also train_steps and the last train metrics)
+Writes `run_dir/collect/` in the format of `collection.py` (chunk_*.npz of frames, states, flags and heuristic
+inputs; carry_*.npz for the random walk; meta.json), and for p2x also `agent/`: the loop's checkpoints/ (agent,
+replay, envs, counters; one, saved after every chunk), metrics.jsonl and TensorBoard events.
 
 A chunk is the unit of resumption. random: the stage restarts after the last complete chunk, from the saved carry,
 and the per-step random keys depend only on (seed, chunk, step), so a resumed collection equals an uninterrupted
@@ -42,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,40 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax import config as config_lib
 from sensei_jax import io, progress
 from sensei_jax.config import Config
-from sensei_jax.envs.robodesk import INTERACTIONS, TASKS, Robodesk, tasks
+from sensei_jax.envs.robodesk import TASKS, tasks
 from sensei_jax.pipeline import rundir
-
-INTERACTION_NAMES = INTERACTIONS  # drawer, slide, red/green/blue button, ball, upright block, flat block
-# Targets whose proximity to the gripper SENSEI's heuristic counts (sensei_motif.md §1).
-DISTANCE_NAMES = ("ball", "upright_block", "flat_block", "drawer_handle", "slide_handle")
-CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "episode_step", "distance", "drawer_qpos",
-              "stack_error")
-
-
-_ENVS: dict[str, Any] = {}
-
-
-def make_env(cfg: Config, **overrides):
-    """The env of `cfg.env`, built once per process and config: its compiled functions are reused when a stage
-    runs again in the same process (a resumed pipeline, the pairs renderer after collection)."""
-    key = json.dumps([config_lib.to_dict(cfg.env), overrides], sort_keys=True, default=str)
-    if key not in _ENVS:
-        _ENVS[key] = Robodesk.from_config(cfg.env, **overrides)
-    return _ENVS[key]
-
-
-_COMPILED_FNS: dict[tuple, Any] = {}
-
-
-def compiled_once(env, name: str, build):
-    """`build()` once per (env, name): compiled functions survive a stage restarting in the same process."""
-    key = (id(env), name)
-    if key not in _COMPILED_FNS:
-        _COMPILED_FNS[key] = build()
-    return _COMPILED_FNS[key]
+from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, carry_path, chunk_path,
+                                            complete_chunks, interaction_totals, load_carry, load_chunk, save_carry,
+                                            write_chunk)
+from sensei_jax.pipeline.envs import compiled_once, make_env
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -134,54 +92,6 @@ def build_step(env, action_smoothing: float):
     return step
 
 
-def _chunk_path(directory: Path, index: int) -> Path:
-    return directory / f"chunk_{index:05d}.npz"
-
-
-def _carry_path(directory: Path, index: int) -> Path:
-    return directory / f"carry_{index:05d}.npz"
-
-
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _save_carry(path: Path, states, actions) -> None:
-    """Every leaf of the env state (MJX data, solver warm start, auto-reset keys), so resuming is exact."""
-    leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(states)]
-    io.write_npz(path, actions=np.asarray(actions), **{f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
-
-
-def _load_carry(path: Path, like_states):
-    """Restores the env states and actions saved by `_save_carry`, checked leaf by leaf against `like_states`."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise rundir.StageError(f"cannot read the collection carry {path} (corrupt?): {error}; delete it and the "
-                                "chunk of the same number to redo that chunk") from error
-    leaves, treedef = jax.tree.flatten(like_states)
-    restored = []
-    for i, like in enumerate(leaves):
-        key = f"leaf_{i:04d}"
-        value = arrays.get(key)
-        expected = jax.random.key_data(like).shape if _is_key(like) else np.shape(like)
-        if value is None or value.shape != expected:
-            raise rundir.StageError(f"{path} does not match this env's state ({key}); it was written by another "
-                                    "config or version: rerun with --force collect")
-        restored.append(jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(like))
-                        if _is_key(like) else jnp.asarray(value, dtype=like.dtype))
-    return jax.tree.unflatten(treedef, restored), jnp.asarray(arrays["actions"])
-
-
-def _complete_chunks(directory: Path) -> int:
-    """How many leading chunks (and their carries) exist; both files are written atomically, chunk first."""
-    count = 0
-    while _chunk_path(directory, count).exists() and _carry_path(directory, count).exists():
-        count += 1
-    return count
-
-
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     out = Path(run_dir) / "collect"
     out.mkdir(parents=True, exist_ok=True)
@@ -221,9 +131,9 @@ def collect_random(cfg: Config, env, out: Path) -> dict[str, Any]:
     reset = compiled_once(env, "reset", lambda: jax.jit(env.reset_batch, static_argnums=1))
     states = reset(jax.random.fold_in(seed_key, 0), num_envs)
     actions = jnp.zeros((num_envs, env.action_size), jnp.float32)
-    done_chunks = _complete_chunks(out)
+    done_chunks = complete_chunks(out)
     if done_chunks:
-        states, actions = _load_carry(_carry_path(out, done_chunks - 1), states)
+        states, actions = load_carry(carry_path(out, done_chunks - 1), states)
     smoothing = cfg.collect.action_smoothing
     step = compiled_once(env, f"step/{smoothing}", lambda: build_step(env, smoothing))
 
@@ -244,8 +154,8 @@ def collect_random(cfg: Config, env, out: Path) -> dict[str, Any]:
                 stepped += num_envs
         chunk_data = {k: np.stack([row[k] for row in rows]) for k in CHUNK_KEYS}
         record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
-        io.write_npz(_chunk_path(out, chunk), **chunk_data)
-        _save_carry(_carry_path(out, chunk), states, actions)
+        write_chunk(out, chunk, chunk_data)
+        save_carry(carry_path(out, chunk), states, actions)
         bar.set_postfix(chunk=f"{chunk + 1}/{num_chunks}")
     bar.close()
     seconds = time.time() - start if start is not None else 0.0
@@ -259,9 +169,8 @@ def collect_random(cfg: Config, env, out: Path) -> dict[str, Any]:
 def collect_p2x(cfg: Config, env, out: Path) -> dict[str, Any]:
     """Plan2Explore (disagreement only) collecting and training at once, on the DreamerV3 loop; one loop collection
     call per chunk, a checkpoint after each (see the module docstring). Returns meta.json."""
-    from sensei_jax.dreamer import loop as loop_lib
+    from sensei_jax.explore.explorer import Explorer
     from sensei_jax.metrics import MetricsWriter
-    from sensei_jax.pipeline import explore as explore_stage
 
     num_envs, chunk_steps = cfg.env.num_envs, cfg.collect.chunk_steps
     num_chunks = -(-cfg.collect.steps // chunk_steps)
@@ -269,15 +178,14 @@ def collect_p2x(cfg: Config, env, out: Path) -> dict[str, Any]:
     total = num_chunks * per_chunk
     settings = dataclasses.replace(cfg.explore, behaviour="p2x", steps=total, collect_chunk=chunk_steps,
                                    checkpoint_every=per_chunk, task_heads=())
-    explorer = explore_stage.Explorer(settings, explore_stage.dreamer_config(cfg), env, num_envs, reward_model=None,
-                                      seed=cfg.run.seed, tasks=(), train=cfg.train)
+    explorer = Explorer(settings, cfg.dreamer, env, num_envs, reward_model=None, seed=cfg.run.seed, tasks=(),
+                        train=cfg.train)
     agent_dir = out / "agent"
 
     def record(step, next_env, hook_args):  # the state the action led to, before any reset: as the random walk
         return step_record(env, next_env)
 
-    trainer = loop_lib.Trainer(explorer.train_cfg, explorer.agent, env, agent_dir, seed=cfg.run.seed,
-                               store_fn=explorer._store, record_fn=record, hook_args=None)
+    trainer = explorer.make_trainer(agent_dir, record_fn=record)
     record_shapes: dict[str, list[int]] | None = None
     timing = {"start": None, "stepped": 0}
 
@@ -290,8 +198,8 @@ def collect_p2x(cfg: Config, env, out: Path) -> dict[str, Any]:
         records = outputs["records"]
         chunk_data = {k: np.asarray(records[k]) for k in CHUNK_KEYS}
         record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
-        if not _chunk_path(out, chunk).exists():  # a finished chunk is never rewritten
-            io.write_npz(_chunk_path(out, chunk), **chunk_data)
+        if not chunk_path(out, chunk).exists():  # a finished chunk is never rewritten
+            write_chunk(out, chunk, chunk_data)
         if timing["start"] is None:
             timing["start"] = time.time()  # measured from the second chunk on (the first one compiles)
         else:
@@ -312,74 +220,11 @@ def collect_p2x(cfg: Config, env, out: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Reading a collection back (used by pairs, evaluate and report).
-
-
-def read_meta(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / "meta.json"
-    if not path.is_file():
-        raise rundir.StageError(f"the collection in {directory} is incomplete: {path} is missing (rerun the collect "
-                                "stage; it resumes from its last chunk)")
-    try:
-        meta = io.read_json(path)
-    except ValueError as error:
-        raise rundir.StageError(f"{path} is corrupt: {error}") from error
-    return meta
-
-
-def load_chunk(directory: Path, index: int, keys: tuple[str, ...] = CHUNK_KEYS) -> dict[str, np.ndarray]:
-    """Arrays of chunk `index` ([T, B, ...]); a missing key or unreadable file is a StageError naming the file."""
-    path = _chunk_path(Path(directory), index)
-    if not path.is_file():
-        raise rundir.StageError(f"collected chunk {path} is missing: rerun the collect stage")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in keys if k not in data.files]
-            if missing:
-                raise rundir.StageError(f"collected chunk {path} lacks {missing}: rerun with --force collect")
-            return {k: data[k] for k in keys}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
-        raise rundir.StageError(f"collected chunk {path} is corrupt or truncated ({error}): delete it and rerun the "
-                                "collect stage") from error
-
-
-def load_collection(directory: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """`keys` of all chunks, flattened time-major to [N = chunks * T * B, ...] plus `world` and `time` indices."""
-    directory = Path(directory)
-    meta = read_meta(directory)
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    for index in range(meta["num_chunks"]):
-        chunk = load_chunk(directory, index, keys)
-        for k in keys:
-            expected = meta["chunk_shapes"][k]
-            if list(chunk[k].shape) != expected:
-                raise rundir.StageError(f"{_chunk_path(directory, index)}: '{k}' has shape {list(chunk[k].shape)}, "
-                                        f"expected {expected} (truncated or from another config)")
-            parts[k].append(chunk[k])
-    out = {k: np.concatenate(v, axis=0) for k, v in parts.items()}  # [C*T, B, ...]
-    steps, worlds = next(iter(out.values())).shape[:2]
-    out = {k: v.reshape(steps * worlds, *v.shape[2:]) for k, v in out.items()}
-    out["time"] = np.repeat(np.arange(steps), worlds)
-    out["world"] = np.tile(np.arange(worlds), steps)
-    return out
-
-
-def interaction_totals(directory: Path) -> dict[str, int]:
-    flags = load_collection(directory, ("interaction",))["interaction"]
-    return {name: int(flags[:, i].sum()) for i, name in enumerate(INTERACTION_NAMES)}
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # CLI.
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help="redo this stage even if it is done (later stages of the run are forgotten too)")
-
-
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    summary = rundir.run_single_stage("collect", cfg, run_stage, force=["collect"] if args.force else [])
+    summary = rundir.run_single_stage("collect", cfg, run_stage, force=args.force)
     print(f"collected {summary['transitions']} transitions ({summary['env_steps_per_second']} env steps/s) in "
           f"{cfg.run_dir / 'collect'}; interactions {summary['interactions']}")
     return 0

@@ -63,16 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    dataset_dir = args.dataset or cfg.run_dir / "pairs"
-    out = args.out or Path(dataset_dir).parent / "distill"  # beside the pairs, as in a run folder
-    try:
+    if args.dataset or args.out or args.preferences:
+        dataset_dir = args.dataset or cfg.run_dir / "pairs"
+        out = args.out or Path(dataset_dir).parent / "distill"  # beside the pairs, as in a run folder
         dataset = PairDataset.open(dataset_dir)
         preferences = resolve_preferences(cfg, dataset, args.preferences)
         print(f"[distill] {dataset}: training on '{preferences}' -> {out}")
         summary = train(dataset, preferences, cfg.reward, out)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}")
-        return 2
+    else:
+        from sensei_jax.pipeline import rundir
+
+        out = cfg.run_dir / "distill"
+        summary = rundir.run_single_stage("distill", cfg, run_stage, force=args.force)
     print(f"[distill] best epoch {summary['best_epoch']}: validation accuracy {summary['best_val_accuracy']:.3f}, "
           f"loss {summary['best_val_loss']:.4f} on {summary['val_pairs']} pairs; reward mean "
           f"{summary['reward_stats']['mean']:.3f} std {summary['reward_stats']['std']:.3f}; model in {out}")

@@ -133,20 +133,14 @@ def rollout(cfg, task: str | None, steps: int, out: Path, num_envs: int = 1, pol
 
 
 def main(args: argparse.Namespace, cfg) -> int:
-    from sensei_jax.envs.robodesk import AssetsError
-
-    try:
-        if args.tool == "info":
-            summary = info(cfg)
-            width = max(len(k) for k in summary)
-            for key, value in summary.items():
-                print(f"{key:<{width}}  {value}")
-            return 0
-        summary = rollout(cfg, args.task, args.steps, Path(args.out), args.num_envs, args.policy, args.camera,
-                          args.size, args.seed)
-    except (AssetsError, ValueError) as error:
-        print(f"error: {error}")
-        return 2
+    if args.tool == "info":
+        summary = info(cfg)
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            print(f"{key:<{width}}  {value}")
+        return 0
+    summary = rollout(cfg, args.task, args.steps, Path(args.out), args.num_envs, args.policy, args.camera,
+                      args.size, args.seed)
     print(f"wrote {args.out}/rollout.json, rollout.gif and {summary['steps'] + 1} frames; return "
           f"{[round(r, 3) for r in summary['return']]}, interactions {summary['interaction_counts']}, "
           f"{summary['env_steps_per_s']:.1f} env steps/s")

@@ -26,7 +26,8 @@ import numpy as np
 
 from sensei_jax import io
 from sensei_jax.config import Config
-from sensei_jax.pipeline import collect, rundir
+from sensei_jax.pipeline import collection, rundir
+from sensei_jax.pipeline.transfer import transfer
 
 SUMMARY = "summary.json"
 
@@ -64,8 +65,8 @@ def read_exploration(path: Path) -> dict[str, Any]:
 
 def collection_run(collect_dir: Path) -> dict[str, Any]:
     """The random collection policy's counts, for scale (its budget is `collect.steps` x worlds)."""
-    meta = collect.read_meta(collect_dir)
-    data = collect.load_collection(collect_dir, ("interaction", "success", "reward", "done"))
+    meta = collection.read_meta(collect_dir)
+    data = collection.load_collection(collect_dir, ("interaction", "success", "reward", "done"))
     names = meta["success_names"]
     rewards, done = data["reward"].reshape(-1, meta["num_envs"]), data["done"].reshape(-1, meta["num_envs"])
     returns = []
@@ -84,8 +85,6 @@ def downstream_transfer(cfg: Config, run_dir: Path, behaviours: list[str]) -> di
     """SENSEI's downstream evaluation: from each exploration checkpoint, train a policy on the success head of
     `evaluate.transfer_task` (explore.transfer_steps) and measure its success rate. A finished transfer is read back
     from its result.json; an unfinished one resumes from its checkpoint."""
-    from sensei_jax.pipeline import transfer as transfer_stage
-
     task = cfg.evaluate.transfer_task
     results = {}
     for behaviour in behaviours:
@@ -94,7 +93,7 @@ def downstream_transfer(cfg: Config, run_dir: Path, behaviours: list[str]) -> di
             results[behaviour] = io.read_json(out / "result.json")
             continue
         behaviour_cfg = dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=behaviour))
-        results[behaviour] = transfer_stage.transfer(behaviour_cfg, run_dir, task, out_dir=out)
+        results[behaviour] = transfer(behaviour_cfg, run_dir, task, out_dir=out)
     return {"task": task, "results": results}
 
 
@@ -131,12 +130,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
                                                        for b, r in transfer["results"].items()}}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true", help="redo the evaluation even if it is done")
-
-
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    summary = rundir.run_single_stage("evaluate", cfg, run_stage, force=["evaluate"] if args.force else [])
+    summary = rundir.run_single_stage("evaluate", cfg, run_stage, force=args.force)
     for name, run in summary["runs"].items():
         print(f"{name:18s} {run['steps']:>8d} steps  interactions {run['interactions']}")
     return 0

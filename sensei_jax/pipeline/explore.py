@@ -1,23 +1,15 @@
-"""The `explore` stage: SENSEI exploration (or its Plan2Explore / Motif-only baselines) with a DreamerV3 agent.
+"""Stages `explore` and `baseline`: SENSEI exploration (or its Plan2Explore / Motif-only baselines) on the run's
+Robodesk env, with the `sensei_jax.explore.Explorer`.
 
     python -m sensei_jax.run explore --config configs/robodesk_sensei.yaml --reward-model runs/x/distill
     python -m sensei_jax.run explore --config configs/robodesk_p2x.yaml            # no reward model needed
 
-The driver is the DreamerV3 loop (`sensei_jax.dreamer.loop.Trainer`): collection is one compiled call that scans
-`collect_chunk` policy steps of all envs (policy, env step, the reward model on the observed image, replay write),
-followed by the updates the train ratio owes; it brings data-parallel sharding over devices, the non-finite loss
-stop and exact checkpoint/resume. This module adds SENSEI's agent, the replay fields it learns from (semantic
-reward, task success) and the per-episode interaction log.
+`explore` runs `explore.behaviour` into `run_dir/explore/<behaviour>/`; `baseline` runs the same with the
+disagreement-only behaviour (Plan2Explore), the same budget and seed, into `run_dir/explore/p2x/`, so the report
+can set SENSEI's interaction counts next to Plan2Explore's. What each writes: see `sensei_jax.explore.explorer`
+(spec.json, checkpoints/, metrics, episodes.jsonl, interactions.json, summary.json).
 
-Writes to `<out>` (`run_dir/explore/<behaviour>/` for the pipeline):
-    spec.json            behaviour, task heads, reward model folder (what `transfer` needs to rebuild the agent)
-    checkpoints/         orbax: the loop's whole state (agent, replay, envs, counters; a killed run resumes from
-                         the last one) with progress.json (interaction log and curves at that step)
-    metrics.jsonl, TensorBoard events   losses, switch fractions, episode stats (`MetricsWriter`)
-    episodes.jsonl       one line per finished episode: env, end step, length, return, semantic return,
-                         interaction steps per object, success steps per task
-    interactions.json    steps with motion per object summed over the run (the numbers SENSEI's paper reports)
-    summary.json         {behaviour, steps, interactions, success, episode_returns, curves, fps, ...}
+With `--reward-model DIR` or `--out DIR` the command runs outside the run folder's bookkeeping (no status.json).
 """
 
 from __future__ import annotations
@@ -25,319 +17,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax import io
 from sensei_jax.config import Config
-from sensei_jax.dreamer import loop as loop_lib
-from sensei_jax.dreamer import sensei
-from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.dreamer.explore_config import ExploreConfig
-from sensei_jax.dreamer.train_config import TrainConfig
-from sensei_jax.metrics import MetricsWriter
+from sensei_jax.pipeline import rundir
+from sensei_jax.pipeline.envs import make_env
+from sensei_jax.pipeline.stages import BASELINE_BEHAVIOUR
 
-STAGE = "explore"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Host-side episode bookkeeping.
-
-
-class InteractionLog:
-    """Per-episode interaction, success and return sums over chunks of steps of E envs.
-
-    Counts are steps in which an object moved (|qvel| > 0.02), as SENSEI counts them, summed over every env step
-    of the run (`totals`) and per finished episode (`episodes`).
-    """
-
-    def __init__(self, interactions: tuple[str, ...], tasks: tuple[str, ...], num_envs: int):
-        self.interactions, self.tasks, self.num_envs = tuple(interactions), tuple(tasks), num_envs
-        self.totals = np.zeros(len(interactions), np.int64)
-        self.success_totals = np.zeros(len(tasks), np.int64)
-        self.current = {"interactions": np.zeros((num_envs, len(interactions)), np.int64),
-                        "success": np.zeros((num_envs, len(tasks)), np.int64),
-                        "return": np.zeros(num_envs, np.float64), "semantic": np.zeros(num_envs, np.float64),
-                        "length": np.zeros(num_envs, np.int64)}
-        self.episodes: list[dict[str, Any]] = []
-
-    def add(self, chunk: dict[str, np.ndarray], first_step: int) -> list[dict[str, Any]]:
-        """chunk: 'interaction' [S, E, K] bool, 'success' [S, E, J] bool, 'reward', 'semantic' [S, E] f32, 'done'
-        [S, E] bool, for the policy steps first_step .. first_step + S - 1 (per env). Returns the finished
-        episodes."""
-        finished = []
-        cur = self.current
-        for s in range(chunk["done"].shape[0]):
-            flags = chunk["interaction"][s].astype(np.int64)
-            success = chunk["success"][s].astype(np.int64)
-            cur["interactions"] += flags
-            cur["success"] += success
-            cur["return"] += chunk["reward"][s]
-            cur["semantic"] += chunk["semantic"][s]
-            cur["length"] += 1
-            self.totals += flags.sum(0)
-            self.success_totals += success.sum(0)
-            for env in np.flatnonzero(chunk["done"][s]):
-                episode = {
-                    "env": int(env), "step": int(first_step + s + 1), "length": int(cur["length"][env]),
-                    "return": float(cur["return"][env]), "semantic_return": float(cur["semantic"][env]),
-                    "interactions": dict(zip(self.interactions, map(int, cur["interactions"][env]))),
-                    "success": dict(zip(self.tasks, map(int, cur["success"][env]))),
-                }
-                finished.append(episode)
-                for value in cur.values():
-                    value[env] = 0
-        self.episodes.extend(finished)
-        return finished
-
-    def totals_dict(self) -> dict[str, dict[str, int]]:
-        return {"interactions": dict(zip(self.interactions, map(int, self.totals))),
-                "success": dict(zip(self.tasks, map(int, self.success_totals)))}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"totals": self.totals.tolist(), "success_totals": self.success_totals.tolist(),
-                "current": {k: v.tolist() for k, v in self.current.items()}, "episodes": self.episodes}
-
-    def load(self, state: dict[str, Any]) -> None:
-        """Restores `state_dict()` (the checkpoint restores the envs too, so episodes in flight go on)."""
-        self.totals = np.asarray(state["totals"], np.int64)
-        self.success_totals = np.asarray(state["success_totals"], np.int64)
-        for name, value in self.current.items():
-            value[:] = np.asarray(state["current"][name], value.dtype)
-        self.episodes = list(state["episodes"])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The exploration driver: the DreamerV3 `Trainer` with SENSEI's agent, replay fields and interaction log.
-
-
-def train_config(explore: ExploreConfig, num_envs: int, train: TrainConfig | None = None) -> TrainConfig:
-    """The loop settings of an exploration: its schedule from `explore`, devices and precision from `train`."""
-    train = TrainConfig() if train is None else train
-    capacity = max(explore.replay_capacity, num_envs * (explore.batch_length + train.replay_context))
-    return dataclasses.replace(
-        train, steps=max(explore.steps, 1), num_envs=num_envs, train_ratio=explore.train_ratio,
-        batch_size=explore.batch_size, batch_length=explore.batch_length, replay_capacity=capacity,
-        replay_recency=0.0, train_start=explore.prefill, random_steps=explore.prefill,
-        collect_steps=explore.collect_chunk, obs_keys=(), policy_mode="explore", store_final_obs=False,
-        log_every=explore.log_every, save_every=explore.checkpoint_every, video_every=0, keep_checkpoints=1)
-
-
-class Explorer:
-    """Exploration with `sensei.build_agent` on a functional batched env (Robodesk or a toy env), run by the
-    DreamerV3 `Trainer` (so it shares its sharding over devices, non-finite loss stop and checkpoint/resume).
-
-    env: `reset_batch(key, E)`, `step(state, actions [E, A])`, `observation_spec()`, `action_size`; info may hold
-        `interaction_flags` {name: bool [E]} and `success` {task: bool [E]}. Envs without `auto_reset` are reset by
-        the loop when `done`; either way an episode's final observation is not stored.
-    reward_model: anything with a jittable `reward(images uint8 [E, H, W, 3]) -> f32 [E]` (a `RewardModel`), or
-        None; its clipped output on the observed image is stored in replay as the semantic head's target. It is
-        an argument of the compiled collection, not a constant in it.
-    train: the `train` section for devices, distribution and precision (the schedule comes from `explore`).
-    """
-
-    def __init__(self, explore: ExploreConfig, dreamer: DreamerConfig, env, num_envs: int, reward_model=None,
-                 image_key: str = "image", seed: int = 0, task: str | None = None, tasks: tuple[str, ...] | None = None,
-                 train: TrainConfig | None = None):
-        if "semantic" in explore.sources and reward_model is None:
-            raise ValueError(f"explore.behaviour '{explore.behaviour}' needs a reward model (explore.reward_model, "
-                             "--reward-model DIR, or the run's distill/ folder)")
-        self.cfg, self.dreamer, self.env, self.num_envs = explore, dreamer, env, num_envs
-        self.reward_model, self.image_key, self.seed = reward_model, image_key, seed
-        self.env_space = loop_lib.obs_space(env)
-        if reward_model is not None and image_key not in self.env_space:
-            raise ValueError(f"the reward model scores obs['{image_key}'], which the env does not produce "
-                             f"({sorted(self.env_space)})")
-        probe = jax.eval_shape(lambda k: env.reset_batch(k, num_envs), jax.random.key(0))
-        self.interactions = tuple(probe.info.get("interaction_flags", {}))
-        available = tuple(probe.info.get("success", {}))
-        wanted = explore.task_heads if tasks is None else tasks
-        self.tasks = tuple(t for t in wanted if t in available)
-        space = dict(self.env_space)
-        if reward_model is not None:
-            space[sensei.SEMANTIC_KEY] = ((), np.dtype(np.float32))
-        for t in self.tasks:
-            space[sensei.TASK_KEY.format(t)] = ((), np.dtype(np.float32))
-        self.obs_space = space
-        self.action_size = int(env.action_size)
-        self.agent = sensei.build_agent(dreamer, explore, space, self.action_size, tasks=self.tasks, task=task)
-        self.train_cfg = train_config(explore, num_envs, train)
-        self.trainer: loop_lib.Trainer | None = None
-
-    def make_trainer(self, out_dir: Path) -> loop_lib.Trainer:
-        """The loop writing to `out_dir` (metrics, checkpoints/); also kept as `self.trainer`."""
-        self.trainer = loop_lib.Trainer(self.train_cfg, self.agent, self.env, out_dir, seed=self.seed,
-                                        store_fn=self._store, record_fn=self._record, hook_args=self.reward_model)
-        return self.trainer
-
-    # --- hooks, called inside the compiled collection step --------------------------------------------------------
-    def _store(self, env_state, obs, reward_model) -> dict[str, jax.Array]:
-        """Replay fields beyond the observation: the clipped semantic reward of the observed image and, per task
-        head, success on arriving at this observation (none on a fresh episode)."""
-        extra = {}
-        if reward_model is not None:
-            extra[sensei.SEMANTIC_KEY] = sensei.clip_semantic(reward_model.reward(obs[self.image_key]),
-                                                              self.cfg.semantic_clip)
-        for t in self.tasks:
-            extra[sensei.TASK_KEY.format(t)] = (env_state.info["success"][t] & ~obs["is_first"]).astype(jnp.float32)
-        return extra
-
-    def _record(self, step, next_env, reward_model) -> dict[str, jax.Array]:
-        """What the interaction log needs per step: 'interaction' [E, K], 'success' [E, J] bool, 'reward',
-        'semantic' [E] f32, 'done' [E] bool, all of the transition this step made."""
-        info, n = next_env.info, self.num_envs
-        return {
-            "interaction": jnp.stack([info["interaction_flags"][k] for k in self.interactions], -1)
-            if self.interactions else jnp.zeros((n, 0), bool),
-            "success": jnp.stack([info["success"][t] for t in self.tasks], -1)
-            if self.tasks else jnp.zeros((n, 0), bool),
-            "reward": jnp.asarray(next_env.reward, jnp.float32).reshape(n),
-            "semantic": step.get(sensei.SEMANTIC_KEY, jnp.zeros(n, jnp.float32)),
-            "done": jnp.asarray(next_env.done, bool).reshape(n),
-        }
-
-    # --- the run ------------------------------------------------------------------------------------------------
-    def run(self, out_dir: Path, steps: int | None = None, state: dict[str, Any] | None = None,
-            log=print) -> dict[str, Any]:
-        """Explores for `steps` policy steps (all envs together; default explore.steps), resuming from the last
-        checkpoint in out_dir/checkpoints, else starting from `state` (a `Trainer` run state) or a fresh one.
-        Returns the summary (also written to out_dir/summary.json)."""
-        cfg, out_dir = self.cfg, Path(out_dir)
-        steps = cfg.steps if steps is None else steps
-        out_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"behaviour": cfg.behaviour, "tasks": list(self.tasks), "semantic": self.reward_model is not None,
-                "num_envs": self.num_envs, "reward_model": getattr(self, "reward_model_dir", None),
-                "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer)}
-        io.write_json(out_dir / "spec.json", spec)
-        trainer = self.make_trainer(out_dir)
-        log_ = InteractionLog(self.interactions, self.tasks, self.num_envs)
-        episodes_file = out_dir / "episodes.jsonl"
-        progress_file = out_dir / "progress.json"
-        curves: list[dict[str, Any]] = []
-        resumed = (out_dir / "checkpoints").is_dir() and progress_file.is_file()
-        if resumed:
-            book = io.read_json(progress_file)
-            log_.load(book["log"])
-            curves = book.get("curves", [])
-            # Episodes written after the checkpoint are collected again.
-            io.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
-            log(f"explore: resuming at step {book['step']} from {out_dir / 'checkpoints'}")
-        writer = MetricsWriter(out_dir)
-        next_log: int | None = None
-
-        def on_collect(outputs: dict[str, Any], first_step: int) -> None:
-            nonlocal next_log
-            records = outputs["records"]
-            chunk_end = first_step + records["done"].shape[0] * self.num_envs
-            finished = log_.add(records, first_step // self.num_envs)
-            for episode in finished:
-                episode["step"] = chunk_end
-            if finished:
-                with open(episodes_file, "a") as f:
-                    f.writelines(json.dumps(episode) + "\n" for episode in finished)
-                writer.scalars(chunk_end, {
-                    "episode/return": np.mean([e["return"] for e in finished]),
-                    "episode/semantic_return": np.mean([e["semantic_return"] for e in finished]),
-                    **{f"episode/interactions/{k}": np.mean([e["interactions"][k] for e in finished])
-                       for k in self.interactions}})
-            if next_log is None:
-                next_log = (first_step // cfg.log_every + 1) * cfg.log_every
-            if chunk_end >= next_log or chunk_end >= steps:
-                next_log = (chunk_end // cfg.log_every + 1) * cfg.log_every
-                totals = log_.totals_dict()["interactions"]
-                writer.scalars(chunk_end, {f"interactions/{k}": v for k, v in totals.items()})
-                recent = log_.episodes[-max(self.num_envs, 1):]
-                curves.append({"step": chunk_end,
-                               "return": float(np.mean([e["return"] for e in recent])) if recent else None,
-                               "interactions": totals})
-
-        def on_save(step: int) -> None:
-            io.write_json(progress_file, {"step": step, "log": log_.state_dict(), "curves": curves})
-
-        try:
-            result = trainer.run(steps, writer, initial=state, on_collect=on_collect, on_save=on_save)
-        finally:
-            writer.close()
-        totals = log_.totals_dict()
-        metrics = result["train_metrics"]
-        summary = {
-            "behaviour": cfg.behaviour, "steps": result["env_steps"], "num_envs": self.num_envs,
-            "interactions": totals["interactions"], "success": totals["success"],
-            "episodes": len(log_.episodes), "episode_returns": [e["return"] for e in log_.episodes],
-            "semantic_returns": [e["semantic_return"] for e in log_.episodes], "curves": curves,
-            "fps": result["env_steps_per_s"], "train_steps": result["train_steps"],
-            "final_metrics": {k: v for k, v in metrics.items()
-                              if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
-            "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
-        }
-        io.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
-        io.write_json(out_dir / "summary.json", summary)
-        self.state = trainer.state
-        return summary
-
-    def evaluate(self, agent_state, episodes: int, key: jax.Array) -> dict[str, Any]:
-        """Runs the policy in `eval` mode (its mode action) until `episodes` episodes have finished, without
-        touching the replay. Returns {'episodes', 'success_rate' per task (episodes with success at any step),
-        'mean_return', 'interactions' (summed)}. `key`: a raw uint32 [2] key."""
-        trainer = self.trainer if self.trainer is not None else self.make_trainer(Path("."))
-        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-            key = jax.random.key_data(key)
-        loop = trainer.fresh_loop(key)
-        log_ = InteractionLog(self.interactions, self.tasks, self.num_envs)
-        step = 0
-        while len(log_.episodes) < episodes:
-            loop, outputs = trainer.rollout(agent_state, loop, mode="eval")
-            log_.add(outputs["records"], step)
-            step += self.cfg.collect_chunk
-        done = log_.episodes[:episodes]
-        return {"episodes": len(done),
-                "success_rate": {t: float(np.mean([e["success"][t] > 0 for e in done])) for t in self.tasks},
-                "mean_return": float(np.mean([e["return"] for e in done])),
-                "interactions": {k: int(sum(e["interactions"][k] for e in done)) for k in self.interactions}}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Stage and CLI.
-
-
-def dreamer_config(cfg: Config) -> DreamerConfig:
-    """The run's `dreamer` section (DreamerConfig defaults where the config has none)."""
-    return cfg.dreamer
-
-
-def make_env(cfg: Config):
-    """The run's Robodesk env, shared with the other stages of this process (built once per env config)."""
-    from sensei_jax.pipeline import collect
-
-    return collect.make_env(cfg)
-
-
-def load_reward_model(directory: str | Path | None, required: bool):
-    """The distilled reward model in `directory`, or None when there is none and the behaviour can do without."""
-    if directory is not None and Path(directory).exists():
-        from sensei_jax.reward.model import RewardModel
-
-        return RewardModel.load(directory)
-    if required:
-        raise FileNotFoundError(f"no reward model at {directory!r}: SENSEI and Motif exploration need the distilled "
-                                "reward model (run the distill stage, or pass --reward-model DIR)")
-    return None
+FOLDER = "explore"
 
 
 def explore(cfg: Config, out_dir: Path, reward_model_dir: str | Path | None, env=None, log=print) -> dict[str, Any]:
     """Explores with cfg.explore.behaviour for cfg.explore.steps; writes out_dir (see the module docstring)."""
-    needs_semantic = "semantic" in cfg.explore.sources
-    reward_model = load_reward_model(reward_model_dir, required=needs_semantic)
+    from sensei_jax.explore.explorer import Explorer, load_reward_model
+
+    reward_model = load_reward_model(reward_model_dir, required="semantic" in cfg.explore.sources)
     env = make_env(cfg) if env is None else env
-    explorer = Explorer(cfg.explore, dreamer_config(cfg), env, cfg.env.num_envs, reward_model=reward_model,
-                        seed=cfg.run.seed, train=cfg.train)
-    if reward_model is not None:
-        explorer.reward_model_dir = str(Path(reward_model_dir).resolve())
+    explorer = Explorer(cfg.explore, cfg.dreamer, env, cfg.env.num_envs, reward_model=reward_model,
+                        seed=cfg.run.seed, train=cfg.train,
+                        reward_model_dir=reward_model_dir if reward_model is not None else None)
     summary = explorer.run(Path(out_dir), log=log)
     log(f"explore [{cfg.explore.behaviour}]: {summary['steps']} steps, {summary['episodes']} episodes, "
         f"interactions {summary['interactions']}")
@@ -354,12 +55,25 @@ def compact(summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
 
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Pipeline stage: reward model from run_dir/distill (unless explore.reward_model is set), outputs in
-    run_dir/explore/<behaviour>/. The runner calls it again with explore.behaviour p2x for the baseline."""
+    """Stage `explore`: reward model from run_dir/distill (unless explore.reward_model is set), outputs in
+    run_dir/explore/<behaviour>/."""
     run_dir = Path(run_dir)
     reward_dir = cfg.explore.reward_model or run_dir / "distill"
-    out_dir = run_dir / STAGE / cfg.explore.behaviour
+    out_dir = run_dir / FOLDER / cfg.explore.behaviour
     return compact(explore(cfg, out_dir, reward_dir), out_dir)
+
+
+def baseline_config(cfg: Config) -> Config:
+    """The same run with the disagreement-only exploration behaviour (Plan2Explore), same steps and seed."""
+    return dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=BASELINE_BEHAVIOUR))
+
+
+def run_baseline(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Stage `baseline`: `run_stage` with `baseline_config`; it writes run_dir/explore/p2x/."""
+    if cfg.explore.behaviour == BASELINE_BEHAVIOUR:
+        return {"behaviour": BASELINE_BEHAVIOUR, "note": "the explore stage already ran the disagreement-only "
+                "behaviour; no separate baseline"}
+    return run_stage(baseline_config(cfg), Path(run_dir))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -369,12 +83,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    reward_dir = args.reward_model or cfg.explore.reward_model or cfg.run_dir / "distill"
-    out_dir = Path(args.out) if args.out else cfg.run_dir / STAGE / cfg.explore.behaviour
-    try:
+    if args.reward_model or args.out:
+        reward_dir = args.reward_model or cfg.explore.reward_model or cfg.run_dir / "distill"
+        out_dir = Path(args.out) if args.out else cfg.run_dir / FOLDER / cfg.explore.behaviour
         summary = compact(explore(cfg, out_dir, reward_dir), out_dir)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    else:
+        summary = rundir.run_single_stage("explore", cfg, run_stage, force=args.force)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main_baseline(args: argparse.Namespace, cfg: Config) -> int:
+    summary = rundir.run_single_stage("baseline", cfg, run_baseline, force=args.force)
     print(json.dumps(summary, indent=2))
     return 0

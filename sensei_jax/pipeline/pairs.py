@@ -27,7 +27,8 @@ import numpy as np
 
 from sensei_jax import io, progress
 from sensei_jax.config import Config
-from sensei_jax.pipeline import collect, rundir
+from sensei_jax.pipeline import collection, rundir
+from sensei_jax.pipeline.envs import compiled_once, make_env
 from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
 
 CONTRASTIVE, UNIFORM = 0, 1
@@ -103,7 +104,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     out = run_dir / "pairs"
     out.mkdir(parents=True, exist_ok=True)
     source = run_dir / "collect"
-    features = collect.load_collection(source, ("state", "interaction", "distance", "drawer_qpos", "stack_error"))
+    features = collection.load_collection(source, ("state", "interaction", "distance", "drawer_qpos", "stack_error"))
     size, camera = render_settings(cfg)
 
     plan_path = out / "plan.npz"
@@ -139,8 +140,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         dataset = PairDataset.create(dataset_dir, num_pairs, image_shape=expected_shape,
                                      state_size=states.shape[-1], overwrite=True)
 
-    env = collect.make_env(cfg, render_images=False)  # restore without rendering the agent's view
-    render = collect.compiled_once(env, f"render/{camera}/{size}", lambda: build_renderer(env, camera, size))
+    env = make_env(cfg, render_images=False)  # restore without rendering the agent's view
+    render = compiled_once(env, f"render/{camera}/{size}", lambda: build_renderer(env, camera, size))
     batch = cfg.pairs.render_batch
     bar = progress.bar(num_pairs, desc="pairs (render)", unit="pair", initial=dataset.num_written)
     for start in range(dataset.num_written, num_pairs, batch):
@@ -176,13 +177,8 @@ def open_dataset(run_dir: Path) -> PairDataset:
     return dataset
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help="redo this stage even if it is done (later stages of the run are forgotten too)")
-
-
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    summary = rundir.run_single_stage("pairs", cfg, run_stage, force=["pairs"] if args.force else [])
+    summary = rundir.run_single_stage("pairs", cfg, run_stage, force=args.force)
     print(f"{summary['pairs']} pairs at {summary['image_size']}px ({summary['camera']} camera) in "
           f"{summary['dataset']}; ground truth {summary['ground_truth']}")
     return 0

@@ -24,7 +24,7 @@ import numpy as np
 from sensei_jax import io
 from sensei_jax.config import Config
 from sensei_jax.metrics import read_jsonl
-from sensei_jax.pipeline import collect, rundir
+from sensei_jax.pipeline import collection, rundir
 from sensei_jax.reward.dataset import GROUND_TRUTH, LABEL_NAMES, DatasetError, PairDataset
 
 # The paper's Robodesk figure groups the three buttons into one bar.
@@ -171,8 +171,8 @@ def learning_figure(curves: dict[str, dict[str, list[tuple[int, float]]]], path:
 def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int) -> list[dict[str, Any]]:
     """The collected episodes with the most interaction steps, each with `num_frames` evenly spaced frames
     (uint8 [F, H, W, 3]), taken among its interacting steps when it has enough of them."""
-    meta = collect.read_meta(collect_dir)
-    flat = collect.load_collection(collect_dir, ("interaction", "episode_step"))
+    meta = collection.read_meta(collect_dir)
+    flat = collection.load_collection(collect_dir, ("interaction", "episode_step"))
     worlds = meta["num_envs"]
     active = flat["interaction"].any(-1).reshape(-1, worlds)  # [T, B]
     episode_step = flat["episode_step"].reshape(-1, worlds)
@@ -196,7 +196,7 @@ def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int) 
         for t in picks:
             chunk = int(t) // chunk_steps
             if chunk not in cache:
-                cache[chunk] = collect.load_chunk(collect_dir, chunk, ("image",))["image"]
+                cache[chunk] = collection.load_chunk(collect_dir, chunk, ("image",))["image"]
             frames.append(cache[chunk][int(t) % chunk_steps, world])
         episode["steps"] = picks.tolist()
         episode["frames"] = np.stack(frames)
@@ -338,11 +338,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return {"report": str(run_dir / "report.md"), "figures": written, "missing": missing}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true", help="rewrite the report even if it is done")
-
-
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    summary = rundir.run_single_stage("report", cfg, run_stage, force=["report"] if args.force else [])
+    summary = rundir.run_single_stage("report", cfg, run_stage, force=args.force)
     print(f"wrote {summary['report']} with {', '.join(summary['figures']) or 'no figures'}")
     return 0

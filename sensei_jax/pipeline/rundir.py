@@ -20,24 +20,9 @@ from typing import Any, Callable
 
 from sensei_jax import config as config_lib
 from sensei_jax import io
+from sensei_jax.pipeline import stages
 
-# `baseline` is the explore stage with the disagreement-only behaviour, in run_dir/baseline (see runner.py).
-STAGES: tuple[str, ...] = ("collect", "pairs", "annotate", "distill", "explore", "baseline", "evaluate", "report")
-
-# Which stage first reads each config section; a change there invalidates that stage and everything after it.
-# Sections not listed (someone's new section) count as affecting the first stage: safe, never silently stale.
-SECTION_STAGE: dict[str, str] = {
-    "run": "collect", "env": "collect", "collect": "collect",
-    "pairs": "pairs", "vlm": "pairs",  # pairs re-render at the annotator's resolution
-    "annotate": "annotate",
-    "reward": "distill", "distill": "distill",
-    "dreamer": "explore", "sensei": "explore", "explore": "explore", "train": "explore",
-    "evaluate": "evaluate", "transfer": "evaluate",
-    "report": "report",
-}
-# Where a stage writes, relative to the run folder, when not in a folder named after it: the explore stage writes
-# run_dir/explore/<behaviour>/, so the disagreement-only baseline lands in explore/p2x.
-STAGE_FOLDERS: dict[str, str] = {"baseline": "explore/p2x"}
+STAGES: tuple[str, ...] = stages.PIPELINE  # collect ... report, in run order (the registry in stages.py)
 # Keys that never change results: where the run lives.
 IGNORED_KEYS = ("run.name", "run.root")
 
@@ -47,9 +32,7 @@ class StageError(RuntimeError):
 
 
 def stage_index(name: str) -> int:
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
-    return STAGES.index(name)
+    return stages.pipeline_index(name)
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -70,7 +53,7 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def first_affected_stage(keys: list[str]) -> str | None:
     """The earliest stage that reads any of `keys`."""
-    indices = [stage_index(SECTION_STAGE.get(k.split(".", 1)[0], STAGES[0])) for k in keys]
+    indices = [stage_index(stages.section_stage(k.split(".", 1)[0])) for k in keys]
     return STAGES[min(indices)] if indices else None
 
 
@@ -92,7 +75,7 @@ class RunDir:
 
     def stage_dir(self, name: str) -> Path:
         stage_index(name)
-        return self.path / STAGE_FOLDERS.get(name, name)
+        return self.path / stages.get(name).output_folder
 
     def read_status(self) -> dict[str, Any]:
         if not self.status_path.exists():
@@ -221,14 +204,8 @@ def open_run(cfg: config_lib.Config, force: list[str] | tuple[str, ...] = ()) ->
 
 
 def run_single_stage(name: str, cfg: config_lib.Config, run_stage: Callable[[config_lib.Config, Path], dict],
-                     force: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """What a stage's CLI `main` does: prepare the run folder and run this one stage (skipping it when done).
-    A config conflict or a bad input ends the process with the message (exit status 2), not a traceback."""
-    from sensei_jax.reward.dataset import DatasetError
-
-    try:
-        run = open_run(cfg, force)
-        return run.run(name, lambda: run_stage(cfg, run.path))
-    except (config_lib.ConfigError, StageError, DatasetError) as error:
-        print(f"error: {error}")
-        raise SystemExit(2) from error
+                     force: bool = False) -> dict[str, Any]:
+    """What a stage's command does: prepare the run folder and run this one stage (skipping it when done, redoing
+    it and forgetting the later ones with `force`)."""
+    run = open_run(cfg, [name] if force else [])
+    return run.run(name, lambda: run_stage(cfg, run.path))

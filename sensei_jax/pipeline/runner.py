@@ -2,49 +2,29 @@
 
     collect -> pairs -> annotate -> distill -> explore -> baseline -> evaluate -> report
 
-`baseline` is the `explore` stage again with the disagreement-only behaviour (`explore.behaviour: p2x`) and the
-same budget, written to `run_dir/explore/p2x/` beside SENSEI's `run_dir/explore/sensei/`, so the report can set
-SENSEI's interaction counts next to Plan2Explore's. Each stage is skipped when `status.json` records it as done and resumes from its
+The stages and their order are the registry in `stages.py`. `baseline` is the `explore` stage again with the
+disagreement-only behaviour (`explore.behaviour: p2x`) and the same budget, written to `run_dir/explore/p2x/`
+beside SENSEI's `run_dir/explore/sensei/`, so the report can set SENSEI's interaction counts next to
+Plan2Explore's. Each stage is skipped when `status.json` records it as done and resumes from its
 own folder otherwise (see `rundir.py`); `--force STAGE` redoes that stage and everything after it.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from sensei_jax import config as config_lib
 from sensei_jax.config import Config
-from sensei_jax.pipeline import rundir
+from sensei_jax.pipeline import rundir, stages
 from sensei_jax.reward.dataset import DatasetError
-
-BASELINE_BEHAVIOUR = "p2x"
 
 
 def stage_function(name: str) -> Callable[[Config, Path], dict]:
-    """`run_stage` of the module behind stage `name` (the CLI's module for it)."""
-    from sensei_jax.run import COMMANDS
-
-    module_name = COMMANDS["explore" if name == "baseline" else name][0]
-    module = importlib.import_module(module_name)
-    return module.run_stage
-
-
-def baseline_config(cfg: Config) -> Config:
-    """The same run with the disagreement-only exploration behaviour (Plan2Explore), same steps and seed."""
-    return dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=BASELINE_BEHAVIOUR))
-
-
-def run_baseline(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """The explore stage with `baseline_config`: same run folder, steps and seed; it writes explore/p2x/."""
-    if cfg.explore.behaviour == BASELINE_BEHAVIOUR:
-        return {"behaviour": BASELINE_BEHAVIOUR, "note": "the explore stage already ran the disagreement-only "
-                "behaviour; no separate baseline"}
-    return stage_function("explore")(baseline_config(cfg), Path(run_dir))
+    """The `(cfg, run_dir) -> summary` function of pipeline stage `name` (imports its module)."""
+    return stages.get(name).function()
 
 
 def preflight(cfg: Config) -> None:
@@ -73,7 +53,7 @@ def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_afte
     log(f"run folder {run.path} (config {run.config_path})")
     summaries = {}
     for name in rundir.STAGES:
-        fn = run_baseline if name == "baseline" else stage_function(name)
+        fn = stage_function(name)
         try:
             summaries[name] = run.run(name, lambda fn=fn: fn(cfg, run.path), log=log)
         except rundir.StageError:
@@ -124,11 +104,7 @@ def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
     start = time.time()
-    try:
-        run_pipeline(cfg, force=getattr(args, "force", []) or [], stop_after=getattr(args, "stop_after", None))
-    except (rundir.StageError, config_lib.ConfigError) as error:
-        print(f"error: {error}")
-        return 2
+    run_pipeline(cfg, force=getattr(args, "force", []) or [], stop_after=getattr(args, "stop_after", None))
     print()
     print(format_summary(cfg, rundir.RunDir(cfg.run_dir), time.time() - start))
     return 0

@@ -78,13 +78,9 @@ def main(args: argparse.Namespace, cfg: Config) -> int:
         overrides["env"] = {"task": args.task}
     if args.steps:
         overrides["train"] = {"steps": args.steps}
-    try:
-        cfg = config_lib.merge(cfg, overrides) if overrides else cfg
-        logdir = args.logdir or cfg.run_dir / "train"
-        summary = train_into(cfg, logdir)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}")
-        return 2
+    cfg = config_lib.merge(cfg, overrides) if overrides else cfg
+    logdir = args.logdir or cfg.run_dir / "train"
+    summary = train_into(cfg, logdir)
     ret = summary.get("last_metrics", {}).get("episode/return")
     print(f"[train] {summary['env_steps']} env steps, {summary['train_steps']} updates in {summary['wall_s']:.0f} s "
           f"({summary['env_steps_per_s']:.1f} env steps/s); last return "

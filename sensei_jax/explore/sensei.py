@@ -24,12 +24,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sensei_jax.dreamer import plan2explore
 from sensei_jax.dreamer.actor_critic import RewardSource, WeightContext
 from sensei_jax.dreamer.agent import Agent, ExtraModule
 from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.dreamer.explore_config import SOURCES, ExploreConfig
 from sensei_jax.dreamer.heads import HeadSpec
+from sensei_jax.explore import plan2explore
+from sensei_jax.explore.config import SOURCES, ExploreConfig
 
 SEMANTIC_KEY = "semantic_reward"  # replay key of the clipped reward-model output on each observed image
 TASK_KEY = "task_{}"  # replay keys of the sparse task-success flags (float 0/1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-BEHAVIOURS = ("sensei", "p2x", "motif")
 SOURCES = ("semantic", "disagreement")
 
 

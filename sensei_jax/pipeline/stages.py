@@ -1,0 +1,99 @@
+"""The stage registry: every command of `python -m sensei_jax.run`, read by the CLI, the runner and the run folder.
+
+A `Stage` names the module that implements it, the config sections it is the first to read (a change there
+invalidates it and every later stage of a finished run) and the folder it writes in the run folder. Pipeline
+stages run in the order listed here; tools (`train`, `transfer`, `env`) are commands beside the pipeline.
+
+A stage module defines `run_stage(cfg, run_dir) -> summary` (pipeline stages; the JSON-able summary goes to
+status.json) and `main(args, cfg)` for its command, plus `add_arguments(parser)` for flags of its own (other
+function names can be given in the entry, as the baseline does). Pipeline
+stage commands get `--force` from the CLI. Adding a stage is one entry here and its module.
+
+This module imports no stage: modules are named, and imported only when their stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from types import ModuleType
+from typing import Any, Callable
+
+# The exploration baseline: the explore stage again, disagreement only, written beside SENSEI's exploration.
+BASELINE_BEHAVIOUR = "p2x"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # implements the stage (`run_stage`) and its command (`main`, optional `add_arguments`)
+    help: str  # one line for `--help`
+    sections: tuple[str, ...] = ()  # config sections this stage is the first to read
+    folder: str | None = None  # where it writes, relative to the run folder (default: its name)
+    entry: str = "run_stage"  # the module's function that runs the stage
+    command: str = "main"  # the module's function behind the command
+    arguments: str | None = "add_arguments"  # the module's function adding the command's own flags, if any
+    pipeline: bool = True  # part of `run` with no command (False: a tool)
+
+    @property
+    def output_folder(self) -> str:
+        return self.folder or self.name
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+    def function(self) -> Callable[[Any, Any], dict]:
+        """The stage's `(cfg, run_dir) -> summary` function (imports its module)."""
+        return getattr(self.load(), self.entry)
+
+
+REGISTRY: tuple[Stage, ...] = (
+    Stage("collect", "sensei_jax.pipeline.collect",
+          "roll out the vectorized Robodesk env and store frames and states", sections=("run", "env", "collect")),
+    Stage("pairs", "sensei_jax.pipeline.pairs", "sample image pairs and re-render them for the annotator",
+          # pairs re-render at the annotator's resolution, so the `vlm` section counts from here on
+          sections=("pairs", "interest", "vlm")),
+    Stage("annotate", "sensei_jax.pipeline.annotate", "label image pairs with a VLM (llava), the oracle or at random",
+          sections=("annotate",)),
+    Stage("distill", "sensei_jax.pipeline.distill", "train the Motif reward model on the labelled pairs",
+          sections=("reward",)),
+    Stage("explore", "sensei_jax.pipeline.explore", "SENSEI exploration: DreamerV3 + Plan2Explore + semantic reward",
+          sections=("dreamer", "train", "explore")),
+    Stage("baseline", "sensei_jax.pipeline.explore",
+          "the explore stage with the disagreement-only behaviour (Plan2Explore), same budget and seed",
+          folder=f"explore/{BASELINE_BEHAVIOUR}", entry="run_baseline", command="main_baseline", arguments=None),
+    Stage("evaluate", "sensei_jax.pipeline.evaluate", "interaction and success counts of the exploration runs",
+          sections=("evaluate",)),
+    Stage("report", "sensei_jax.pipeline.report", "write report.md and the plots", sections=("report",)),
+    Stage("train", "sensei_jax.pipeline.train", "plain DreamerV3 on a task reward", pipeline=False),
+    Stage("transfer", "sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint",
+          pipeline=False),
+    Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False),
+)
+STAGES: dict[str, Stage] = {stage.name: stage for stage in REGISTRY}
+# The pipeline's stages in the order `run` executes them.
+PIPELINE: tuple[str, ...] = tuple(stage.name for stage in REGISTRY if stage.pipeline)
+# The module run with no command.
+RUNNER_MODULE = "sensei_jax.pipeline.runner"
+
+
+def get(name: str) -> Stage:
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(PIPELINE)}")
+    return STAGES[name]
+
+
+def pipeline_index(name: str) -> int:
+    """Position of pipeline stage `name` in the run order."""
+    if name not in PIPELINE:
+        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(PIPELINE)}")
+    return PIPELINE.index(name)
+
+
+def section_stage(section: str) -> str:
+    """The first pipeline stage that reads config section `section`. A section no stage claims counts as read by
+    the first stage: a change there is never silently ignored."""
+    for name in PIPELINE:
+        if section in STAGES[name].sections:
+            return name
+    return PIPELINE[0]
