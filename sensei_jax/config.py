@@ -232,14 +232,62 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     return data
 
 
+BASE_KEY = "base"
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One config file's own keys (without `base:`), and the chain of files that led to it as a base."""
+
+    path: Path
+    data: dict[str, Any]
+    named_by: tuple[Path, ...] = ()  # the top-level file first, the file naming `path` as its base last
+
+    def describe(self) -> str:
+        return str(self.path) if not self.named_by else f"{self.path} (base of {self.named_by[-1]})"
+
+
+def layers(path: str | Path, named_by: tuple[Path, ...] = ()) -> list[Layer]:
+    """The files config `path` is made of, in the order they apply: its bases (each with its own bases before it,
+    a list of bases in the order written), then `path` itself. A base path is relative to the file naming it."""
+    path = Path(path)
+    chain = [*named_by, path]
+    seen = [p.resolve() for p in named_by]
+    if path.resolve() in seen:
+        cycle = " -> ".join(str(p) for p in chain[seen.index(path.resolve()):])
+        raise ConfigError(f"config files name each other as bases in a cycle: {cycle}")
+    data = dict(read_yaml(path))
+    bases = data.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(f"{path}: '{BASE_KEY}' must be a config file path or a list of them, got {bases!r}")
+    out = []
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: base config {base!r} not found (looked for {base_path})")
+        out += layers(base_path, tuple(chain))
+    return out + [Layer(path, data, tuple(named_by))]
+
+
 def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """The dataclass defaults, then the YAML file (the embedded default when `path` is None), then overrides."""
+    """The dataclass defaults, then the YAML file (the embedded default when `path` is None), then overrides.
+
+    A file may build on others: `base: other.yaml` or `base: [a.yaml, b.yaml]`, paths relative to the file. Its
+    bases apply first (each after its own bases, a list in the order written, so later ones override earlier
+    ones), then the file's own keys. Sections merge key by key: a file's `explore: {steps: 10}` changes
+    `explore.steps` only. Every other value is replaced whole, lists and mappings that are not sections (such as
+    `env.cameras`) included. Each file is checked as it applies, so an error names the file (and the file that
+    named it as a base) as well as the dotted key, and a base must be valid on top of the files before it. The
+    result is one flat Config: `save` writes it without `base:`, and a saved config reloads to the same Config.
+    """
     cfg = Config()
-    data = read_yaml(DEFAULT_CONFIG if path is None else path)
-    try:
-        cfg = merge(cfg, data)
-    except ConfigError as error:
-        raise ConfigError(f"{path or DEFAULT_CONFIG}: {error}") from error
+    for layer in layers(DEFAULT_CONFIG if path is None else path):
+        try:
+            cfg = merge(cfg, layer.data)
+        except ConfigError as error:
+            raise ConfigError(f"{layer.describe()}: {error}") from error
     if overrides:
         cfg = merge(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
     return cfg
