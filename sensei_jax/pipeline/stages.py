@@ -2,7 +2,7 @@
 
 A `Stage` names the module that implements it, the config sections it is the first to read (a change there
 invalidates it and every later stage of a finished run) and the folder it writes in the run folder. Pipeline
-stages run in the order listed here; tools (`train`, `transfer`, `env`) are commands beside the pipeline.
+stages run in the order listed here; tools (`train`, `transfer`, `env`, `config`) are commands beside the pipeline.
 
 A stage module defines `run_stage(cfg, run_dir) -> summary` (pipeline stages; the JSON-able summary goes to
 status.json) and `main(args, cfg)` for its command, plus `add_arguments(parser)` for flags of its own (other
@@ -69,6 +69,8 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("transfer", "sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint",
           pipeline=False),
     Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False),
+    Stage("config", "sensei_jax.pipeline.show_config", "print the resolved config (after base: files and overrides)",
+          pipeline=False),
 )
 STAGES: dict[str, Stage] = {stage.name: stage for stage in REGISTRY}
 # The pipeline's stages in the order `run` executes them.
