@@ -22,8 +22,7 @@ from flax import nnx
 
 from sensei_jax.vlm.annotate import _score
 from sensei_jax.vlm.llava_config import LlavaConfig
-from sensei_jax.vlm.model import LlavaModel, parameter_bytes, parameter_count
-from sensei_jax.vlm.params import random_model
+from sensei_jax.vlm.model import LlavaModel, abstract_model, parameter_bytes, parameter_count, random_model
 from sensei_jax.hardware import describe as describe_hardware
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per device
@@ -32,8 +31,7 @@ TEXT_TOKENS = 110  # the default Robodesk question and chat template with 2 imag
 
 def device_random_model(cfg: LlavaConfig, dtype, seed: int = 0) -> LlavaModel:
     """Random weights generated on the device, leaf by leaf (a 7B model never passes through host memory)."""
-    abstract = nnx.eval_shape(lambda: LlavaModel(cfg, dtype, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
+    graphdef, state = nnx.split(abstract_model(cfg, dtype))
     key = jax.random.key(seed)
     leaves = []
     for i, (path, leaf) in enumerate(nnx.to_flat_state(state)):
@@ -71,7 +69,7 @@ def main() -> None:
     cfg = {"tiny": LlavaConfig.tiny, "7b": LlavaConfig.llava_1_5_7b, "13b": LlavaConfig.llava_1_5_13b}[args.model]()
     batch = args.batch or (8 if args.model == "tiny" else 4)
 
-    abstract = nnx.eval_shape(lambda: LlavaModel(cfg, dtype, rngs=nnx.Rngs(0)))
+    abstract = abstract_model(cfg, dtype)
     ids, length, pixels = inputs(cfg, batch, args.bucket)
     candidates = jnp.asarray([7, 8], jnp.int32)
     score = _score  # the annotator's own compiled scoring function

@@ -21,6 +21,7 @@ from sensei_jax.explore.interactions import InteractionLog
 from sensei_jax.reward import train as reward_train
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.dataset import FIRST, SECOND, TIE, PairDataset
+from sensei_jax.reward.model import RewardModel
 
 STEPS = 1536
 
@@ -51,7 +52,7 @@ def distill_corner_reward_model(out_dir, num_pairs: int = 512, seed: int = 0):
     cfg = RewardConfig(image_size=64, channels=(8, 16, 16), hidden=64, epochs=8, batch_size=32, learning_rate=1e-3)
     summary = reward_train.train(dataset, "corner", cfg, out_dir / "distill", progress=False)
     assert summary["best_val_accuracy"] > 0.9, summary
-    return reward_train.load_reward_model(out_dir / "distill")
+    return RewardModel.load(out_dir / "distill")
 
 
 def explore(behaviour: str, out_dir, reward_model, **switch):

@@ -10,8 +10,8 @@ import pytest
 
 from sensei_jax.vlm.generate import greedy_generate
 from sensei_jax.vlm.llava_config import LlavaConfig
-from sensei_jax.vlm.model import LlavaModel
-from sensei_jax.vlm.params import random_model, read_safetensors, save_pretrained, write_safetensors
+from sensei_jax.vlm.model import LlavaModel, random_model
+from sensei_jax.vlm.params import read_safetensors, save_pretrained, write_safetensors
 from sensei_jax.vlm.processor import ImageProcessorConfig, LlavaProcessor, pad_to_square, preprocess_image
 from sensei_jax.vlm.tiny import write_tiny_checkpoint
 

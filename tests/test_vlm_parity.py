@@ -10,8 +10,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from sensei_jax.vlm.generate import greedy_generate  # noqa: E402
 from sensei_jax.vlm.llava_config import LlavaConfig  # noqa: E402
-from sensei_jax.vlm.model import LlavaModel  # noqa: E402
-from sensei_jax.vlm.params import random_model, save_pretrained  # noqa: E402
+from sensei_jax.vlm.model import LlavaModel, random_model  # noqa: E402
+from sensei_jax.vlm.params import save_pretrained  # noqa: E402
 
 CFG = LlavaConfig.tiny(vocab_size=64, image_token_index=3)
 L = CFG.image_seq_length

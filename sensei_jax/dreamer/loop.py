@@ -50,13 +50,14 @@ from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.dreamer.agent import Agent, first_nonfinite_loss
 from sensei_jax.dreamer.replay import Replay, ReplayState
 from sensei_jax.dreamer.train_config import TrainConfig
+from sensei_jax.envs.protocol import Env
 from sensei_jax.metrics import MetricsWriter
 
 StepFn = Callable[[Any, Mapping[str, jax.Array], Any], dict[str, jax.Array]]
 LATENT_KEYS = ("deter", "stoch")
 
 
-def obs_space(env: Any, keys: tuple[str, ...] = ()) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def obs_space(env: Env, keys: tuple[str, ...] = ()) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """The agent's obs space {key: (shape, dtype)} for env observations `keys` (all when empty), one world."""
     spec = env.observation_spec()
     spec = {k: (tuple(v.shape), np.dtype(v.dtype)) if hasattr(v, "shape") else (tuple(v[0]), np.dtype(v[1]))
@@ -87,7 +88,7 @@ def select_worlds(mask: jax.Array, fresh: Any, current: Any) -> Any:
     """Per-world select between two batched env states: leaves with leading axis N take `fresh` where mask.
 
     Used when some but not all worlds finish at once (all finishing, as with Robodesk's fixed-length episodes,
-    simply takes the fresh state); an env may define its own `select_worlds(mask, fresh, current)` instead.
+    simply takes the fresh state); an env may define its own (see `sensei_jax.envs.Env`).
     """
 
     def pick(a, b):
@@ -106,7 +107,7 @@ def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
 
 
 class Trainer:
-    """Trains `agent` on a batched functional env (`reset_batch(key, n)`, `step(state, actions [N, A])`).
+    """Trains `agent` on a batched functional env (the `sensei_jax.envs.Env` contract).
 
     Args:
       cfg: the `train` section.
@@ -118,7 +119,7 @@ class Trainer:
       store_fn, log_fn, record_fn: hooks, see the module docstring; hook_args: their last argument.
     """
 
-    def __init__(self, cfg: TrainConfig, agent: Agent, env: Any, logdir: str | Path, *, seed: int = 0,
+    def __init__(self, cfg: TrainConfig, agent: Agent, env: Env, logdir: str | Path, *, seed: int = 0,
                  store_fn: StepFn | None = None, log_fn: StepFn | None = None, record_fn: StepFn | None = None,
                  hook_args: Any = None):
         self.cfg, self.agent, self.env = cfg, agent, env

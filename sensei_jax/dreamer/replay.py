@@ -172,6 +172,3 @@ class Replay:
         slots = (oldest + start[:, None] + jnp.arange(self.length)[None]) % self.steps_per_stream
         return stream, slots.astype(jnp.int32)
 
-
-def replay_sharding(mesh: Mesh | None, axis: str = "data") -> NamedSharding | None:
-    return None if mesh is None else NamedSharding(mesh, P(axis))

@@ -63,10 +63,6 @@ class RSSM(nnx.Module):
         """[B, D] -> [B, S, K]."""
         return self._logits(self.prior_out(self.prior_mlp(deter)))
 
-    def post_logits(self, deter: jax.Array, embed: jax.Array) -> jax.Array:
-        """[B, D], [B, E] -> [B, S, K]."""
-        return self._post_from(deter, self.project_embed(embed))
-
     def project_embed(self, embed: jax.Array) -> jax.Array:
         """The embedding's share of the posterior's first layer, [..., E] -> [..., hidden]. It does not depend on
         the recurrent state, so `observe` computes it for all steps at once, outside the sequential loop (at the

@@ -5,10 +5,8 @@ red blob, the target a green one) and also exposes vector observations, so it ex
 encoders of the agent. Stepping costs microseconds, which makes it the sanity env for the training loop and the
 environment of the loop's learning tests.
 
-API (as Robodesk): `state = env.reset(key)`; `state = env.step(state, action)`, both pure; `reset_batch(key, n)` gives N
-worlds that `step` advances with actions [N, 2]; `state.obs` a dict of arrays, `state.reward` f32, `state.done` bool,
-`state.info` a dict with `episode_step`, `success` and `is_terminal`. The env never resets itself: the caller resets
-after `done` (the training loop does), so the last observation of an episode is seen.
+It satisfies `sensei_jax.envs.Env` (see `sensei_jax.envs.protocol`), and `reset`/`step` also work on one world
+without a batch axis. `info` holds `episode_step`, `success` and `is_terminal`; the env never resets itself.
 """
 
 from __future__ import annotations

@@ -201,11 +201,42 @@ class RewardModel:
 
     @classmethod
     def load(cls, directory: str | Path, step: int | None = None) -> "RewardModel":
-        """Loads the best checkpoint (by validation accuracy) written by `sensei_jax.reward.train.train` in
-        `directory` (a distill folder), or checkpoint `step`."""
-        from sensei_jax.reward import train  # the checkpoint layout is owned by the trainer
+        """The model in `directory`, a distill folder as `sensei_jax.reward.train.train` writes it (its module
+        docstring lists the files): the best checkpoint by validation accuracy, or checkpoint `step`, with the
+        reward statistics recorded for that checkpoint."""
+        # Imported here so that computing rewards with a model in hand never imports orbax.
+        from sensei_jax import io
+        from sensei_jax.checkpoint import Checkpointer
 
-        return train.load_reward_model(directory, step=step)
+        directory = Path(directory)
+        meta_path = directory / "model.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a reward-model folder: {meta_path} is missing")
+        record = io.read_json(meta_path)
+        try:
+            model_cfg = RewardModelConfig(**record["model"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{meta_path} has an invalid 'model' entry: {error}") from error
+        best_dir = directory / "checkpoints" / "best"
+        if not best_dir.is_dir():
+            raise FileNotFoundError(f"no reward-model checkpoint in {best_dir} (has distill finished an epoch?)")
+        checkpoints = Checkpointer(best_dir, max_to_keep=1, best_metric="val_score")
+        try:
+            step = checkpoints.best_step if step is None else step
+            if step is None:
+                raise FileNotFoundError(f"no reward-model checkpoint in {best_dir}")
+            params = checkpoints.restore(step, like={"params": abstract_params(model_cfg)})["params"]
+        finally:
+            checkpoints.close()
+        stats_path = directory / "reward_stats.json"
+        stats = io.read_json(stats_path) if stats_path.is_file() else {}
+        if stats and stats.get("epoch") != step:
+            stats = {}  # statistics belong to another checkpoint
+        params = jax.tree.map(jnp.asarray, params)
+        if not stats:
+            return cls(model_cfg, params)
+        return cls(model_cfg, params, mean=jnp.float32(stats["mean"]), std=jnp.float32(max(stats["std"], 1e-8)),
+                   stats=stats)
 
     def __repr__(self) -> str:
         count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params))

@@ -1,4 +1,4 @@
-"""Bradley-Terry distillation of pairwise preferences into the Motif reward model, and loading the result.
+"""Bradley-Terry distillation of pairwise preferences into the Motif reward model.
 
 For a pair (o1, o2) with label y (0 first preferred, 1 second, 2 tie -> 0.5; 3 unknown pairs are dropped), the
 loss is Motif's soft-label cross-entropy over the two rewards:
@@ -18,6 +18,8 @@ finished epoch with the same per-epoch shuffles. The output folder holds:
     metrics.jsonl + events.*   TensorBoard scalars (train/loss every `log_every` steps, val/* every epoch)
     curve.csv                  one row per epoch: train and validation loss and accuracy
     summary.json               what was trained and how well
+
+`RewardModel.load(out_dir)` reads it back.
 """
 
 from __future__ import annotations
@@ -43,8 +45,7 @@ from sensei_jax.metrics import MetricsWriter
 from sensei_jax.progress import bar
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.dataset import FIRST, SECOND, TIE, UNKNOWN, PairDataset, iterate_batches, split_indices
-from sensei_jax.reward.model import (RewardModel, RewardModelConfig, abstract_params, apply, init_params,
-                                     resize_uint8)
+from sensei_jax.reward.model import RewardModelConfig, apply, init_params, resize_uint8
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CURVE_COLUMNS = ("epoch", "step", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "pairs_per_s")
@@ -368,40 +369,3 @@ def _check_resumable(out_dir: Path, record: dict) -> None:
         if previous.get("train_config", {}).get(key) != record["train_config"][key]:
             raise ValueError(f"{path} records reward.{key}={previous['train_config'].get(key)!r} but this run has "
                              f"{record['train_config'][key]!r}; cannot resume — use a fresh output folder")
-
-
-# -----------------------------------------------------------------------------------------------------------------
-# Loading.
-
-
-def load_reward_model(directory: str | Path, step: int | None = None) -> RewardModel:
-    """The RewardModel of a distill folder: best checkpoint by validation accuracy (or `step`), with its stats."""
-    directory = Path(directory)
-    meta_path = directory / "model.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a reward-model folder: {meta_path} is missing")
-    record = io.read_json(meta_path)
-    try:
-        model_cfg = RewardModelConfig(**record["model"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{meta_path} has an invalid 'model' entry: {error}") from error
-    best_dir = directory / "checkpoints" / "best"
-    if not best_dir.is_dir():
-        raise FileNotFoundError(f"no reward-model checkpoint in {best_dir} (has distill finished an epoch?)")
-    checkpoints = Checkpointer(best_dir, max_to_keep=1, best_metric="val_score")
-    try:
-        step = checkpoints.best_step if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no reward-model checkpoint in {best_dir}")
-        params = checkpoints.restore(step, like={"params": abstract_params(model_cfg)})["params"]
-    finally:
-        checkpoints.close()
-    stats_path = directory / "reward_stats.json"
-    stats = io.read_json(stats_path) if stats_path.is_file() else {}
-    if stats and stats.get("epoch") != step:
-        stats = {}  # statistics belong to another checkpoint
-    params = jax.tree.map(jnp.asarray, params)
-    if not stats:
-        return RewardModel(model_cfg, params)
-    return RewardModel(model_cfg, params, mean=jnp.float32(stats["mean"]),
-                       std=jnp.float32(max(stats["std"], 1e-8)), stats=stats)

@@ -14,6 +14,7 @@ from flax import nnx
 from sensei_jax.vlm.language import KVCache, LlamaModel
 from sensei_jax.vlm.layers import activation, linear
 from sensei_jax.vlm.llava_config import LlavaConfig
+from sensei_jax.vlm.params import load_weights
 from sensei_jax.vlm.vision import ClipVisionTower
 
 
@@ -51,10 +52,9 @@ class LlavaModel(nnx.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype=jnp.float32) -> LlavaModel:
-        """Loads a local Hugging Face LLaVA checkpoint directory (config.json + safetensors, any key layout)."""
-        from sensei_jax.vlm.params import load_pretrained
-
-        return load_pretrained(path, dtype)
+        """Loads a local Hugging Face LLaVA checkpoint directory (config.json + safetensors, any key layout), with
+        the parameters cast to `dtype`."""
+        return load_weights(abstract_model(LlavaConfig.from_pretrained(path), dtype), path)
 
     @property
     def dtype(self):
@@ -136,3 +136,24 @@ def parameter_count(model_or_state) -> int:
 def parameter_bytes(model_or_state) -> int:
     return int(sum(np.prod(x.shape) * np.dtype(x.dtype).itemsize
                    for x in jax.tree.leaves(nnx.state(model_or_state, nnx.Param))))
+
+
+def abstract_model(cfg: LlavaConfig, dtype=jnp.float32) -> LlavaModel:
+    """A LlavaModel of shapes and dtypes only (`nnx.eval_shape`): nothing allocated, nothing compiled."""
+    return nnx.eval_shape(lambda: LlavaModel(cfg, dtype, rngs=nnx.Rngs(0)))
+
+
+def random_model(cfg: LlavaConfig, dtype=jnp.float32, seed: int = 0, std: float = 0.02) -> LlavaModel:
+    """A `LlavaModel` with random weights drawn by numpy into an `abstract_model` skeleton.
+
+    Much cheaper than running the nnx initializers (no XLA compilation at all), which matters for tests on
+    a loaded CPU. Kernels, embeddings and biases ~ N(0, std); norm scales ~ 1 + N(0, 0.1).
+    """
+    graphdef, state = nnx.split(abstract_model(cfg, dtype))
+    rng = np.random.default_rng(seed)
+    leaves = []
+    for path, leaf in nnx.to_flat_state(state):
+        noise = rng.normal(size=leaf.shape).astype(np.float32)
+        value = 1.0 + 0.1 * noise if path[-1] == "scale" else std * noise
+        leaves.append((path, leaf.replace(jnp.asarray(value.astype(leaf.dtype)))))
+    return nnx.merge(graphdef, nnx.from_flat_state(leaves))

@@ -216,13 +216,14 @@ def _is_unused(key: str, cfg: LlavaConfig) -> bool:
 # loading and saving
 
 
-def load_pretrained(directory: str | Path, dtype=jnp.float32):
-    """A `LlavaModel` with the weights of a Hugging Face checkpoint directory, cast to `dtype`."""
-    from sensei_jax.vlm.model import LlavaModel
+def load_weights(abstract: nnx.Module, directory: str | Path) -> nnx.Module:
+    """`abstract` (a LlavaModel of shapes only, from `nnx.eval_shape`, built from the config.json in `directory`)
+    with the weights of the Hugging Face checkpoint in `directory`, cast to the model's parameter dtypes.
 
+    The model is passed in, not built here, so that `LlavaModel.from_pretrained` can call this module without this
+    module importing the model back."""
     directory = Path(directory)
-    cfg = LlavaConfig.from_pretrained(directory)
-    abstract = nnx.eval_shape(lambda: LlavaModel(cfg, dtype, rngs=nnx.Rngs(0)))
+    cfg: LlavaConfig = abstract.config
     graphdef, abstract_state = nnx.split(abstract)
     table = _parameter_table(abstract_state)
     values: dict[tuple, jax.Array] = {}
@@ -295,22 +296,3 @@ def save_pretrained(model, directory: str | Path, layout: Layout = "hub", dtype=
     (directory / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map},
                                                    indent=2))
     return directory
-
-
-def random_model(cfg: LlavaConfig, dtype=jnp.float32, seed: int = 0, std: float = 0.02):
-    """A `LlavaModel` with random weights drawn by numpy into an `nnx.eval_shape` skeleton.
-
-    Much cheaper than running the nnx initializers (no XLA compilation at all), which matters for tests on
-    a loaded CPU. Kernels, embeddings and biases ~ N(0, std); norm scales ~ 1 + N(0, 0.1).
-    """
-    from sensei_jax.vlm.model import LlavaModel
-
-    abstract = nnx.eval_shape(lambda: LlavaModel(cfg, dtype, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    rng = np.random.default_rng(seed)
-    leaves = []
-    for path, leaf in nnx.to_flat_state(state):
-        noise = rng.normal(size=leaf.shape).astype(np.float32)
-        value = 1.0 + 0.1 * noise if path[-1] == "scale" else std * noise
-        leaves.append((path, leaf.replace(jnp.asarray(value.astype(leaf.dtype)))))
-    return nnx.merge(graphdef, nnx.from_flat_state(leaves))

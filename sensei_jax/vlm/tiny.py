@@ -17,7 +17,8 @@ from typing import Iterable
 import jax.numpy as jnp
 
 from sensei_jax.vlm.llava_config import LlavaConfig
-from sensei_jax.vlm.params import Layout, random_model, save_pretrained
+from sensei_jax.vlm.model import random_model
+from sensei_jax.vlm.params import Layout, save_pretrained
 from sensei_jax.vlm.processor import IMAGE_TOKEN, ImageProcessorConfig
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", IMAGE_TOKEN, "<unk>")  # ids 0..4

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
+# The names a config may name, here rather than in `tasks` (which re-exports them) so that validating a config
+# does not import jax.
+CORE_TASKS = ("open_slide", "open_drawer", "push_green", "stack", "upright_block_off_table", "flat_block_in_bin",
+              "flat_block_in_shelf", "lift_upright_block", "lift_ball")
+EXTRA_TASKS = ("push_blue", "push_red", "flat_block_off_table", "ball_off_table", "upright_block_in_bin",
+               "ball_in_bin", "upright_block_in_shelf", "ball_in_shelf", "lift_flat_block")
+SENSEI_TASKS = ("open_drawer_easy", "open_drawer_medium", "open_slide_easy")
+TASKS = CORE_TASKS + EXTRA_TASKS + SENSEI_TASKS
+REWARD_MODES = ("dense", "sparse", "success")
+
 
 @dataclasses.dataclass
 class RobodeskConfig:
@@ -25,8 +35,6 @@ class RobodeskConfig:
     shadows: bool = False  # shadows in the Warp ray tracer (Robodesk's OpenGL view has them; costs render time)
 
     def __post_init__(self):
-        from sensei_jax.envs.robodesk.tasks import REWARD_MODES, TASKS  # local: tasks imports jax
-
         if self.task not in TASKS:
             raise ValueError(f"env.task: unknown task {self.task!r}; known: {', '.join(TASKS)}")
         if self.reward not in REWARD_MODES:

@@ -72,7 +72,8 @@ def _name2id(m: mujoco.MjModel, kind: mujoco.mjtObj, name: str) -> int:
 
 
 class Robodesk:
-    """Robodesk (Kannan et al. 2021) on MJX-Warp with the Warp batch renderer. See the module docstring."""
+    """Robodesk (Kannan et al. 2021) on MJX-Warp with the Warp batch renderer, a `sensei_jax.envs.RestorableEnv`.
+    See the module docstring."""
 
     def __init__(self, task: str = "open_drawer", reward: str = "dense", camera: str = "right", image_size: int = 64,
                  action_repeat: int = 1, episode_length: int = 500, auto_reset: bool = True,

@@ -13,17 +13,12 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sensei_jax.envs.robodesk.config import CORE_TASKS, EXTRA_TASKS, REWARD_MODES, SENSEI_TASKS, TASKS  # noqa: F401
+
 OBJECTS = ("ball", "upright_block", "flat_block")  # order of Scene.object_pos / initial_object_pos
-CORE_TASKS = ("open_slide", "open_drawer", "push_green", "stack", "upright_block_off_table", "flat_block_in_bin",
-              "flat_block_in_shelf", "lift_upright_block", "lift_ball")
-EXTRA_TASKS = ("push_blue", "push_red", "flat_block_off_table", "ball_off_table", "upright_block_in_bin",
-               "ball_in_bin", "upright_block_in_shelf", "ball_in_shelf", "lift_flat_block")
-SENSEI_TASKS = ("open_drawer_easy", "open_drawer_medium", "open_slide_easy")
-TASKS = CORE_TASKS + EXTRA_TASKS + SENSEI_TASKS
 INTERACTIONS = ("drawer", "slide", "red_button", "green_button", "blue_button", "ball", "upright_block",
                 "flat_block")
 INTERACTION_VELOCITY = 0.02  # |joint velocity| above which SENSEI counts an object as interacted with
-REWARD_MODES = ("dense", "sparse", "success")
 
 LIFT_HEIGHT = {"upright_block": 0.86, "ball": 0.81, "flat_block": 0.78}
 STACK_OFFSET = (0.0, 0.0, 0.0377804)
