@@ -32,6 +32,7 @@ from sensei_jax import io
 from sensei_jax.dreamer import loop as loop_lib
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.train_config import TrainConfig
+from sensei_jax.envs.protocol import Env
 from sensei_jax.explore import sensei
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.explore.interactions import InteractionLog
@@ -67,7 +68,7 @@ class Explorer:
     record (the collect stage) passes its `record_fn` to `make_trainer`.
     """
 
-    def __init__(self, explore: ExploreConfig, dreamer: DreamerConfig, env, num_envs: int, reward_model=None,
+    def __init__(self, explore: ExploreConfig, dreamer: DreamerConfig, env: Env, num_envs: int, reward_model=None,
                  image_key: str = "image", seed: int = 0, task: str | None = None, tasks: tuple[str, ...] | None = None,
                  train: TrainConfig | None = None, reward_model_dir: str | Path | None = None):
         if "semantic" in explore.sources and reward_model is None:

@@ -38,6 +38,7 @@ import numpy as np
 
 from sensei_jax import io, progress
 from sensei_jax.config import Config
+from sensei_jax.envs.protocol import RestorableEnv
 from sensei_jax.envs.robodesk import TASKS, tasks
 from sensei_jax.pipeline import rundir
 from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, carry_path, chunk_path,
@@ -50,7 +51,7 @@ from sensei_jax.pipeline.envs import compiled_once, make_env
 # What is stored per step.
 
 
-def step_record(env, states) -> dict[str, jax.Array]:
+def step_record(env: RestorableEnv, states) -> dict[str, jax.Array]:
     """Everything stored for a batch of worlds at one step: arrays [B, ...]."""
     flags = states.info["interaction_flags"]
     success = states.info["success"]
@@ -79,7 +80,7 @@ def step_record(env, states) -> dict[str, jax.Array]:
 # The random-walk policy and the compiled step.
 
 
-def build_step(env, action_smoothing: float):
+def build_step(env: RestorableEnv, action_smoothing: float):
     """One policy step of all worlds: (states [B], actions f32 [B, A], key) -> (states, actions, records)."""
 
     @jax.jit
@@ -121,7 +122,7 @@ def _meta(cfg: Config, out: Path, num_chunks: int, record_shapes: dict | None) -
     return meta
 
 
-def collect_random(cfg: Config, env, out: Path) -> dict[str, Any]:
+def collect_random(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
     """The smooth random walk, resumed exactly from the carry of the last complete chunk. Returns meta.json."""
     num_envs = cfg.env.num_envs
     chunk_steps = cfg.collect.chunk_steps
@@ -166,7 +167,7 @@ def collect_random(cfg: Config, env, out: Path) -> dict[str, Any]:
     return meta
 
 
-def collect_p2x(cfg: Config, env, out: Path) -> dict[str, Any]:
+def collect_p2x(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
     """Plan2Explore (disagreement only) collecting and training at once, on the DreamerV3 loop; one loop collection
     call per chunk, a checkpoint after each (see the module docstring). Returns meta.json."""
     from sensei_jax.explore.explorer import Explorer
