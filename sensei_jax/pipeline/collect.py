@@ -55,12 +55,11 @@ import numpy as np
 from sensei_jax import config as config_lib
 from sensei_jax import io, progress
 from sensei_jax.config import Config
-from sensei_jax.envs.robodesk import INTERACTIONS, TASKS, Robodesk, tasks
+from sensei_jax.envs.robodesk import INTERACTIONS, TASKS, Robodesk, interest
 from sensei_jax.pipeline import rundir
 
 INTERACTION_NAMES = INTERACTIONS  # drawer, slide, red/green/blue button, ball, upright block, flat block
-# Targets whose proximity to the gripper SENSEI's heuristic counts (sensei_motif.md §1).
-DISTANCE_NAMES = ("ball", "upright_block", "flat_block", "drawer_handle", "slide_handle")
+DISTANCE_NAMES = interest.TARGETS  # the `distance` columns: SENSEI's heuristic's targets
 CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "episode_step", "distance", "drawer_qpos",
               "stack_error")
 
@@ -96,13 +95,7 @@ def step_record(env, states) -> dict[str, jax.Array]:
     """Everything stored for a batch of worlds at one step: arrays [B, ...]."""
     flags = states.info["interaction_flags"]
     success = states.info["success"]
-    # The env's own scene description (end effector, objects, handles) of the current physics.
-    scene = env.scene(states)
-    ee = scene.end_effector  # [B, 3]
-    ball, upright, flat = (scene.object_pos[:, i] for i in range(3))  # tasks.OBJECTS order
-    targets = jnp.stack([ball, upright, flat, scene.drawer_handle, scene.slide_handle], axis=1)  # [B, D, 3]
-    distance = jnp.linalg.norm(ee[:, None] - targets, axis=-1)
-    stack_error = jnp.linalg.norm(upright - flat - jnp.asarray(tasks.STACK_OFFSET), axis=-1)
+    heuristic = interest.features(env.scene(states))  # distance [B, D], drawer_qpos [B], stack_error [B]
     return {
         "image": states.obs["image"].astype(jnp.uint8),
         "state": env.physics_state(states).astype(jnp.float32),
@@ -111,9 +104,9 @@ def step_record(env, states) -> dict[str, jax.Array]:
         "reward": states.reward.astype(jnp.float32),
         "done": states.done.astype(bool),
         "episode_step": states.info["episode_step"].astype(jnp.int32),
-        "distance": distance.astype(jnp.float32),
-        "drawer_qpos": scene.drawer_q.astype(jnp.float32),
-        "stack_error": stack_error.astype(jnp.float32),
+        "distance": heuristic["distance"],
+        "drawer_qpos": heuristic["drawer_qpos"],
+        "stack_error": heuristic["stack_error"],
     }
 
 

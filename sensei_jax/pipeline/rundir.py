@@ -28,6 +28,7 @@ STAGES: tuple[str, ...] = ("collect", "pairs", "annotate", "distill", "explore",
 # Sections not listed (someone's new section) count as affecting the first stage: safe, never silently stale.
 SECTION_STAGE: dict[str, str] = {
     "run": "collect", "env": "collect", "collect": "collect",
+    "interest": "pairs",  # SENSEI's heuristic classes the frames (also read by the oracle and the report)
     "pairs": "pairs", "vlm": "pairs",  # pairs re-render at the annotator's resolution
     "annotate": "annotate",
     "reward": "distill", "distill": "distill",
