@@ -15,13 +15,14 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from sensei_jax.annotators.config import AnnotateConfig
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.dreamer.train_config import TrainConfig
-from sensei_jax.envs.robodesk.config import RobodeskConfig
+from sensei_jax.envs.robodesk.config import InterestConfig, RobodeskConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
 from sensei_jax.reward.config import RewardConfig
-from sensei_jax.vlm.config import AnnotateConfig, VlmConfig
+from sensei_jax.vlm.config import VlmConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -51,6 +52,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     explore: ExploreConfig = dataclasses.field(default_factory=ExploreConfig)
     collect: CollectConfig = dataclasses.field(default_factory=CollectConfig)
+    interest: InterestConfig = dataclasses.field(default_factory=InterestConfig)
     pairs: PairsConfig = dataclasses.field(default_factory=PairsConfig)
     evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)

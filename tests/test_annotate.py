@@ -10,8 +10,11 @@ import pytest
 from sensei_jax import config as config_lib
 from sensei_jax.pipeline.annotate import annotate_dataset
 from sensei_jax.reward.dataset import PairDataset
-from sensei_jax.vlm.annotate import LlavaAnnotator, RandomAnnotator, composite, label_from_prob, make_annotator
-from sensei_jax.vlm.config import AnnotateConfig
+from sensei_jax.annotators import make_annotator
+from sensei_jax.annotators.base import label_from_prob
+from sensei_jax.annotators.chance import RandomAnnotator
+from sensei_jax.annotators.config import AnnotateConfig
+from sensei_jax.vlm.annotate import LlavaAnnotator, composite
 from sensei_jax.vlm.tiny import write_tiny_checkpoint
 
 PAIRS = np.random.default_rng(0).integers(0, 256, (5, 2, 24, 24, 3), dtype=np.uint8)
@@ -157,6 +160,16 @@ def test_stage_partitions_resume_and_summary(tmp_path):
     third = CountingAnnotator(changed.annotate)
     annotate_dataset(ds, third, changed, out)
     assert third.seen == 23
+
+
+def test_oracle_partitions_depend_on_the_interest_thresholds():
+    from sensei_jax.pipeline.annotate import _fingerprint
+
+    oracle = config_lib.load(None, ["--annotate.annotator", "oracle"])
+    stricter = dataclasses.replace(oracle, interest=dataclasses.replace(oracle.interest, near_distance=0.1))
+    assert _fingerprint(stricter) != _fingerprint(oracle)  # the oracle's labels follow the heuristic's thresholds
+    chance = config_lib.load(None, ["--annotate.annotator", "random"])
+    assert _fingerprint(dataclasses.replace(chance, interest=stricter.interest)) == _fingerprint(chance)
 
 
 def test_cli_llava(checkpoint, tmp_path):

@@ -2,8 +2,10 @@
 
 import numpy as np
 
+from sensei_jax.envs.robodesk.config import InterestConfig
+from sensei_jax.envs.robodesk.interest import interest
 from sensei_jax.pipeline.config import PairsConfig
-from sensei_jax.pipeline.pairs import CONTRASTIVE, UNIFORM, interest, plan_pairs
+from sensei_jax.pipeline.pairs import CONTRASTIVE, UNIFORM, plan_pairs
 
 
 def _features():
@@ -23,7 +25,7 @@ def _features():
 
 
 def test_heuristic_classes_follow_sensei():
-    labels = interest(_features(), PairsConfig())
+    labels = interest(_features(), InterestConfig())
     assert labels["interesting"].tolist() == [True, True, True, False, False, False]
     assert labels["good"].tolist() == [True, False, False, False, False, False]
     assert labels["bad"].tolist() == [False, False, False, True, True, False]
@@ -32,8 +34,8 @@ def test_heuristic_classes_follow_sensei():
 
 def test_contrastive_pairs_put_the_good_frame_in_the_labelled_slot():
     cfg = PairsConfig(contrastive=200, uniform=50)
-    labels = interest(_features(), cfg)
-    plan = plan_pairs(labels, cfg, np.random.default_rng(0))
+    labels = interest(_features(), InterestConfig())
+    plan = plan_pairs(labels, cfg, InterestConfig(), np.random.default_rng(0))
     assert not plan["fallback"]
     index, truth, kind = plan["index"], plan["ground_truth"], plan["kind"]
     assert index.shape == (250, 2) and truth.dtype == np.int8
@@ -55,7 +57,7 @@ def test_fallback_quantiles_when_no_frame_is_strictly_good():
     features = _features()
     features["distance"][0, 0] = 0.2  # nothing within 0.122 m any more
     cfg = PairsConfig(contrastive=50, fallback_quantile=0.2)
-    plan = plan_pairs(interest(features, cfg), cfg, np.random.default_rng(1))
+    plan = plan_pairs(interest(features, InterestConfig()), cfg, InterestConfig(), np.random.default_rng(1))
     assert plan["fallback"]
     rows = np.arange(50)
     preferred = plan["index"][rows, plan["ground_truth"]]

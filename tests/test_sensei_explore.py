@@ -20,7 +20,8 @@ from sensei_jax.explore.explorer import Explorer
 from sensei_jax.explore.interactions import InteractionLog
 from sensei_jax.reward import train as reward_train
 from sensei_jax.reward.config import RewardConfig
-from sensei_jax.reward.dataset import FIRST, SECOND, TIE, PairDataset
+from sensei_jax.reward.dataset import PairDataset
+from sensei_jax.reward.labels import Label
 from sensei_jax.reward.model import RewardModel
 
 STEPS = 1536
@@ -43,7 +44,7 @@ def distill_corner_reward_model(out_dir, num_pairs: int = 512, seed: int = 0):
     images = np.asarray(render(jnp.asarray(positions.reshape(-1, 2)))).reshape(num_pairs, 2, 16, 16, 3)
     corner_score = positions.sum(-1)  # x + y: larger toward the top-right corner
     gap = corner_score[:, 0] - corner_score[:, 1]
-    labels = np.where(np.abs(gap) < 0.05, TIE, np.where(gap > 0, FIRST, SECOND)).astype(np.int8)
+    labels = np.where(np.abs(gap) < 0.05, Label.TIE, np.where(gap > 0, Label.FIRST, Label.SECOND)).astype(np.int8)
     dataset = PairDataset.create(out_dir / "pairs", num_pairs, image_shape=(16, 16, 3), state_size=2)
     dataset.images[:] = images
     dataset.states[:] = positions

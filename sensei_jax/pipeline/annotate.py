@@ -28,19 +28,24 @@ import numpy as np
 
 from sensei_jax import config as config_lib
 from sensei_jax import io, progress
+from sensei_jax.annotators.registry import ANNOTATORS
 from sensei_jax.config import Config
-from sensei_jax.reward.dataset import GROUND_TRUTH, LABEL_NAMES, PairDataset
+from sensei_jax.reward.dataset import GROUND_TRUTH, PairDataset
+from sensei_jax.reward.labels import LABEL_NAMES, Label
 
 MANIFEST = "manifest.json"
 
 
 def _fingerprint(cfg: Config) -> str:
-    """What decides the labels: the annotate section, and the vlm section for llava."""
+    """What decides the labels: the annotate section, and the vlm section for llava, the interest section for the
+    oracle."""
     parts = {"annotate": config_lib.to_dict(cfg.annotate)}
     for key in ("batch_size", "partition_size"):  # batching does not change results
         parts["annotate"].pop(key)
     if cfg.annotate.annotator == "llava":
         parts["vlm"] = config_lib.to_dict(cfg.vlm)
+    if cfg.annotate.annotator == "oracle":
+        parts["interest"] = config_lib.to_dict(cfg.interest)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,14 +128,14 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
 def summarize(dataset: PairDataset, name: str, parts: dict[str, np.ndarray]) -> dict[str, Any]:
     """Label counts, first/second bias, agreement with the ground truth when the dataset has one."""
     label = parts["label"]
-    counts = np.bincount(label, minlength=4)
-    decided = counts[0] + counts[1]
+    counts = np.bincount(label, minlength=len(Label))
+    decided = counts[Label.FIRST] + counts[Label.SECOND]
     summary: dict[str, Any] = {
         "name": name, "pairs": int(len(label)),
         "counts": {n: int(c) for n, c in zip(LABEL_NAMES, counts)},
         "fractions": {n: float(c / max(len(label), 1)) for n, c in zip(LABEL_NAMES, counts)},
         # Of the decided labels, how many chose the first image (0.5 on random-order pairs = no bias).
-        "first_bias": float(counts[0] / decided) if decided else None,
+        "first_bias": float(counts[Label.FIRST] / decided) if decided else None,
         "mean_prob_first": float(np.nanmean(parts["prob_first"])),
     }
     if "position_first" in parts:  # llava: P(the image in the first slot wins), 0.5 = no position bias
@@ -139,11 +144,11 @@ def summarize(dataset: PairDataset, name: str, parts: dict[str, np.ndarray]) -> 
         summary["mean_answer_mass"] = float(np.mean(parts["answer_mass"]))
     if name != GROUND_TRUTH and GROUND_TRUTH in dataset.preference_names():
         truth = dataset.load_preferences(GROUND_TRUTH)
-        both = (truth < 2) & (label < 2)
+        both = (truth < Label.TIE) & (label < Label.TIE)  # decided: first or second
         summary["ground_truth"] = {
             "pairs_compared": int(both.sum()),
             "agreement": float((truth[both] == label[both]).mean()) if both.any() else None,
-            "coverage": float(both.sum() / max((truth < 2).sum(), 1)),  # decided labels among decided truths
+            "coverage": float(both.sum() / max((truth < Label.TIE).sum(), 1)),  # decided labels among decided truths
         }
     return summary
 
@@ -158,9 +163,9 @@ def plot_preferences(dataset: PairDataset, name: str, path: Path) -> Path:
     sets = [name] + ([GROUND_TRUTH] if name != GROUND_TRUTH and GROUND_TRUTH in dataset.preference_names() else [])
     fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=110)
     width = 0.8 / len(sets)
-    x = np.arange(4)
+    x = np.arange(len(Label))
     for k, label_set in enumerate(sets):
-        counts = np.bincount(dataset.load_preferences(label_set), minlength=4)
+        counts = np.bincount(dataset.load_preferences(label_set), minlength=len(Label))
         ax.bar(x + (k - (len(sets) - 1) / 2) * width, counts / max(counts.sum(), 1), width, label=label_set)
     ax.set_xticks(x, LABEL_NAMES)
     ax.set_ylabel("fraction of pairs")
@@ -178,8 +183,8 @@ def plot_preferences(dataset: PairDataset, name: str, path: Path) -> Path:
 
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Pipeline stage: labels run_dir/pairs, writes run_dir/annotate."""
+    from sensei_jax.annotators import make_annotator
     from sensei_jax.pipeline.pairs import open_dataset
-    from sensei_jax.vlm.annotate import make_annotator
 
     run_dir = Path(run_dir)
     dataset = open_dataset(run_dir)
@@ -189,7 +194,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="pair dataset folder (default: the run's pairs/)")
     parser.add_argument("--out", help="where summary.json, the plot and partitions go (default: DATASET/annotate)")
-    parser.add_argument("--annotator", choices=("llava", "oracle", "random"),
+    parser.add_argument("--annotator", choices=ANNOTATORS,
                         help="shorthand for --annotate.annotator")
     parser.add_argument("--name", help="label set name (shorthand for --annotate.name)")
 
@@ -199,7 +204,7 @@ def main(args: argparse.Namespace, cfg: Config) -> int:
     if updates:
         cfg = dataclasses.replace(cfg, annotate=dataclasses.replace(cfg.annotate, **updates))
     if args.dataset:
-        from sensei_jax.vlm.annotate import make_annotator
+        from sensei_jax.annotators import make_annotator
 
         dataset = PairDataset.open(args.dataset)
         dataset.require_complete()

@@ -39,7 +39,7 @@ import numpy as np
 from sensei_jax import io, progress
 from sensei_jax.config import Config
 from sensei_jax.envs.protocol import RestorableEnv
-from sensei_jax.envs.robodesk import TASKS, tasks
+from sensei_jax.envs.robodesk import TASKS, interest
 from sensei_jax.pipeline import rundir
 from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, carry_path, chunk_path,
                                             complete_chunks, interaction_totals, load_carry, load_chunk, save_carry,
@@ -55,13 +55,7 @@ def step_record(env: RestorableEnv, states) -> dict[str, jax.Array]:
     """Everything stored for a batch of worlds at one step: arrays [B, ...]."""
     flags = states.info["interaction_flags"]
     success = states.info["success"]
-    # The env's own scene description (end effector, objects, handles) of the current physics.
-    scene = env.scene(states)
-    ee = scene.end_effector  # [B, 3]
-    ball, upright, flat = (scene.object_pos[:, i] for i in range(3))  # tasks.OBJECTS order
-    targets = jnp.stack([ball, upright, flat, scene.drawer_handle, scene.slide_handle], axis=1)  # [B, D, 3]
-    distance = jnp.linalg.norm(ee[:, None] - targets, axis=-1)
-    stack_error = jnp.linalg.norm(upright - flat - jnp.asarray(tasks.STACK_OFFSET), axis=-1)
+    heuristic = interest.features(env.scene(states))  # distance [B, D], drawer_qpos [B], stack_error [B]
     return {
         "image": states.obs["image"].astype(jnp.uint8),
         "state": env.physics_state(states).astype(jnp.float32),
@@ -70,9 +64,9 @@ def step_record(env: RestorableEnv, states) -> dict[str, jax.Array]:
         "reward": states.reward.astype(jnp.float32),
         "done": states.done.astype(bool),
         "episode_step": states.info["episode_step"].astype(jnp.int32),
-        "distance": distance.astype(jnp.float32),
-        "drawer_qpos": scene.drawer_q.astype(jnp.float32),
-        "stack_error": stack_error.astype(jnp.float32),
+        "distance": heuristic["distance"],
+        "drawer_qpos": heuristic["drawer_qpos"],
+        "stack_error": heuristic["stack_error"],
     }
 
 

@@ -30,12 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from sensei_jax import io
+from sensei_jax.envs.robodesk import interest
 from sensei_jax.envs.robodesk.tasks import INTERACTIONS
 from sensei_jax.pipeline.rundir import StageError
 
 INTERACTION_NAMES = INTERACTIONS  # drawer, slide, red/green/blue button, ball, upright block, flat block
-# Targets whose proximity to the gripper SENSEI's interestingness heuristic counts.
-DISTANCE_NAMES = ("ball", "upright_block", "flat_block", "drawer_handle", "slide_handle")
+DISTANCE_NAMES = interest.TARGETS  # the `distance` columns: the targets of SENSEI's interestingness heuristic
 CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "episode_step", "distance", "drawer_qpos",
               "stack_error")
 

@@ -31,19 +31,13 @@ class CollectConfig:
 
 @dataclasses.dataclass
 class PairsConfig:
-    """Pair sampling (SENSEI's contrastive heuristic and/or uniform pairs) and re-rendering for the annotator."""
+    """Pair sampling (SENSEI's contrastive heuristic and/or uniform pairs) and re-rendering for the annotator.
+    The heuristic's thresholds are the `interest` section (envs/robodesk/config.py)."""
 
     contrastive: int = 256  # (interesting, uninteresting) pairs, the interesting frame in a random slot
     uniform: int = 0  # uniformly random pairs (ground truth from the interestingness score)
     image_size: int | None = None  # re-render resolution; None: the annotator's (vlm.image_size) or the env's
     camera: str | None = None  # re-render camera; None: the env's camera ("right", as SENSEI)
-    # SENSEI's heuristic, distances in metres (sensei_motif.md §1).
-    near_distance: float = 0.145  # gripper this close to a ball/block/handle counts as interesting
-    very_near_distance: float = 0.122  # "very good": interesting and the closest target nearer than this
-    far_mean_distance: float = 0.65  # "very bad": not interesting, mean target distance above this ...
-    far_min_distance: float = 0.45  # ... and the closest target farther than this
-    moving_speed: float = 0.02  # |object qvel| above this counts as an interaction
-    drawer_open: float = -0.18  # drawer joint below this counts as open
     # With tiny collections the strict classes can be empty; fall back to the top/bottom quantile of the score.
     fallback_quantile: float = 0.2
     render_batch: int = 32

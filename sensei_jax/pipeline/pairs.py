@@ -1,12 +1,12 @@
 """Stage `pairs`: sample image pairs from the collection and re-render them for the annotator.
 
-SENSEI's heuristic (sensei_motif.md §1): a state is *interesting* when an object moves (|qvel| > 0.02), the gripper
-is within 0.145 m of the ball, a block or a handle, the drawer is open or the blocks are stacked. "Very good" states
-are interesting with the gripper nearer than 0.122 m to a target; "very bad" ones are not interesting with the
-targets far away (mean distance > 0.65, closest > 0.45). A contrastive pair is one good and one bad frame with the
-good one in a random slot; that slot is its ground-truth label. Uniform pairs are two random frames, labelled by
-the continuous interestingness score (ties when equal). Tiny collections may hold no strictly good or bad frames;
-then the top and bottom `pairs.fallback_quantile` of the score stand in, and the summary says so.
+Frames are classed by SENSEI's heuristic (`sensei_jax.envs.robodesk.interest`, thresholds in the `interest`
+section) on the features the collection stored: "very good" frames are interesting with the gripper very near a
+target, "very bad" ones are not interesting with every target far away. A contrastive pair is one good and one bad
+frame with the good one in a random slot; that slot is its ground-truth label. Uniform pairs are two random
+frames, labelled by comparing their heuristic scores as the oracle annotator does (ties inside
+`interest.tie_margin`). Tiny collections may hold no strictly good or bad frames; then the top and bottom
+`pairs.fallback_quantile` of the score stand in, and the summary says so.
 
 The chosen frames are restored from their simulator states and rendered again at the annotator's resolution and
 camera (SENSEI: 224x224, "right"), then written into a `PairDataset` in `run_dir/pairs`, with the ground truth
@@ -27,33 +27,20 @@ import numpy as np
 
 from sensei_jax import io, progress
 from sensei_jax.config import Config
+from sensei_jax.envs.robodesk import interest
+from sensei_jax.envs.robodesk.config import InterestConfig
 from sensei_jax.pipeline import collection, rundir
+from sensei_jax.pipeline.config import PairsConfig
 from sensei_jax.pipeline.envs import compiled_once, make_env
 from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
 
 CONTRASTIVE, UNIFORM = 0, 1
 
 
-def interest(features: dict[str, np.ndarray], cfg) -> dict[str, np.ndarray]:
-    """SENSEI's heuristic on collected frames.
-
-    features: `interaction` bool [N, 8], `distance` f32 [N, D], `drawer_qpos` f32 [N], `stack_error` f32 [N].
-    Returns bool [N] `interesting`, `good`, `bad` and float32 [N] `score` (higher = more interesting).
-    """
-    distance = features["distance"]
-    closest = distance.min(axis=1)
-    interesting = (features["interaction"].any(axis=1) | (closest < cfg.near_distance)
-                   | (features["drawer_qpos"] < cfg.drawer_open) | (features["stack_error"] < 0.04))
-    good = interesting & (closest < cfg.very_near_distance)
-    bad = ~interesting & (distance.mean(axis=1) > cfg.far_mean_distance) & (closest > cfg.far_min_distance)
-    # Continuous version for ranking: interacting frames first, then by proximity of the gripper to a target.
-    score = (interesting.astype(np.float32) + features["interaction"].sum(axis=1).astype(np.float32)
-             + np.exp(-closest / 0.1).astype(np.float32))
-    return {"interesting": interesting, "good": good, "bad": bad, "score": score.astype(np.float32)}
-
-
-def plan_pairs(labels: dict[str, np.ndarray], cfg, key: np.random.Generator) -> dict[str, Any]:
-    """Chooses pairs of frame indices. Returns `index` int64 [N, 2], `ground_truth` int8 [N], `kind` int8 [N]."""
+def plan_pairs(labels: dict[str, np.ndarray], cfg: PairsConfig, interest_cfg: InterestConfig,
+               key: np.random.Generator) -> dict[str, Any]:
+    """Chooses pairs of frame indices from the heuristic's `labels` (`interest.interest` of the frames).
+    Returns `index` int64 [N, 2], `ground_truth` int8 [N], `kind` int8 [N]."""
     score = labels["score"]
     num = len(score)
     good, bad = np.flatnonzero(labels["good"]), np.flatnonzero(labels["bad"])
@@ -74,8 +61,7 @@ def plan_pairs(labels: dict[str, np.ndarray], cfg, key: np.random.Generator) -> 
     if cfg.uniform:
         first = key.integers(0, num, cfg.uniform)
         second = (first + key.integers(1, max(num, 2), cfg.uniform)) % num  # never the same frame
-        a, b = score[first], score[second]
-        label = np.where(a > b, 0, np.where(b > a, 1, 2)).astype(np.int8)
+        _, label = interest.compare(score[first], score[second], interest_cfg)
         pieces_index.append(np.stack([first, second], 1))
         pieces_label.append(label)
         pieces_kind.append(np.full(cfg.uniform, UNIFORM, np.int8))
@@ -115,8 +101,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise rundir.StageError(f"{plan_path} is corrupt ({error}); rerun with --force pairs") from error
     else:
-        labels = interest(features, cfg.pairs)
-        raw = plan_pairs(labels, cfg.pairs, np.random.default_rng([cfg.run.seed, 2]))
+        labels = interest.interest(features, cfg.interest)
+        raw = plan_pairs(labels, cfg.pairs, cfg.interest, np.random.default_rng([cfg.run.seed, 2]))
         plan = {k: np.asarray(v) for k, v in raw.items()}
         io.write_npz(plan_path, **plan)
     index = plan["index"]

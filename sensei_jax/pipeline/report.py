@@ -9,7 +9,7 @@ Figures (each written only when its inputs exist, and the report says which are 
                         collection policy), in the format of the paper's Robodesk figure
     success.png         success-step counts per task
     learning_curves.png episode return and interactions per episode over exploration steps
-    frames.png          strips of frames from the most interesting collected episodes
+    frames.png          strips of frames from the most interesting collected episodes (SENSEI's heuristic)
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ import numpy as np
 
 from sensei_jax import io
 from sensei_jax.config import Config
+from sensei_jax.envs.robodesk import interest
+from sensei_jax.envs.robodesk.config import InterestConfig
 from sensei_jax.metrics import read_jsonl
 from sensei_jax.pipeline import collection, rundir
-from sensei_jax.reward.dataset import GROUND_TRUTH, LABEL_NAMES, DatasetError, PairDataset
+from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
+from sensei_jax.reward.labels import LABEL_NAMES, Label
 
 # The paper's Robodesk figure groups the three buttons into one bar.
 FIGURE_OBJECTS = (("drawer", ("drawer",)), ("slide", ("slide",)),
@@ -64,11 +67,11 @@ def preference_figure(dataset: PairDataset, path: Path, dpi: int) -> dict[str, A
     stats: dict[str, Any] = {}
     for name in names:
         labels = dataset.load_preferences(name)
-        counts = np.bincount(labels, minlength=4)
+        counts = np.bincount(labels, minlength=len(Label))
         entry: dict[str, Any] = {"counts": dict(zip(LABEL_NAMES, counts.tolist()))}
         if truth is not None and name != GROUND_TRUTH:
             entry["agreement"] = float(np.mean(labels == truth))
-            decided = labels <= 1
+            decided = labels < Label.TIE
             entry["agreement_decided"] = float(np.mean(labels[decided] == truth[decided])) if decided.any() else None
         stats[name] = entry
     plt = _pyplot()
@@ -168,13 +171,16 @@ def learning_figure(curves: dict[str, dict[str, list[tuple[int, float]]]], path:
     _save(fig, path, dpi)
 
 
-def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int) -> list[dict[str, Any]]:
-    """The collected episodes with the most interaction steps, each with `num_frames` evenly spaced frames
-    (uint8 [F, H, W, 3]), taken among its interacting steps when it has enough of them."""
+def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int,
+                         interest_cfg: InterestConfig) -> list[dict[str, Any]]:
+    """The collected episodes with the most interesting steps (SENSEI's heuristic, as pair sampling applies it),
+    each with `num_frames` evenly spaced frames (uint8 [F, H, W, 3]), taken among its interesting steps when it
+    has enough of them."""
     meta = collection.read_meta(collect_dir)
-    flat = collection.load_collection(collect_dir, ("interaction", "episode_step"))
+    flat = collection.load_collection(collect_dir, ("interaction", "distance", "drawer_qpos", "stack_error",
+                                                    "episode_step"))
     worlds = meta["num_envs"]
-    active = flat["interaction"].any(-1).reshape(-1, worlds)  # [T, B]
+    active = interest.interest(flat, interest_cfg)["interesting"].reshape(-1, worlds)  # [T, B]
     episode_step = flat["episode_step"].reshape(-1, worlds)
     episodes: list[dict[str, Any]] = []
     for world in range(worlds):
@@ -183,14 +189,14 @@ def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int) 
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             if hi - lo >= num_frames:
                 episodes.append({"world": world, "start": int(lo), "stop": int(hi),
-                                 "interactions": int(active[lo:hi, world].sum())})
-    episodes.sort(key=lambda e: -e["interactions"])
+                                 "interesting_steps": int(active[lo:hi, world].sum())})
+    episodes.sort(key=lambda e: -e["interesting_steps"])
     chosen = episodes[:num_episodes]
     chunk_steps, cache = meta["chunk_steps"], {}
     for episode in chosen:
         lo, hi, world = episode["start"], episode["stop"], episode["world"]
-        moving = np.flatnonzero(active[lo:hi, world]) + lo
-        pool = moving if len(moving) >= num_frames else np.arange(lo, hi)
+        chosen_steps = np.flatnonzero(active[lo:hi, world]) + lo
+        pool = chosen_steps if len(chosen_steps) >= num_frames else np.arange(lo, hi)
         picks = pool[np.linspace(0, len(pool) - 1, num_frames).round().astype(int)]
         frames = []
         for t in picks:
@@ -214,9 +220,9 @@ def frames_figure(episodes: list[dict[str, Any]], path: Path, dpi: int) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(f"{episode['interactions']} int.", fontsize=7)
+                ax.set_ylabel(f"{episode['interesting_steps']} interesting", fontsize=7)
             ax.set_title(f"t={episode['steps'][c]}", fontsize=6)
-    fig.suptitle("Most interesting collected episodes (steps with object interaction)", fontsize=9)
+    fig.suptitle("Most interesting collected episodes (steps SENSEI's heuristic calls interesting)", fontsize=9)
     _save(fig, path, dpi)
 
 
@@ -326,7 +332,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     # Frames.
     if (run_dir / "collect" / "meta.json").is_file():
-        episodes = interesting_episodes(run_dir / "collect", cfg.report.strip_episodes, cfg.report.strip_frames)
+        episodes = interesting_episodes(run_dir / "collect", cfg.report.strip_episodes, cfg.report.strip_frames,
+                                        cfg.interest)
         if episodes:
             frames_figure(episodes, run_dir / "frames.png", dpi)
             written.append("frames.png")

@@ -34,12 +34,11 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from sensei_jax import io
+from sensei_jax.reward.labels import LABEL_NAMES, Label
 
 FORMAT = "sensei_jax.pair_dataset"
 VERSION = 1
 
-FIRST, SECOND, TIE, UNKNOWN = 0, 1, 2, 3
-LABEL_NAMES = ("first", "second", "tie", "unknown")
 GROUND_TRUTH = "ground_truth"
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -247,7 +246,7 @@ class PairDataset:
         return prob.astype(np.float32)
 
     def label_counts(self, name: str) -> dict[str, int]:
-        counts = np.bincount(self.load_preferences(name), minlength=4)
+        counts = np.bincount(self.load_preferences(name), minlength=len(Label))
         return {label: int(count) for label, count in zip(LABEL_NAMES, counts)}
 
     # -------------------------------------------------------------------------------------------------------------
@@ -286,7 +285,7 @@ def validate_labels(labels: np.ndarray, num_pairs: int, source: str) -> np.ndarr
         raise ValueError(f"{source}: expected {num_pairs} labels (shape ({num_pairs},)), got shape {labels.shape}")
     if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
         raise ValueError(f"{source}: labels must be integers in {{0, 1, 2, 3}}, got dtype {labels.dtype}")
-    bad = ~np.isin(labels, (FIRST, SECOND, TIE, UNKNOWN))
+    bad = ~np.isin(labels, tuple(Label))
     if np.any(bad):
         values = np.unique(labels[bad])[:5].tolist()
         raise ValueError(f"{source}: labels must be in {{0 first, 1 second, 2 tie, 3 unknown}}, found {values} "

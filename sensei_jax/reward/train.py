@@ -44,7 +44,8 @@ from sensei_jax.hardware import describe as describe_hardware
 from sensei_jax.metrics import MetricsWriter
 from sensei_jax.progress import bar
 from sensei_jax.reward.config import RewardConfig
-from sensei_jax.reward.dataset import FIRST, SECOND, TIE, UNKNOWN, PairDataset, iterate_batches, split_indices
+from sensei_jax.reward.dataset import PairDataset, iterate_batches, split_indices
+from sensei_jax.reward.labels import LABEL_NAMES, Label
 from sensei_jax.reward.model import RewardModelConfig, apply, init_params, resize_uint8
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -61,12 +62,12 @@ def preference_loss(rewards: jax.Array, labels: jax.Array, weight: jax.Array) ->
     rewards float32 [B, 2]; labels int [B] in {0, 1, 2, 3}; weight bool [B] (padding False). Unknown labels get
     weight 0. Returns sums over the batch: loss, count (weighted pairs), correct and decided (non-tie pairs).
     """
-    weight = weight & (labels != UNKNOWN)
-    second = jnp.where(labels == SECOND, 1.0, jnp.where(labels == TIE, 0.5, 0.0))
+    weight = weight & (labels != Label.UNKNOWN)
+    second = jnp.where(labels == Label.SECOND, 1.0, jnp.where(labels == Label.TIE, 0.5, 0.0))
     logp = jax.nn.log_softmax(rewards, axis=-1)
     nll = -((1.0 - second) * logp[:, 0] + second * logp[:, 1])
-    decided = weight & ((labels == FIRST) | (labels == SECOND))
-    correct = decided & ((rewards[:, 1] > rewards[:, 0]) == (labels == SECOND))
+    decided = weight & ((labels == Label.FIRST) | (labels == Label.SECOND))
+    correct = decided & ((rewards[:, 1] > rewards[:, 0]) == (labels == Label.SECOND))
     return {"loss": jnp.sum(jnp.where(weight, nll, 0.0)), "count": jnp.sum(weight),
             "correct": jnp.sum(correct), "decided": jnp.sum(decided)}
 
@@ -260,7 +261,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     summary_path = out_dir / "summary.json"
 
     train_idx, val_idx = split_indices(len(dataset), cfg.val_fraction, cfg.seed)
-    known = labels != UNKNOWN
+    known = labels != Label.UNKNOWN
     train_labeled, val_labeled = train_idx[known[train_idx]], val_idx[known[val_idx]]
     if len(train_labeled) == 0 or len(val_labeled) == 0:
         raise ValueError(f"labels '{preferences}' in {dataset.directory} leave {len(train_labeled)} training and "
@@ -281,7 +282,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     curve = [row for row in _read_curve(out_dir / "curve.csv") if row["epoch"] <= start_epoch]
 
     steps_per_epoch = math.ceil(len(train_labeled) / cfg.batch_size)
-    counts = np.bincount(labels, minlength=4)
+    counts = np.bincount(labels, minlength=len(Label))
     if start_epoch >= cfg.epochs and summary_path.is_file() and (out_dir / "reward_stats.json").is_file():
         latest.close()
         best.close()
@@ -346,9 +347,9 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
         "preferences": preferences, "best_val_accuracy": best_row["val_accuracy"],
         "best_val_loss": best_row["val_loss"], "best_epoch": best_epoch, "train_pairs": int(len(train_labeled)),
         "val_pairs": int(len(val_labeled)), "epochs": cfg.epochs, "steps": step,
-        "val_decided_pairs": int(np.isin(labels[val_labeled], (FIRST, SECOND)).sum()),
+        "val_decided_pairs": int(np.isin(labels[val_labeled], (Label.FIRST, Label.SECOND)).sum()),
         "dropped_unknown": int((~known).sum()), "dataset": str(dataset.directory), "num_pairs": len(dataset),
-        "label_counts": {name: int(c) for name, c in zip(("first", "second", "tie", "unknown"), counts)},
+        "label_counts": {name: int(c) for name, c in zip(LABEL_NAMES, counts)},
         "final": curve[-1], "reward_stats": stats, "model": model_cfg.to_dict(),
         "train_seconds_this_session": time.time() - started, "hardware": describe_hardware(),
     }

@@ -1,10 +1,11 @@
-"""LLaVA-1.5 in flax.nnx and the image-pair annotators.
+"""LLaVA-1.5 in flax.nnx and its image-pair annotator.
 
 Modules: `llava_config` (architecture + HF config.json), `vision` (CLIP), `language` (Llama), `model`
 (`LlavaModel`, `LlavaModel.from_pretrained`), `params` (safetensors loading in every key layout), `processor`
-(tokenizer + images), `generate` (cached greedy decoding), `annotate` (`make_annotator`: llava, oracle, random),
-`oracle` (SENSEI's state heuristic), `tiny` (a random test checkpoint), `config` (the `vlm` and `annotate` config
-sections). The names below are imported on first use, so reading the config sections stays free of jax.
+(tokenizer + images), `generate` (cached greedy decoding), `annotate` (`LlavaAnnotator`), `tiny` (a random test
+checkpoint), `config` (the `vlm` config section). The oracle and random annotators and `make_annotator` are
+`sensei_jax.annotators`. The names below are imported on first use, so reading the config sections stays free of
+jax.
 """
 
 from sensei_jax.lazy import lazy_exports

@@ -1,13 +1,10 @@
-"""Annotators: a batch of image pairs in, per pair P(first is more interesting) and a label out.
+"""The LLaVA annotator: a batch of image pairs in, per pair P(first is more interesting) and a `Label` out.
 
-Labels follow Motif's convention: 0 first, 1 second, 2 tie, 3 unknown.
-
-- `llava`: scores without generation. One prefill per ordering; the log-probabilities of the two answer tokens
-  at the last prompt position give P(first) for (A, B) and for (B, A); their average cancels position bias.
-  Pairs are two `<image>` placeholders or one composite image (stacked with a white gap, padded to a square).
-  A free-text mode (greedy generation + exact answer parsing) reproduces the reference study for comparison.
-- `oracle`: SENSEI's privileged-state heuristic on the restored simulator states (see oracle.py).
-- `random`: uniform P(first), deterministic per pair content.
+It scores without generation: one prefill per ordering, and the log-probabilities of the two answer tokens at the
+last prompt position give P(first) for (A, B) and for (B, A); their average cancels position bias. Pairs are two
+`<image>` placeholders or one composite image (stacked with a white gap, padded to a square). A free-text mode
+(greedy generation + exact answer parsing) reproduces the reference study for comparison. The other annotators
+and `make_annotator` are `sensei_jax.annotators`.
 """
 
 from __future__ import annotations
@@ -15,89 +12,17 @@ from __future__ import annotations
 import functools
 import re
 import string
-import zlib
-from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax.vlm.config import AnnotateConfig, VlmConfig
-from sensei_jax.vlm.oracle import compare, interest, make_state_decoder
+from sensei_jax.annotators.base import check_pairs, label_from_prob
+from sensei_jax.annotators.config import AnnotateConfig
+from sensei_jax.reward.labels import Label
+from sensei_jax.vlm.config import VlmConfig
 
-FIRST, SECOND, TIE, UNKNOWN = 0, 1, 2, 3
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-class Annotator(Protocol):
-    name: str
-
-    def annotate(self, images: np.ndarray, states: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """images uint8 [N, 2, H, W, 3], states float32 [N, 2, S] or None -> (prob_first float32 [N],
-        label int8 [N])."""
-
-
-def check_pairs(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 5 or images.shape[1] != 2 or images.shape[-1] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"image pairs must be uint8 [N, 2, H, W, 3], got {images.dtype} {images.shape}")
-    return images
-
-
-def label_from_prob(prob_first: np.ndarray, tie_margin: float, unknown: np.ndarray | None = None) -> np.ndarray:
-    label = np.where(prob_first > 0.5 + tie_margin, FIRST, np.where(prob_first < 0.5 - tie_margin, SECOND, TIE))
-    if unknown is not None:
-        label = np.where(unknown, UNKNOWN, label)
-    return label.astype(np.int8)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# random and oracle
-
-
-class RandomAnnotator:
-    """P(first) uniform in [0, 1]; the same pair (by content) always gets the same answer."""
-
-    name = "random"
-
-    def __init__(self, cfg: AnnotateConfig):
-        self.cfg = cfg
-
-    def annotate(self, images, states=None):
-        images = check_pairs(images)
-        prob = np.array([np.random.default_rng([self.cfg.seed, zlib.crc32(pair.tobytes())]).random()
-                         for pair in images], np.float32)
-        return prob, label_from_prob(prob, 0.0)
-
-
-class OracleAnnotator:
-    """SENSEI's heuristic on the simulator states behind each image (restored in the environment)."""
-
-    name = "oracle"
-
-    def __init__(self, cfg: AnnotateConfig, env, batch: int = 64):
-        self.cfg = cfg
-        self.decode = make_state_decoder(env, batch)
-
-    def scores(self, states: np.ndarray) -> np.ndarray:
-        """states [M, S] -> heuristic score float32 [M]."""
-        f = self.decode(states)
-        _, score = interest(f["end_effector"], f["targets"], f["object_speed"], f["drawer_qpos"], f["stack_error"],
-                            self.cfg.oracle, f["interaction"])
-        return score
-
-    def annotate(self, images, states=None):
-        if states is None:
-            raise ValueError("the oracle annotator needs the simulator states of the pairs (states [N, 2, S])")
-        states = np.asarray(states, np.float32)
-        if states.ndim != 3 or states.shape[1] != 2:
-            raise ValueError(f"states must be [N, 2, S], got {states.shape}")
-        score = self.scores(states.reshape(-1, states.shape[-1])).reshape(len(states), 2)
-        return compare(score[:, 0], score[:, 1], self.cfg.oracle.tie_margin, self.cfg.oracle.temperature)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# llava
 
 
 def composite(pairs: np.ndarray, gap: int, swap: bool = False) -> np.ndarray:
@@ -229,11 +154,11 @@ class LlavaAnnotator:
 
     def parse(self, text: str) -> int:
         answer = normalize_answer(text)
-        for label, words in ((FIRST, self.cfg.free_text_first), (SECOND, self.cfg.free_text_second),
-                             (TIE, self.cfg.free_text_tie)):
+        for label, words in ((Label.FIRST, self.cfg.free_text_first), (Label.SECOND, self.cfg.free_text_second),
+                             (Label.TIE, self.cfg.free_text_tie)):
             if answer in {normalize_answer(w) for w in words}:
                 return label
-        return UNKNOWN
+        return Label.UNKNOWN
 
     def annotate_free_text(self, images: np.ndarray):
         from sensei_jax.vlm.generate import greedy_generate
@@ -254,36 +179,19 @@ class LlavaAnnotator:
                 decoded = [self.processor.decode(row) for row in out[:count]]
                 parsed = np.array([self.parse(t) for t in decoded])
                 if swap:  # the answer names a slot; map it back to the original order
-                    parsed = np.where(parsed == FIRST, SECOND, np.where(parsed == SECOND, FIRST, parsed))
+                    parsed = np.where(parsed == Label.FIRST, Label.SECOND,
+                                      np.where(parsed == Label.SECOND, Label.FIRST, parsed))
                 per_order.append(parsed)
                 answers.append(decoded)
             labels.append(np.stack(per_order, axis=1))
             texts.extend(zip(*answers))
         votes = np.concatenate(labels)  # [N, orders] in {0, 1, 2, 3}, in the original order
-        decided = votes < TIE
-        first = (votes == FIRST).sum(axis=1)
-        second = (votes == SECOND).sum(axis=1)
+        decided = votes < Label.TIE
+        first = (votes == Label.FIRST).sum(axis=1)
+        second = (votes == Label.SECOND).sum(axis=1)
         prob_first = np.where(decided.any(axis=1), first / np.maximum(first + second, 1), 0.5).astype(np.float32)
-        label = np.where(first > second, FIRST, np.where(second > first, SECOND,
-                         np.where((votes == UNKNOWN).all(axis=1), UNKNOWN, TIE))).astype(np.int8)
+        label = np.where(first > second, Label.FIRST, np.where(second > first, Label.SECOND,
+                         np.where((votes == Label.UNKNOWN).all(axis=1), Label.UNKNOWN, Label.TIE))).astype(np.int8)
         # answers [N, orders]: the generated text for (A, B) and, with both orders, for (B, A).
         self.last_diagnostics = {"answers": np.array(texts, dtype=object).reshape(len(votes), -1)}
         return prob_first, label
-
-
-def make_annotator(cfg, env=None) -> Annotator:
-    """The annotator configured by `cfg.annotate` (and `cfg.vlm`). The oracle restores states in `env` (built
-    from `cfg.env` when not given)."""
-    kind = cfg.annotate.annotator
-    if kind == "random":
-        return RandomAnnotator(cfg.annotate)
-    if kind == "oracle":
-        if env is None:
-            from sensei_jax.envs.robodesk import Robodesk
-
-            env = Robodesk.from_config(cfg.env, render_images=False)
-        return OracleAnnotator(cfg.annotate, env)
-    if kind == "llava":
-        return LlavaAnnotator.from_config(cfg.vlm, cfg.annotate)
-    raise ValueError(f"unknown annotator {kind!r}; known: llava, oracle, random")
-

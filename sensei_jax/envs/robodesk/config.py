@@ -1,4 +1,7 @@
-"""Configuration of the Robodesk environment (the `env` section of a run config)."""
+"""Config sections of the Robodesk package: `env` (the environment) and `interest` (SENSEI's heuristic).
+
+No jax import at module level: `sensei_jax.config` composes these into `Config` at start-up.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +51,32 @@ class RobodeskConfig:
                     "constraints_per_world", "ik_iterations", "solver_iterations", "ls_iterations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"env.{key} must be >= 1, got {getattr(self, key)}")
+
+
+@dataclasses.dataclass
+class InterestConfig:
+    """Thresholds of SENSEI's heuristic for an interesting Robodesk state (the `interest` section), in metres.
+
+    Read by pair sampling (the good/bad classes and the uniform pairs' ground truth), the oracle annotator and the
+    report; the heuristic itself is `sensei_jax.envs.robodesk.interest`. What counts as an object moving is the
+    env's own interaction test (`tasks.INTERACTION_VELOCITY`), not a threshold here.
+    """
+
+    near_distance: float = 0.145  # gripper this close to the ball, a block or a handle: interesting
+    very_near_distance: float = 0.122  # "very good": interesting and the closest target nearer than this
+    far_mean_distance: float = 0.65  # "very bad": not interesting, the mean target distance above this ...
+    far_min_distance: float = 0.45  # ... and the closest target farther than this
+    drawer_open: float = -0.18  # drawer joint below this: open
+    stack_distance: float = 0.04  # upright block within this of "stacked on the flat block"
+    # Two states whose scores differ by less than this tie. Between two uninteresting states only the gripper's
+    # proximity term differs, so a small margin still ranks "closer to a target" higher.
+    tie_margin: float = 0.01
+    temperature: float = 0.1  # P(first preferred) = sigmoid(score difference / temperature)
+
+    def __post_init__(self):
+        for key in ("near_distance", "very_near_distance", "far_mean_distance", "far_min_distance",
+                    "stack_distance", "temperature"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"interest.{key} must be positive, got {getattr(self, key)}")
+        if self.tie_margin < 0:
+            raise ValueError(f"interest.tie_margin must be >= 0, got {self.tie_margin}")

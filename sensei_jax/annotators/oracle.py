@@ -1,0 +1,60 @@
+"""The privileged-state oracle: labels a pair by SENSEI's heuristic on the simulator states behind its images.
+
+Each state is restored in the Robodesk environment, its features are read from `env.scene()` and the State's
+interaction flags (`interest.state_features`), and the two frames' heuristic scores are compared
+(`interest.compare`): the same heuristic, score and tie margin that give the pair sampler's ground truth. It never
+looks at the pixels.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sensei_jax.envs.robodesk import interest
+from sensei_jax.envs.robodesk.config import InterestConfig
+
+
+def make_state_decoder(env, batch: int = 64):
+    """A function: simulator states float32 [M, S] -> `interest.state_features` as numpy arrays [M, ...], by
+    restoring the states in `env` (a Robodesk; build it with render_images=False, the oracle needs no pixels).
+    Compiled once for `batch` worlds; longer inputs run in chunks, the last one padded."""
+    compiled = jax.jit(lambda physics: interest.state_features(env, env.restore(physics)))
+
+    def decode(physics_states: np.ndarray) -> dict[str, np.ndarray]:
+        physics_states = np.asarray(physics_states, np.float32)
+        pieces = []
+        for start in range(0, len(physics_states), batch):
+            chunk = physics_states[start:start + batch]
+            count = len(chunk)
+            if count < batch:  # one compiled shape
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, 0)])
+            out = jax.device_get(compiled(jnp.asarray(chunk)))
+            pieces.append({k: v[:count] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+    return decode
+
+
+class OracleAnnotator:
+    """SENSEI's heuristic on the simulator states behind each image (restored in the environment)."""
+
+    name = "oracle"
+
+    def __init__(self, cfg: InterestConfig, env, batch: int = 64):
+        self.cfg = cfg
+        self.decode = make_state_decoder(env, batch)
+
+    def scores(self, states: np.ndarray) -> np.ndarray:
+        """states [M, S] -> heuristic score float32 [M]."""
+        return interest.interest(self.decode(states), self.cfg)["score"]
+
+    def annotate(self, images, states=None):
+        if states is None:
+            raise ValueError("the oracle annotator needs the simulator states of the pairs (states [N, 2, S])")
+        states = np.asarray(states, np.float32)
+        if states.ndim != 3 or states.shape[1] != 2:
+            raise ValueError(f"states must be [N, 2, S], got {states.shape}")
+        score = self.scores(states.reshape(-1, states.shape[-1])).reshape(len(states), 2)
+        return interest.compare(score[:, 0], score[:, 1], self.cfg)
