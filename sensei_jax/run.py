@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if stage.pipeline:
         sub.add_argument("--force", action="store_true",
                          help="redo this stage even if it is done (later stages of the run are forgotten too)")
-    if stage.arguments and hasattr(module, stage.arguments):
+    if stage.arguments:
         getattr(module, stage.arguments)(sub)
     sub_args = sub.parse_args(tail)
     for key, value in vars(args).items():

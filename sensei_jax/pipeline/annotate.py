@@ -10,7 +10,11 @@ output folder gets `summary.json` (label counts, first/second bias, agreement wi
 and a bar plot of the label distribution.
 
 In the pipeline (`run_stage`) the dataset is run_dir/pairs and the output folder run_dir/annotate; on the command
-line `--dataset DIR` names the dataset and `--out` the folder (default DIR/annotate).
+line `--dataset DIR` names the dataset and `--out` the folder (default DIR/annotate). With `pairs.second_camera`
+the second view (run_dir/pairs/views/<camera>) is labelled too (partitions and summary in
+run_dir/annotate/views/<camera>/), and the run's label set `<name>` keeps a label only where both views agree
+(unknown elsewhere), as SENSEI's GPT-4 set kept the pairs whose left- and right-view labels agreed; the single-view
+labels stay as `<name>_<camera>` for each camera.
 """
 
 from __future__ import annotations
@@ -186,9 +190,43 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from sensei_jax.annotators import make_annotator
     from sensei_jax.pipeline.pairs import open_dataset
 
+    from sensei_jax.pipeline.pairs import render_settings
+
     run_dir = Path(run_dir)
     dataset = open_dataset(run_dir)
-    return annotate_dataset(dataset, make_annotator(cfg), cfg, run_dir / "annotate")
+    annotator = make_annotator(cfg)
+    summary = annotate_dataset(dataset, annotator, cfg, run_dir / "annotate")
+    second = cfg.pairs.second_camera
+    if not second:
+        return summary
+    view = open_dataset(run_dir, second)
+    view_summary = annotate_dataset(view, annotator, cfg, run_dir / "annotate" / "views" / second)
+    return intersect_views(dataset, {render_settings(cfg)[1]: dataset, second: view}, cfg.annotate.label_name,
+                           summary, view_summary, run_dir / "annotate")
+
+
+def intersect_views(dataset: PairDataset, views: dict[str, PairDataset], name: str, summary: dict[str, Any],
+                    view_summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Label set `name` of `dataset` := the labels of both views where they agree, unknown elsewhere; each view's
+    own labels are kept as `<name>_<camera>`. Rewrites summary.json and the plot in `out`."""
+    labels = {camera: view.load_preferences(name) for camera, view in views.items()}
+    probs = {camera: view.load_prob_first(name) for camera, view in views.items()}
+    for camera in views:
+        dataset.save_preferences(f"{name}_{camera}", labels[camera], probs[camera])
+    first, second = labels.values()
+    agree = first == second
+    combined = np.where(agree, first, Label.UNKNOWN).astype(np.int8)
+    prob_first = np.mean(np.stack(list(probs.values())), axis=0).astype(np.float32) \
+        if all(p is not None for p in probs.values()) else np.full(len(combined), np.nan, np.float32)
+    dataset.save_preferences(name, combined, prob_first)
+    merged = summarize(dataset, name, {"label": combined, "prob_first": prob_first})
+    merged.update({k: summary[k] for k in ("annotator", "seconds", "pairs_per_second") if k in summary})
+    merged["views"] = {"cameras": list(views), "agreement": float(agree.mean()) if len(agree) else None,
+                       "kept": int((combined != Label.UNKNOWN).sum()),
+                       "per_view": {camera: s["counts"] for camera, s in zip(views, (summary, view_summary))}}
+    io.write_json(out / "summary.json", merged)
+    plot_preferences(dataset, name, out / f"preferences_{name}.png")
+    return merged
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

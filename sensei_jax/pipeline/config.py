@@ -38,6 +38,10 @@ class PairsConfig:
     uniform: int = 0  # uniformly random pairs (ground truth from the interestingness score)
     image_size: int | None = None  # re-render resolution; None: the annotator's (vlm.image_size) or the env's
     camera: str | None = None  # re-render camera; None: the env's camera ("right", as SENSEI)
+    # A second view of every pair (SENSEI's GPT-4 set: "left"), rendered into pairs/views/<camera>/; the annotate
+    # stage labels both views and keeps a label only where the two views agree (else unknown), as SENSEI kept the
+    # pairs whose left- and right-view labels agreed. Doubles rendering and annotation. None: one view.
+    second_camera: str | None = None
     # With tiny collections the strict classes can be empty; fall back to the top/bottom quantile of the score.
     fallback_quantile: float = 0.2
     render_batch: int = 32

@@ -11,6 +11,8 @@ frames, labelled by comparing their heuristic scores as the oracle annotator doe
 The chosen frames are restored from their simulator states and rendered again at the annotator's resolution and
 camera (SENSEI: 224x224, "right"), then written into a `PairDataset` in `run_dir/pairs`, with the ground truth
 under the name `ground_truth` and the source frame indices as the extra array `source_index` [N, 2].
+With `pairs.second_camera` (SENSEI's GPT-4 set: "left") the same pairs are also rendered from that camera into
+`run_dir/pairs/views/<camera>/`, a PairDataset of its own, for the annotate stage to label both views.
 Resumable: the pair plan is fixed first (`plan.npz`), and rendering continues after the last flushed batch.
 """
 
@@ -112,8 +114,38 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         raise rundir.StageError(f"{plan_path} refers to frame {int(index.max())}, but {source} holds {len(states)}; "
                                 "rerun with --force pairs")
 
-    dataset_dir = out  # the PairDataset lives directly in run_dir/pairs (plan.npz beside it)
-    expected_shape = (size, size, 3)
+    # The PairDataset lives directly in run_dir/pairs (plan.npz beside it); a second view in pairs/views/<camera>.
+    views = {camera: out}
+    if cfg.pairs.second_camera:
+        views[cfg.pairs.second_camera] = view_dir(run_dir, cfg.pairs.second_camera)
+    if len(views) == 1 and cfg.pairs.second_camera:
+        raise rundir.StageError(f"pairs.second_camera '{cfg.pairs.second_camera}' is the pairs' own camera; "
+                                "name another one (e.g. left)")
+    env = make_env(cfg, render_images=False)  # restore without rendering the agent's view
+    for view_camera, dataset_dir in views.items():
+        dataset = render_pairs(env, dataset_dir, states[index], view_camera, size, cfg.pairs.render_batch)
+        dataset.save_preferences(GROUND_TRUTH, plan["ground_truth"])
+        dataset.save_array("source_index", index)
+        dataset.save_array("kind", plan["kind"])
+    dataset = PairDataset.open(out)
+    counts = dataset.label_counts(GROUND_TRUTH)
+    return {"pairs": num_pairs, "contrastive": int((plan["kind"] == CONTRASTIVE).sum()),
+            "uniform": int((plan["kind"] == UNIFORM).sum()), "image_size": size, "camera": camera,
+            "second_camera": cfg.pairs.second_camera,
+            "fallback_quantile_used": bool(plan["fallback"]), "good_frames": int(plan["num_good"]),
+            "bad_frames": int(plan["num_bad"]), "ground_truth": counts, "dataset": str(out)}
+
+
+def view_dir(run_dir: Path, camera: str) -> Path:
+    """Where the pair dataset of the second view `camera` lives."""
+    return Path(run_dir) / "pairs" / "views" / camera
+
+
+def render_pairs(env, dataset_dir: Path, pair_states: np.ndarray, camera: str, size: int,
+                 batch: int) -> PairDataset:
+    """Renders the frames of `pair_states` f32 [N, 2, S] into the PairDataset at `dataset_dir`, resuming after its
+    last flushed batch (a dataset of another size or resolution is started over)."""
+    num_pairs, expected_shape = len(pair_states), (size, size, 3)
     dataset = None
     if (dataset_dir / "meta.json").is_file():
         try:
@@ -124,37 +156,27 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             dataset = None
     if dataset is None:
         dataset = PairDataset.create(dataset_dir, num_pairs, image_shape=expected_shape,
-                                     state_size=states.shape[-1], overwrite=True)
-
-    env = make_env(cfg, render_images=False)  # restore without rendering the agent's view
+                                     state_size=pair_states.shape[-1], overwrite=True)
     render = compiled_once(env, f"render/{camera}/{size}", lambda: build_renderer(env, camera, size))
-    batch = cfg.pairs.render_batch
-    bar = progress.bar(num_pairs, desc="pairs (render)", unit="pair", initial=dataset.num_written)
+    bar = progress.bar(num_pairs, desc=f"pairs (render {camera})", unit="pair", initial=dataset.num_written)
     for start in range(dataset.num_written, num_pairs, batch):
         stop = min(start + batch, num_pairs)
-        pair_states = states[index[start:stop]]  # [b, 2, S]
-        flat = pair_states.reshape(-1, pair_states.shape[-1])
+        flat = pair_states[start:stop].reshape(-1, pair_states.shape[-1])
         padded = np.concatenate([flat, np.repeat(flat[-1:], 2 * batch - len(flat), 0)]) if len(flat) < 2 * batch \
             else flat  # one compiled shape
         frames = np.asarray(render(jnp.asarray(padded)))[: len(flat)]
         dataset.images[start:stop] = frames.reshape(stop - start, 2, *expected_shape)
-        dataset.states[start:stop] = pair_states
+        dataset.states[start:stop] = pair_states[start:stop]
         dataset.flush(num_written=stop)
         bar.update(stop - start)
     bar.close()
-    dataset.save_preferences(GROUND_TRUTH, plan["ground_truth"])
-    dataset.save_array("source_index", index)
-    dataset.save_array("kind", plan["kind"])
-    counts = dataset.label_counts(GROUND_TRUTH)
-    return {"pairs": num_pairs, "contrastive": int((plan["kind"] == CONTRASTIVE).sum()),
-            "uniform": int((plan["kind"] == UNIFORM).sum()), "image_size": size, "camera": camera,
-            "fallback_quantile_used": bool(plan["fallback"]), "good_frames": int(plan["num_good"]),
-            "bad_frames": int(plan["num_bad"]), "ground_truth": counts, "dataset": str(dataset_dir)}
+    return dataset
 
 
-def open_dataset(run_dir: Path) -> PairDataset:
-    """The run's pair dataset, validated and complete (for annotate, distill and report)."""
-    path = Path(run_dir) / "pairs"
+def open_dataset(run_dir: Path, camera: str | None = None) -> PairDataset:
+    """The run's pair dataset (or that of the second view `camera`), validated and complete (for annotate, distill
+    and report)."""
+    path = Path(run_dir) / "pairs" if camera is None else view_dir(run_dir, camera)
     try:
         dataset = PairDataset.open(path)
         dataset.require_complete()

@@ -32,7 +32,7 @@ class Stage:
     folder: str | None = None  # where it writes, relative to the run folder (default: its name)
     entry: str = "run_stage"  # the module's function that runs the stage
     command: str = "main"  # the module's function behind the command
-    arguments: str | None = "add_arguments"  # the module's function adding the command's own flags, if any
+    arguments: str | None = None  # the module's function adding the command's own flags, if it has any
     pipeline: bool = True  # part of `run` with no command (False: a tool)
 
     @property
@@ -54,21 +54,23 @@ REGISTRY: tuple[Stage, ...] = (
           # pairs re-render at the annotator's resolution, so the `vlm` section counts from here on
           sections=("pairs", "interest", "vlm")),
     Stage("annotate", "sensei_jax.pipeline.annotate", "label image pairs with a VLM (llava), the oracle or at random",
-          sections=("annotate",)),
+          sections=("annotate",), arguments="add_arguments"),
     Stage("distill", "sensei_jax.pipeline.distill", "train the Motif reward model on the labelled pairs",
-          sections=("reward",)),
+          sections=("reward",), arguments="add_arguments"),
     Stage("explore", "sensei_jax.pipeline.explore", "SENSEI exploration: DreamerV3 + Plan2Explore + semantic reward",
-          sections=("dreamer", "train", "explore")),
+          sections=("dreamer", "train", "explore"), arguments="add_arguments"),
     Stage("baseline", "sensei_jax.pipeline.explore",
           "the explore stage with the disagreement-only behaviour (Plan2Explore), same budget and seed",
-          folder=f"explore/{BASELINE_BEHAVIOUR}", entry="run_baseline", command="main_baseline", arguments=None),
+          folder=f"explore/{BASELINE_BEHAVIOUR}", entry="run_baseline", command="main_baseline"),
     Stage("evaluate", "sensei_jax.pipeline.evaluate", "interaction and success counts of the exploration runs",
           sections=("evaluate",)),
     Stage("report", "sensei_jax.pipeline.report", "write report.md and the plots", sections=("report",)),
-    Stage("train", "sensei_jax.pipeline.train", "plain DreamerV3 on a task reward", pipeline=False),
+    Stage("train", "sensei_jax.pipeline.train", "plain DreamerV3 on a task reward", pipeline=False,
+          arguments="add_arguments"),
     Stage("transfer", "sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint",
-          pipeline=False),
-    Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False),
+          pipeline=False, arguments="add_arguments"),
+    Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False,
+          arguments="add_arguments"),
     Stage("config", "sensei_jax.pipeline.show_config", "print the resolved config (after base: files and overrides)",
           pipeline=False),
 )
