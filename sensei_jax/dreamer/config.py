@@ -3,7 +3,7 @@
 Model sizes come from a named preset (`tiny` for CPU tests, `small`, and `medium` = SENSEI's Robodesk model) and
 can be overridden key by key (`--dreamer.deter 512`); `DreamerConfig.size()` resolves the two. Every other
 hyperparameter of the world model, the actor-critic and the optimizers lives here with the reference's value as its
-default (SENSEI's 2023 DreamerV3 fork where it differs from the 2024 rewrite; see research/dreamerv3.md).
+default (SENSEI's 2023 DreamerV3 fork where it differs from the 2024 rewrite; see docs/dreamer.md and docs/fidelity.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage `evaluate`: interaction and success counts of the exploration runs, next to each other.
 
 SENSEI's paper reports, per object, the number of steps in which the object moved (|qvel| > 0.02), summed over all
-steps of an exploration run (sensei_motif.md §4). The `explore` stage counts these for every env step; this stage
+steps of an exploration run (see docs/fidelity.md). The `explore` stage counts these for every env step; this stage
 gathers them for SENSEI (`run_dir/explore/sensei`), the disagreement-only baseline (`run_dir/explore/p2x`) and, for
 scale, the random collection policy (`run_dir/collect`), together with success-step counts per task, episode
 returns and the learning curves, and writes `run_dir/evaluate/summary.json`:

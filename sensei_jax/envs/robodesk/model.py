@@ -1,7 +1,7 @@
 """The Robodesk scene as an MJCF written for this project, and the facts the env reads from it.
 
 Geometry, masses, joint ranges, actuators, lights and materials follow Robodesk 1.0.0 (Kannan et al. 2021); see
-README "Environment: Robodesk on MJX" for every deviation. The ones that matter for simulation:
+docs/robodesk.md for every deviation. The ones that matter for simulation:
 - the finger collision margin is 0 (MJX-Warp rejects a margin on box-mesh pairs; Robodesk used 1 mm);
 - contact and constraint budgets are set explicitly by the env (per world), not by `<size>`;
 - Newton solver iterations are limited (default 20 / line search 10, the reference's are 100 / 50): MJX-Warp on a
