@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sensei_jax import config as config_lib
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.pipeline import collect, collection, pairs, rundir, runner
 from sensei_jax.pipeline import annotate as annotate_stage
 from sensei_jax.reward.dataset import PairDataset
@@ -62,14 +62,14 @@ def finished_run(tmp_path_factory):
     assert not (run.stage_dir("collect") / "chunk_00001.npz").exists()
 
     # Kill 2: after the first annotate partition.
-    real_write_npz = annotate_stage.io.write_npz
+    real_write_npz = annotate_stage.files.write_npz
 
     def write_then_die(path, **arrays):
         real_write_npz(path, **arrays)
         if path.name == "part_00000.npz":
             raise Interrupted(path)
 
-    mp.setattr(annotate_stage.io, "write_npz", write_then_die)
+    mp.setattr(annotate_stage.files, "write_npz", write_then_die)
     with pytest.raises(Interrupted):
         runner.run_pipeline(cfg, log=lambda m: None)
     mp.undo()
@@ -92,7 +92,7 @@ def test_every_stage_is_done_and_every_artifact_exists(finished_run):
     report = (run.path / "report.md").read_text()
     for figure in ("preferences.png", "reward_model.png", "interactions.png", "frames.png"):
         assert f"]({figure})" in report
-    evaluation = io.read_json(run.path / "evaluate" / "summary.json")
+    evaluation = files.read_json(run.path / "evaluate" / "summary.json")
     assert {"sensei", "p2x", "random (collect)"} <= set(evaluation["runs"])
     assert evaluation["runs"]["sensei"]["steps"] == evaluation["runs"]["p2x"]["steps"] >= cfg.explore.steps
     # Collection: 8 steps x 2 worlds, all frames stored; pairs re-rendered from states equal the stored frames
@@ -136,8 +136,8 @@ def test_corrupt_or_incomplete_inputs_name_the_file(finished_run, tmp_path):
     with pytest.raises(rundir.StageError, match="chunk_00001.npz"):
         pairs.run_stage(cfg, copy)
 
-    meta = io.read_json(copy / "pairs" / "meta.json")
-    io.write_json(copy / "pairs" / "meta.json", {**meta, "num_written": 3})  # an unfinished pairs stage
+    meta = files.read_json(copy / "pairs" / "meta.json")
+    files.write_json(copy / "pairs" / "meta.json", {**meta, "num_written": 3})  # an unfinished pairs stage
     with pytest.raises(rundir.StageError, match="meta.json"):
         annotate_stage.run_stage(cfg, copy)
     (copy / "pairs" / "images.npy").write_bytes(b"\x93NUMPY garbage")

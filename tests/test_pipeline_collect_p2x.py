@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sensei_jax import config as config_lib
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.explore.sensei import ENSEMBLE
 from sensei_jax.metrics import read_jsonl
 from sensei_jax.pipeline import collect, collection, pairs
@@ -33,7 +33,7 @@ def collected(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     cfg = config_lib.load(overrides={**MICRO, "run": {"root": str(root), "name": "p2x"}})
     out = root / "p2x" / "collect"
-    real_write_npz = collect.io.write_npz
+    real_write_npz = collect.files.write_npz
 
     def write_then_die(path, **arrays):
         real_write_npz(path, **arrays)
@@ -41,7 +41,7 @@ def collected(tmp_path_factory):
             raise Interrupted(path)
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(collect.io, "write_npz", write_then_die)
+    mp.setattr(collect.files, "write_npz", write_then_die)
     with pytest.raises(Interrupted):
         collect.run_stage(cfg, root / "p2x")
     mp.undo()
@@ -88,7 +88,7 @@ def test_p2x_chunks_have_the_random_walk_format(collected):
 
 def test_p2x_agent_trained_while_collecting(collected):
     _, out, summary, _ = collected
-    meta = io.read_json(out / "meta.json")
+    meta = files.read_json(out / "meta.json")
     assert summary["train_steps"] == meta["train_steps"] > 0
     assert np.isfinite(meta["train_metrics"][f"loss/{ENSEMBLE}"])  # the Plan2Explore ensemble learned
     rows = read_jsonl(out / "agent" / "metrics.jsonl")

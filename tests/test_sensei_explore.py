@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.envs.toy import PointReach
@@ -96,7 +96,7 @@ def test_sensei_visits_the_preferred_feature_more_than_p2x(runs):
 
 def test_explore_outputs_count_interactions(runs):
     summary, out = runs["sensei"]
-    totals = io.read_json(out / "interactions.json")
+    totals = files.read_json(out / "interactions.json")
     episodes = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert totals["interactions"] == summary["interactions"] and totals["steps"] == STEPS
     # 1536 steps over 4 envs = 384 steps per env = 12 episodes of 32 steps per env, all finished.

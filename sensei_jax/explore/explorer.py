@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.dreamer import loop as loop_lib
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.train_config import TrainConfig
@@ -143,7 +143,7 @@ class Explorer:
         spec = {"behaviour": cfg.behaviour, "tasks": list(self.tasks), "semantic": self.reward_model is not None,
                 "num_envs": self.num_envs, "reward_model": self.reward_model_dir,
                 "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer)}
-        io.write_json(out_dir / "spec.json", spec)
+        files.write_json(out_dir / "spec.json", spec)
         trainer = self.make_trainer(out_dir)
         log_ = InteractionLog(self.interactions, self.tasks, self.num_envs)
         episodes_file = out_dir / "episodes.jsonl"
@@ -151,11 +151,11 @@ class Explorer:
         curves: list[dict[str, Any]] = []
         resumed = (out_dir / "checkpoints").is_dir() and progress_file.is_file()
         if resumed:
-            book = io.read_json(progress_file)
+            book = files.read_json(progress_file)
             log_.load(book["log"])
             curves = book.get("curves", [])
             # Episodes written after the checkpoint are collected again.
-            io.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
+            files.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
             log(f"explore: resuming at step {book['step']} from {out_dir / 'checkpoints'}")
         writer = MetricsWriter(out_dir)
         next_log: int | None = None
@@ -187,7 +187,7 @@ class Explorer:
                                "interactions": totals})
 
         def on_save(step: int) -> None:
-            io.write_json(progress_file, {"step": step, "log": log_.state_dict(), "curves": curves})
+            files.write_json(progress_file, {"step": step, "log": log_.state_dict(), "curves": curves})
 
         try:
             result = trainer.run(steps, writer, initial=state, on_collect=on_collect, on_save=on_save)
@@ -205,8 +205,8 @@ class Explorer:
                               if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
             "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
         }
-        io.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
-        io.write_json(out_dir / "summary.json", summary)
+        files.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
+        files.write_json(out_dir / "summary.json", summary)
         self.state = trainer.state
         return summary
 

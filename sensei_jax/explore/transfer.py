@@ -19,7 +19,7 @@ from typing import Any
 import jax
 
 from sensei_jax import config as config_lib
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.train_config import TrainConfig
@@ -60,7 +60,7 @@ def restore_exploration(explorer: Explorer, source_explorer: Explorer, directory
 
 def read_spec(directory: Path) -> dict[str, Any]:
     """spec.json of an exploration folder (written by `Explorer.run`)."""
-    return io.read_json(Path(directory) / "spec.json")
+    return files.read_json(Path(directory) / "spec.json")
 
 
 def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_episodes: int, seed: int = 0,
@@ -95,7 +95,7 @@ def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_ep
     result = {"task": task, "behaviour": spec["behaviour"], "source": str(directory), "steps": training["steps"],
               "success_rate": evaluation["success_rate"][task], "mean_return": evaluation["mean_return"],
               "episodes": evaluation["episodes"], "train_success_steps": training["success"].get(task, 0)}
-    io.write_json(Path(out_dir) / "result.json", result)
+    files.write_json(Path(out_dir) / "result.json", result)
     log(f"transfer [{spec['behaviour']} -> {task}]: success rate {result['success_rate']:.2f} over "
         f"{result['episodes']} eval episodes")
     return result

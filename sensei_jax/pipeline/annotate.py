@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from sensei_jax import config as config_lib
-from sensei_jax import io, progress
+from sensei_jax import files, progress
 from sensei_jax.annotators.registry import ANNOTATORS
 from sensei_jax.config import Config
 from sensei_jax.reward.dataset import GROUND_TRUTH, PairDataset
@@ -61,12 +61,12 @@ def _partition_dir(out: Path, name: str, num_pairs: int, cfg: Config) -> Path:
     path = folder / MANIFEST
     if path.is_file():
         try:
-            if io.read_json(path) == manifest:
+            if files.read_json(path) == manifest:
                 return folder
         except ValueError:
             pass
         shutil.rmtree(folder)
-    io.write_json(path, manifest)
+    files.write_json(path, manifest)
     return folder
 
 
@@ -109,7 +109,7 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
         for key, value in getattr(annotator, "last_diagnostics", {}).items():
             if np.asarray(value).dtype != object:
                 part[key] = np.asarray(value)
-        io.write_npz(path, **part)
+        files.write_npz(path, **part)
         parts[i] = part
         labelled += stop - start
         bar.update(stop - start)
@@ -124,7 +124,7 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
     if cfg.annotate.annotator == "llava":
         summary.update(mode=cfg.annotate.mode, layout=cfg.annotate.layout, both_orders=cfg.annotate.both_orders,
                        checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype)
-    io.write_json(out / "summary.json", summary)
+    files.write_json(out / "summary.json", summary)
     plot_preferences(dataset, name, out / f"preferences_{name}.png")
     return summary
 
@@ -224,7 +224,7 @@ def intersect_views(dataset: PairDataset, views: dict[str, PairDataset], name: s
     merged["views"] = {"cameras": list(views), "agreement": float(agree.mean()) if len(agree) else None,
                        "kept": int((combined != Label.UNKNOWN).sum()),
                        "per_view": {camera: s["counts"] for camera, s in zip(views, (summary, view_summary))}}
-    io.write_json(out / "summary.json", merged)
+    files.write_json(out / "summary.json", merged)
     plot_preferences(dataset, name, out / f"preferences_{name}.png")
     return merged
 

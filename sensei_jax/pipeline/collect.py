@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax import io, progress
+from sensei_jax import files, progress
 from sensei_jax.config import Config
 from sensei_jax.envs.protocol import RestorableEnv
 from sensei_jax.envs.robodesk import TASKS, interest
@@ -95,7 +95,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         meta = collect_p2x(cfg, env, out)
     else:
         meta = collect_random(cfg, env, out)
-    io.write_json(out / "meta.json", meta)
+    files.write_json(out / "meta.json", meta)
     transitions = meta["num_chunks"] * meta["chunk_steps"] * meta["num_envs"]
     interactions = interaction_totals(out)
     summary = {"transitions": transitions, "env_steps_per_second": round(meta.get("env_steps_per_second", 0.0), 1),

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.envs.robodesk import interest
 from sensei_jax.envs.robodesk.tasks import INTERACTIONS
 from sensei_jax.pipeline.rundir import StageError
@@ -55,7 +55,7 @@ def _is_key(x) -> bool:
 def save_carry(path: Path, states, actions) -> None:
     """Every leaf of the env state (MJX data, solver warm start, auto-reset keys), so resuming is exact."""
     leaves = [jax.random.key_data(x) if _is_key(x) else x for x in jax.tree.leaves(states)]
-    io.write_npz(path, actions=np.asarray(actions), **{f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
+    files.write_npz(path, actions=np.asarray(actions), **{f"leaf_{i:04d}": np.asarray(x) for i, x in enumerate(leaves)})
 
 
 def load_carry(path: Path, like_states):
@@ -91,7 +91,7 @@ def complete_chunks(directory: Path) -> int:
 
 def write_chunk(directory: Path, index: int, data: dict[str, np.ndarray]) -> None:
     """Writes chunk `index` (arrays [T, B, ...] under CHUNK_KEYS) atomically."""
-    io.write_npz(chunk_path(directory, index), **{k: data[k] for k in CHUNK_KEYS})
+    files.write_npz(chunk_path(directory, index), **{k: data[k] for k in CHUNK_KEYS})
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def read_meta(directory: Path) -> dict[str, Any]:
         raise StageError(f"the collection in {directory} is incomplete: {path} is missing (rerun the collect "
                                 "stage; it resumes from its last chunk)")
     try:
-        meta = io.read_json(path)
+        meta = files.read_json(path)
     except ValueError as error:
         raise StageError(f"{path} is corrupt: {error}") from error
     return meta

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sensei_jax import io, progress
+from sensei_jax import files, progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +128,7 @@ def rollout(cfg, task: str | None, steps: int, out: Path, num_envs: int = 1, pol
         "env_steps_per_s": num_envs / float(np.mean(steady)),
         "records": records,
     }
-    io.write_json(out / "rollout.json", summary)
+    files.write_json(out / "rollout.json", summary)
     return summary
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.config import Config
 from sensei_jax.pipeline import collection, rundir
 from sensei_jax.pipeline.transfer import transfer
@@ -43,7 +43,7 @@ def find_exploration_summaries(folder: Path) -> list[Path]:
 def read_exploration(path: Path) -> dict[str, Any]:
     """One explore run's summary, checked for the fields the evaluation needs (the message names the file)."""
     try:
-        summary = io.read_json(path)
+        summary = files.read_json(path)
     except (ValueError, FileNotFoundError) as error:
         raise rundir.StageError(f"cannot read the exploration summary {path}: {error}") from error
     missing = [k for k in ("behaviour", "steps", "interactions") if k not in summary]
@@ -90,7 +90,7 @@ def downstream_transfer(cfg: Config, run_dir: Path, behaviours: list[str]) -> di
     for behaviour in behaviours:
         out = run_dir / "evaluate" / "transfer" / f"{behaviour}_{task}"
         if (out / "result.json").is_file():
-            results[behaviour] = io.read_json(out / "result.json")
+            results[behaviour] = files.read_json(out / "result.json")
             continue
         behaviour_cfg = dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=behaviour))
         results[behaviour] = transfer(behaviour_cfg, run_dir, task, out_dir=out)
@@ -122,7 +122,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             ratios[obj] = float(count / base) if base else None
     transfer = downstream_transfer(cfg, run_dir, list(dict.fromkeys(order))) if cfg.evaluate.transfer else None
     summary = {"runs": runs, "ratios": ratios, "transfer": transfer}
-    io.write_json(run_dir / "evaluate" / SUMMARY, summary)
+    files.write_json(run_dir / "evaluate" / SUMMARY, summary)
     return {"runs": {name: {"steps": r["steps"], "interactions": r["interactions"], "success": r["success"],
                             "mean_return": float(np.mean(r["episode_returns"])) if r["episode_returns"] else None}
                      for name, r in runs.items()}, "ratios": ratios,

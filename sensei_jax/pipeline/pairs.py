@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax import io, progress
+from sensei_jax import files, progress
 from sensei_jax.config import Config
 from sensei_jax.envs.robodesk import interest
 from sensei_jax.envs.robodesk.config import InterestConfig
@@ -106,7 +106,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         labels = interest.interest(features, cfg.interest)
         raw = plan_pairs(labels, cfg.pairs, cfg.interest, np.random.default_rng([cfg.run.seed, 2]))
         plan = {k: np.asarray(v) for k, v in raw.items()}
-        io.write_npz(plan_path, **plan)
+        files.write_npz(plan_path, **plan)
     index = plan["index"]
     num_pairs = len(index)
     states = features["state"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.config import Config
 from sensei_jax.envs.robodesk import interest
 from sensei_jax.envs.robodesk.config import InterestConfig
@@ -296,7 +296,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     # Evaluation.
     evaluation = None
     if (run_dir / "evaluate" / "summary.json").is_file():
-        evaluation = io.read_json(run_dir / "evaluate" / "summary.json")
+        evaluation = files.read_json(run_dir / "evaluate" / "summary.json")
     runs = (evaluation or {}).get("runs", {})
     if runs:
         interaction_figure(runs, run_dir / "interactions.png", dpi)
@@ -340,8 +340,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             md += ["## Frames", "", "![](frames.png)", ""]
     if missing:
         md += ["## Not shown", ""] + [f"- {m}" for m in missing] + [""]
-    io.write_text(run_dir / "report.md", "\n".join(md))
-    io.write_json(run_dir / "report" / "summary.json", {"figures": written, "missing": missing})
+    files.write_text(run_dir / "report.md", "\n".join(md))
+    files.write_json(run_dir / "report" / "summary.json", {"figures": written, "missing": missing})
     return {"report": str(run_dir / "report.md"), "figures": written, "missing": missing}
 
 

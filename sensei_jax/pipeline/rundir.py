@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sensei_jax import config as config_lib
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.pipeline import stages
 
 STAGES: tuple[str, ...] = stages.PIPELINE  # collect ... report, in run order (the registry in stages.py)
@@ -81,7 +81,7 @@ class RunDir:
         if not self.status_path.exists():
             return {"stages": {}}
         try:
-            status = io.read_json(self.status_path)
+            status = files.read_json(self.status_path)
         except ValueError as error:
             raise StageError(f"{self.status_path} is corrupt ({error}); delete it to recompute which stages are "
                              "done (finished stages resume from their files)") from error
@@ -90,7 +90,7 @@ class RunDir:
         return status
 
     def _write_status(self, status: dict[str, Any]) -> None:
-        io.write_json(self.status_path, status)
+        files.write_json(self.status_path, status)
 
     def done(self, name: str) -> bool:
         return self.read_status()["stages"].get(name, {}).get("state") == "done"

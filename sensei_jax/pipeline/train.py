@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sensei_jax import config as config_lib
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.config import Config
 
 
@@ -58,7 +58,7 @@ def train_into(cfg: Config, logdir: Path) -> dict[str, Any]:
     _, _, trainer = build(cfg, logdir)
     summary = trainer.run()
     summary["task"] = cfg.env.task if cfg.train.env == "robodesk" else "point_reach"
-    io.write_json(logdir / "summary.json", summary)
+    files.write_json(logdir / "summary.json", summary)
     return summary
 
 

@@ -33,7 +33,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.reward.labels import LABEL_NAMES, Label
 
 FORMAT = "sensei_jax.pair_dataset"
@@ -106,7 +106,7 @@ class PairDataset:
                                            shape=(num_pairs, 2, int(state_size)))
         meta = {"format": FORMAT, "version": VERSION, "num_pairs": num_pairs, "image_shape": list(image_shape),
                 "state_size": int(state_size), "num_written": 0}
-        io.write_json(directory / "meta.json", meta)
+        files.write_json(directory / "meta.json", meta)
         return cls(directory, meta, images, states, writable=True)
 
     @classmethod
@@ -117,7 +117,7 @@ class PairDataset:
         if not meta_path.is_file():
             raise DatasetError(f"{directory} is not a pair dataset: {meta_path} is missing")
         try:
-            meta = io.read_json(meta_path)
+            meta = files.read_json(meta_path)
         except ValueError as error:
             raise DatasetError(str(error)) from error
         for key in ("format", "num_pairs", "image_shape", "state_size"):
@@ -179,7 +179,7 @@ class PairDataset:
         if not 0 <= num_written <= len(self):
             raise ValueError(f"num_written must be in [0, {len(self)}], got {num_written}")
         self.meta["num_written"] = num_written
-        io.write_json(self.directory / "meta.json", self.meta)
+        files.write_json(self.directory / "meta.json", self.meta)
 
     def require_complete(self) -> None:
         if not self.complete:
@@ -216,10 +216,10 @@ class PairDataset:
             finite = np.isfinite(prob_first)
             if np.any((prob_first[finite] < 0) | (prob_first[finite] > 1)):
                 raise ValueError(f"prob_first for '{name}' must lie in [0, 1] (NaN allowed for unknown)")
-            io.write_npy(self._prob_first_path(name), prob_first)
+            files.write_npy(self._prob_first_path(name), prob_first)
         else:
             self._prob_first_path(name).unlink(missing_ok=True)
-        return io.write_npy(self._preference_path(name), labels)
+        return files.write_npy(self._preference_path(name), labels)
 
     def load_preferences(self, name: str) -> np.ndarray:
         """Labels int8 [N]. Raises DatasetError naming the file if it is corrupt, of the wrong length or values."""
@@ -258,7 +258,7 @@ class PairDataset:
         array = np.asarray(array)
         if array.ndim == 0 or array.shape[0] != len(self):
             raise ValueError(f"array '{name}' must have {len(self)} rows, got shape {array.shape}")
-        return io.write_npy(self.directory / "arrays" / f"{name}.npy", array)
+        return files.write_npy(self.directory / "arrays" / f"{name}.npy", array)
 
     def load_array(self, name: str) -> np.ndarray:
         _check_name(name, "array")

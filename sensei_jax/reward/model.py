@@ -205,14 +205,14 @@ class RewardModel:
         docstring lists the files): the best checkpoint by validation accuracy, or checkpoint `step`, with the
         reward statistics recorded for that checkpoint."""
         # Imported here so that computing rewards with a model in hand never imports orbax.
-        from sensei_jax import io
+        from sensei_jax import files
         from sensei_jax.checkpoint import Checkpointer
 
         directory = Path(directory)
         meta_path = directory / "model.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{directory} is not a reward-model folder: {meta_path} is missing")
-        record = io.read_json(meta_path)
+        record = files.read_json(meta_path)
         try:
             model_cfg = RewardModelConfig(**record["model"])
         except (KeyError, TypeError, ValueError) as error:
@@ -229,7 +229,7 @@ class RewardModel:
         finally:
             checkpoints.close()
         stats_path = directory / "reward_stats.json"
-        stats = io.read_json(stats_path) if stats_path.is_file() else {}
+        stats = files.read_json(stats_path) if stats_path.is_file() else {}
         if stats and stats.get("epoch") != step:
             stats = {}  # statistics belong to another checkpoint
         params = jax.tree.map(jnp.asarray, params)

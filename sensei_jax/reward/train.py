@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import io as stdio
+import io
 import math
 import time
 from pathlib import Path
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sensei_jax import io
+from sensei_jax import files
 from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.hardware import describe as describe_hardware
 from sensei_jax.metrics import MetricsWriter
@@ -206,7 +206,7 @@ def model_resolution_images(dataset: PairDataset, size: int, cache_dir: Path, ch
     record = {"source": str(dataset.directory.resolve()), "num_pairs": len(dataset),
               "source_shape": list(dataset.image_shape), "size": size,
               "source_mtime_ns": (dataset.directory / "images.npy").stat().st_mtime_ns}
-    if record_path.is_file() and path.is_file() and io.read_json(record_path) == record:
+    if record_path.is_file() and path.is_file() and files.read_json(record_path) == record:
         return np.lib.format.open_memmap(path, mode="r")
     record_path.unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -223,16 +223,16 @@ def model_resolution_images(dataset: PairDataset, size: int, cache_dir: Path, ch
         progress_bar.update(valid)
     progress_bar.close()
     cache.flush()
-    io.write_json(record_path, record)
+    files.write_json(record_path, record)
     return np.lib.format.open_memmap(path, mode="r")
 
 
 def _write_curve(path: Path, rows: list[dict]) -> None:
-    buffer = stdio.StringIO()
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CURVE_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    io.write_text(path, buffer.getvalue())
+    files.write_text(path, buffer.getvalue())
 
 
 def _read_curve(path: Path) -> list[dict]:
@@ -257,7 +257,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
               "num_pairs": len(dataset), "image_shape": list(dataset.image_shape),
               "train_config": dataclasses.asdict(cfg)}
     _check_resumable(out_dir, record)
-    io.write_json(out_dir / "model.json", record)
+    files.write_json(out_dir / "model.json", record)
     summary_path = out_dir / "summary.json"
 
     train_idx, val_idx = split_indices(len(dataset), cfg.val_fraction, cfg.seed)
@@ -286,7 +286,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     if start_epoch >= cfg.epochs and summary_path.is_file() and (out_dir / "reward_stats.json").is_file():
         latest.close()
         best.close()
-        return io.read_json(summary_path)
+        return files.read_json(summary_path)
     if start_epoch:
         print(f"[distill] resuming after epoch {start_epoch} of {cfg.epochs} from {latest.directory}")
 
@@ -341,7 +341,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     best.close()
     stats = reward_statistics(model_cfg, best_params, images, train_idx, cfg.stats_max_images, cfg.seed,
                               progress=progress)
-    io.write_json(out_dir / "reward_stats.json", {"epoch": best_epoch, **stats})
+    files.write_json(out_dir / "reward_stats.json", {"epoch": best_epoch, **stats})
     best_row = next(row for row in curve if row["epoch"] == best_epoch)
     summary = {
         "preferences": preferences, "best_val_accuracy": best_row["val_accuracy"],
@@ -353,7 +353,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
         "final": curve[-1], "reward_stats": stats, "model": model_cfg.to_dict(),
         "train_seconds_this_session": time.time() - started, "hardware": describe_hardware(),
     }
-    io.write_json(summary_path, summary)
+    files.write_json(summary_path, summary)
     return summary
 
 
@@ -361,7 +361,7 @@ def _check_resumable(out_dir: Path, record: dict) -> None:
     path = out_dir / "model.json"
     if not path.is_file() or not (out_dir / "checkpoints" / "latest").is_dir():
         return
-    previous = io.read_json(path)
+    previous = files.read_json(path)
     for key in ("model", "preferences", "num_pairs", "image_shape"):
         if previous.get(key) != record[key]:
             raise ValueError(f"{path} records {key}={previous.get(key)!r} but this run has {record[key]!r}; "
