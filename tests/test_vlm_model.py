@@ -12,7 +12,8 @@ from sensei_jax.vlm.generate import greedy_generate, nucleus_mask, sample_genera
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.model import LlavaModel, random_model
 from sensei_jax.vlm.params import read_safetensors, save_pretrained, write_safetensors
-from sensei_jax.vlm.processor import ImageProcessorConfig, LlavaProcessor, pad_to_square, preprocess_image
+from sensei_jax.vlm.processor import (ImageProcessorConfig, LlavaProcessor, chat_prompt, pad_to_square,
+                                      preprocess_image)
 from sensei_jax.vlm.tiny import write_tiny_checkpoint
 
 CFG = LlavaConfig.tiny(vocab_size=64, image_token_index=3)
@@ -206,9 +207,14 @@ def test_processor_tokens_and_images(tmp_path):
     assert mask.sum(1).tolist() == [16 + 8, 32 + 8] and (ids[mask == 0] == 0).all()
     left, left_mask = processor.encode(["USER: <image>\nwhich one? ASSISTANT:"], length=30, padding_side="left")
     assert left_mask[0, -1] == 1 and left_mask[0, :6].sum() == 0 and left_mask[0, 6:].all()
-    assert processor.single_token("ASSISTANT:", " first") == processor.tokenizer.token_to_id("first")
+    first, second = (processor.tokenizer.token_to_id(w) for w in ("first", "second"))
+    assert processor.answer_tokens("ASSISTANT:", [" first", " second"]) == ([], [first, second])
     with pytest.raises(ValueError, match="single token"):
-        processor.single_token("ASSISTANT:", " first second")
+        processor.answer_tokens("ASSISTANT:", [" first second", " second"])
+    # Llava-1.5's llava_v1 conversation: system, "USER: ... " turns, "ASSISTANT: ...</s>" answers.
+    assert chat_prompt([("<image>\nq1", "a1"), ("q2", None)], "SYS") == \
+        "SYS USER: <image>\nq1 ASSISTANT: a1</s>USER: q2 ASSISTANT:"
+    assert chat_prompt([("q", None)]) == "USER: q ASSISTANT:"  # no system line: llava-hf's chat template
 
     # Pad-to-square keeps the whole wide image (mean-colour bars); the plain center crop cuts its sides.
     wide = np.zeros((16, 64, 3), np.uint8)
