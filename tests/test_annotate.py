@@ -1,4 +1,5 @@
-"""Annotators (llava scoring, free text, random) and the resumable `annotate` stage, on a tiny random LLaVA."""
+"""Annotators (llava scoring and the study protocol, random) and the resumable `annotate` stage, on a tiny random
+LLaVA, and the order swap against hand-built judges."""
 
 import dataclasses
 
@@ -14,7 +15,9 @@ from sensei_jax.annotators import make_annotator
 from sensei_jax.annotators.base import label_from_prob
 from sensei_jax.annotators.chance import RandomAnnotator
 from sensei_jax.annotators.config import AnnotateConfig
-from sensei_jax.vlm.annotate import LlavaAnnotator, composite
+from sensei_jax.reward.labels import Label
+from sensei_jax.vlm.annotate import (LlavaAnnotator, LlavaScorer, StudyAnnotator, composite,
+                                     parse_study_answer)
 from sensei_jax.vlm.tiny import write_tiny_checkpoint
 
 PAIRS = np.random.default_rng(0).integers(0, 256, (5, 2, 24, 24, 3), dtype=np.uint8)
@@ -23,8 +26,9 @@ PAIRS = np.random.default_rng(0).integers(0, 256, (5, 2, 24, 24, 3), dtype=np.ui
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     defaults = AnnotateConfig()
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llava"), [defaults.question,
-                                                                          defaults.composite_question], seed=3)
+    texts = [defaults.question, defaults.composite_question, defaults.study_system, defaults.study_query,
+             defaults.study_followup, defaults.context_question, defaults.context_answer, defaults.general_question]
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_llava"), texts, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +49,13 @@ def test_order_swap_cancels_position_bias(annotator):
     np.testing.assert_allclose(prob + swapped, 1.0, atol=1e-6)  # exactly antisymmetric under swapping
 
     # Make the model always answer the first answer token: a pure position bias.
-    model = annotator.model
-    first = int(annotator.candidates[0])
+    scorer = annotator.scorer
+    model = scorer.model
+    first = int(scorer.candidates[0])
     kernel = np.array(model.lm_head.kernel[...])
     hidden = jax.jit(lambda m, ids, px: m.hidden_states(ids, px))(
-        model, annotator.input_ids[None], annotator._pixels(PAIRS[:1], False))
-    hidden = np.asarray(hidden[0, annotator.length - 1])
+        model, scorer.input_ids[None], scorer._pixels(PAIRS[:1], False))
+    hidden = np.asarray(hidden[0, scorer.length - 1])
     kernel[:, first] = 40.0 * hidden / np.dot(hidden, hidden)  # logit ~40 for "first" whatever the images
     original = model.lm_head.kernel[...]
     model.lm_head.kernel[...] = jnp.asarray(kernel)
@@ -69,9 +74,10 @@ def test_composite_layout_and_unknown(annotator, cfg):
     stacked = composite(PAIRS[:2], gap=4)
     assert stacked.shape == (2, 52, 24, 3) and (stacked[:, 24:28] == 255).all()
     assert (composite(PAIRS[:2], 4, swap=True)[:, :24] == PAIRS[:2, 1]).all()
-    comp = LlavaAnnotator(annotator.model, annotator.processor,
-                          dataclasses.replace(cfg.annotate, layout="composite", min_answer_mass=0.999))
-    assert comp.images_per_prompt == 1 and (comp.input_ids == comp.processor.image_token_index).sum() == 16
+    scorer = LlavaScorer(annotator.scorer.model, annotator.scorer.processor,
+                         dataclasses.replace(cfg.annotate, layout="composite", min_answer_mass=0.999))
+    assert scorer.images_per_prompt == 1 and (scorer.input_ids == scorer.processor.image_token_index).sum() == 16
+    comp = LlavaAnnotator(scorer, scorer.cfg)
     prob, label = comp.annotate(PAIRS)
     swapped, _ = comp.annotate(PAIRS[:, ::-1].copy())
     np.testing.assert_allclose(prob + swapped, 1.0, atol=1e-6)
@@ -80,24 +86,143 @@ def test_composite_layout_and_unknown(annotator, cfg):
 
 def test_answers_must_be_single_tokens(annotator, cfg):
     with pytest.raises(ValueError, match="single token"):
-        LlavaAnnotator(annotator.model, annotator.processor,
-                       dataclasses.replace(cfg.annotate, answers=(" first one", " second")))
+        LlavaScorer(annotator.scorer.model, annotator.scorer.processor,
+                    dataclasses.replace(cfg.annotate, answers=(" first one", " second")))
 
 
-def test_free_text_mode_and_parsing(annotator, cfg):
-    free = LlavaAnnotator(annotator.model, annotator.processor,
-                          dataclasses.replace(cfg.annotate, mode="free-text", max_new_tokens=3, batch_size=2))
-    assert [free.parse(t) for t in ("Top.", " bottom", "-1", "Image 2!", "the top one", "")] == [0, 1, 2, 1, 3, 3]
-    prob, label = free.annotate(PAIRS[:3])
-    answers = free.last_diagnostics["answers"]
-    assert answers.shape == (3, 2) and all(isinstance(a, str) for a in answers.ravel())  # 3 pairs x 2 orders
-    assert prob.shape == (3,) and label.dtype == np.int8
-    swap = {0: 1, 1: 0, 2: 2, 3: 3}
-    for i, (ab, ba) in enumerate(answers):
-        votes = [free.parse(ab), swap[free.parse(ba)]]
-        first, second = votes.count(0), votes.count(1)
-        expected = 0 if first > second else 1 if second > first else 3 if votes == [3, 3] else 2
-        assert label[i] == expected, (ab, ba)
+def test_composite_is_the_studys_vertical_layout():
+    pairs = np.random.default_rng(2).integers(0, 200, (3, 2, 10, 6, 3), dtype=np.uint8)
+    stacked = composite(pairs, gap=28)
+    assert stacked.shape == (3, 2 * 10 + 28, 6, 3) and stacked.dtype == np.uint8
+    np.testing.assert_array_equal(stacked[:, :10], pairs[:, 0])  # image 1 on top
+    assert (stacked[:, 10:38] == 255).all()  # 28 white rows
+    np.testing.assert_array_equal(stacked[:, 38:], pairs[:, 1])
+    np.testing.assert_array_equal(composite(pairs, 28, swap=True)[:, :10], pairs[:, 1])
+
+
+def test_study_parser_matches_exactly():
+    table = {"top": Label.FIRST, "Top.": Label.FIRST, " BOTTOM!\n": Label.SECOND, "tie": Label.TIE,
+             "Tie.": Label.TIE, "-1": Label.UNKNOWN, "1": Label.UNKNOWN, "same": Label.UNKNOWN,
+             "image 1": Label.UNKNOWN, "the top one": Label.UNKNOWN, "top bottom": Label.UNKNOWN,
+             "top image": Label.UNKNOWN, "": Label.UNKNOWN}
+    assert {text: parse_study_answer(text) for text in table} == table
+
+
+class RecordingStudy(StudyAnnotator):
+    """The real study annotator, keeping the prompts of each turn it generates for."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.turn_prompts = {0: [], 1: []}
+
+    def _generate(self, prompts, pixels, chunk, turn):
+        self.turn_prompts[turn].extend(prompts)
+        return super()._generate(prompts, pixels, chunk, turn)
+
+
+def test_study_mode_two_turns_end_to_end(annotator, cfg):
+    scorer = annotator.scorer
+    # One prompt bucket for both turns: one compiled decoder.
+    study_cfg = dataclasses.replace(cfg.annotate, mode="study", max_new_tokens=4, batch_size=3, seq_bucket=384)
+    study = RecordingStudy(scorer.model, scorer.processor, study_cfg)
+    prob, label = study.annotate(PAIRS[:3])
+    first, answers = study.last_diagnostics["first_turn"], study.last_diagnostics["answer"]
+    assert first.shape == answers.shape == (3,) and all(len(a.split()) <= 4 for a in first)
+    assert label.dtype == np.int8 and label.tolist() == [parse_study_answer(a) for a in answers]
+    assert prob.tolist() == [{0: 1.0, 1: 0.0}.get(int(k), 0.5) for k in label]
+    system, query = study_cfg.study_system, study_cfg.study_query
+    assert study.turn_prompts[0][0] == f"{system} USER: <image>\n{query} ASSISTANT:"
+    # Turn 2 quotes turn 1's answer, as the assistant's turn and inside the question (llava_v1: "</s>" after it).
+    assert len(study.turn_prompts[1]) == 3
+    for prompt, answer in zip(study.turn_prompts[1], first):
+        followup = study_cfg.study_followup.replace("{answer}", answer)
+        assert prompt == f"{system} USER: <image>\n{query} ASSISTANT: {answer}</s>USER: {followup} ASSISTANT:"
+        assert f"You answered: {answer} Is the top" in prompt
+    # Seeded by pair: the same pairs give the same answers, in any order; another seed samples others.
+    again = StudyAnnotator(scorer.model, scorer.processor, study_cfg)
+    again.annotate(PAIRS[2::-1].copy())
+    assert again.last_diagnostics["first_turn"].tolist() == first[::-1].tolist()
+    assert again.last_diagnostics["answer"].tolist() == answers[::-1].tolist()
+    other = StudyAnnotator(scorer.model, scorer.processor, dataclasses.replace(study_cfg, seed=1))
+    other.annotate(PAIRS[:3])
+    assert other.last_diagnostics["first_turn"].tolist() != first.tolist()
+
+
+def test_general_prompt_scores_after_the_context_turn(annotator, cfg, tmp_path):
+    from PIL import Image
+
+    model, processor = annotator.scorer.model, annotator.scorer.processor
+    general = dataclasses.replace(cfg.annotate, prompt="general")
+    scorer = LlavaScorer(model, processor, general)
+    assert scorer.prompt == (f"USER: {general.context_question} ASSISTANT: {general.context_answer}</s>"
+                             f"USER: <image>\n<image>\n{general.general_question} ASSISTANT:")
+    assert [processor.tokenizer.id_to_token(int(c)) for c in scorer.candidates] == ["0", "1"]
+    Image.fromarray(PAIRS[4, 0]).save(tmp_path / "context.png")
+    shown = LlavaScorer(model, processor, dataclasses.replace(general, context_image=str(tmp_path / "context.png")))
+    assert shown.prompt.startswith("USER: <image>\n" + general.context_question)
+    assert (shown.input_ids == processor.image_token_index).sum() == 3 * 16  # context image + the pair
+    prob, _ = LlavaAnnotator(shown, general).annotate(PAIRS[:4])
+    swapped, _ = LlavaAnnotator(shown, general).annotate(PAIRS[:4, ::-1].copy())
+    np.testing.assert_allclose(prob + swapped, 1.0, atol=1e-6)
+    # The context image reaches the scores: another image, another answer distribution.
+    Image.fromarray(PAIRS[4, 1]).save(tmp_path / "other.png")
+    other = LlavaScorer(model, processor, dataclasses.replace(general, context_image=str(tmp_path / "other.png")))
+    assert np.abs(shown.score(PAIRS[:4], True)[0] - other.score(PAIRS[:4], True)[0]).max() > 1e-6
+    with pytest.raises(ValueError, match="context_image"):
+        LlavaScorer(model, processor, dataclasses.replace(general, context_image=str(tmp_path / "missing.png")))
+    with pytest.raises(ValueError, match="annotate.prompt"):
+        dataclasses.replace(general, mode="study")
+
+
+def test_answers_sharing_a_first_token_are_scored_after_it(annotator, cfg):
+    model, processor = annotator.scorer.model, annotator.scorer.processor
+    scorer = LlavaScorer(model, processor, dataclasses.replace(cfg.annotate, answers=(" the first", " the second")))
+    plain = annotator.scorer
+    assert scorer.length == plain.length + 1  # "the" joins the prompt ...
+    assert scorer.input_ids[scorer.length - 1] == processor.tokenizer.token_to_id("the")
+    np.testing.assert_array_equal(scorer.candidates, plain.candidates)  # ... and first/second are scored after it
+
+
+def _bright_dark_pairs(num=7):
+    """Pairs of a bright and a dark frame, the bright one in a random slot; returns (pairs, the bright slot)."""
+    rng = np.random.default_rng(5)
+    bright_slot = rng.integers(0, 2, num)
+    pairs = np.full((num, 2, 8, 8, 3), 30, np.uint8)
+    pairs[np.arange(num), bright_slot] = 220
+    return pairs + rng.integers(0, 20, pairs.shape).astype(np.uint8), bright_slot
+
+
+class ContentJudge:
+    """Prefers the brighter of the two images shown, wherever it is shown."""
+
+    def score(self, pairs, both_orders):
+        shown = np.concatenate([pairs, pairs[:, ::-1]]) if both_orders else pairs
+        brightness = shown.reshape(len(shown), 2, -1).mean(-1)
+        p_first = 1.0 / (1.0 + np.exp(-(brightness[:, 0] - brightness[:, 1]) / 20.0))
+        return np.log(np.stack([p_first, 1.0 - p_first], axis=1)), np.ones(len(shown))
+
+
+class SlotJudge:
+    """Prefers whichever image is shown first, whatever the images."""
+
+    def score(self, pairs, both_orders):
+        rows = len(pairs) * (2 if both_orders else 1)
+        return np.log(np.tile([0.9, 0.1], (rows, 1))), np.ones(rows)
+
+
+def test_order_swap_keeps_content_preferences_and_cancels_slot_preferences():
+    cfg = AnnotateConfig(annotator="llava", batch_size=3, min_answer_mass=0.0)  # 7 pairs: a padded last batch
+    pairs, bright = _bright_dark_pairs()
+    content = LlavaAnnotator(ContentJudge(), cfg)
+    _, label = content.annotate(pairs)
+    np.testing.assert_array_equal(label, bright)  # label = the slot of the brighter frame ...
+    _, label = content.annotate(pairs[:, ::-1].copy())
+    np.testing.assert_array_equal(label, 1 - bright)  # ... in either order
+    slot = LlavaAnnotator(SlotJudge(), cfg)
+    prob, label = slot.annotate(pairs)
+    np.testing.assert_allclose(prob, 0.5, atol=1e-6)
+    assert (label == Label.TIE).all()  # a pure position preference says nothing about the images
+    np.testing.assert_allclose(slot.last_diagnostics["position_first"], 0.9, atol=1e-6)
 
 
 def test_label_from_prob_margins():

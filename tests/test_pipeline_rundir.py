@@ -100,6 +100,9 @@ def test_llava_without_checkpoint_fails_before_any_work_saying_what_to_pass(tmp_
     assert not (tmp_path / "r").exists() and not (tmp_path / "default").exists()
     with pytest.raises(config_lib.ConfigError, match="not a directory"):
         runner.preflight(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path / "missing")))
+    with pytest.raises(config_lib.ConfigError, match="annotate.context_image"):
+        runner.preflight(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path),
+                              annotate__prompt="general", annotate__context_image=str(tmp_path / "missing.png")))
 
 
 def test_partial_outputs_of_an_unfinished_stage_are_discarded_when_its_config_changes(tmp_path):

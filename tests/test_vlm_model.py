@@ -8,11 +8,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from sensei_jax.vlm.generate import greedy_generate
+from sensei_jax.vlm.generate import greedy_generate, nucleus_mask, sample_generate, sample_token
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.model import LlavaModel, random_model
 from sensei_jax.vlm.params import read_safetensors, save_pretrained, write_safetensors
-from sensei_jax.vlm.processor import ImageProcessorConfig, LlavaProcessor, pad_to_square, preprocess_image
+from sensei_jax.vlm.processor import (ImageProcessorConfig, LlavaProcessor, chat_prompt, pad_to_square,
+                                      preprocess_image)
 from sensei_jax.vlm.tiny import write_tiny_checkpoint
 
 CFG = LlavaConfig.tiny(vocab_size=64, image_token_index=3)
@@ -159,6 +160,42 @@ def test_cached_greedy_generation_equals_full_forward(model, batch):
     assert stopped[0, 0] == eos and (stopped[0, 1:] == -7).all()
 
 
+def test_generate_top_p_keeps_the_smallest_nucleus():
+    probs = np.array([1 / 16, 1 / 2, 1 / 8, 1 / 4, 1 / 16], np.float32)  # sorted: 1, 3, 2, then 0 and 4 tied
+    logits = jnp.log(jnp.asarray(probs))
+    mask = jax.jit(nucleus_mask)
+    for top_p, kept in ((0.3, {1}), (0.74, {1, 3}), (0.8, {1, 3, 2}), (0.9, {1, 3, 2, 0}), (0.99, set(range(5))),
+                        (1.0, set(range(5)))):
+        assert set(np.flatnonzero(np.asarray(mask(logits, top_p))).tolist()) == kept, top_p
+    batched = np.asarray(mask(jnp.stack([logits, logits[::-1]]), 0.74))
+    assert np.flatnonzero(batched[0]).tolist() == [1, 3] and np.flatnonzero(batched[1]).tolist() == [1, 3]
+    # Sampling draws only from the nucleus, renormalised: tokens 1 and 3 at 2:1.
+    keys = jax.random.split(jax.random.PRNGKey(0), 2000)
+    draws = np.asarray(jax.jit(jax.vmap(sample_token, in_axes=(0, None, None, None)))(keys, logits, 1.0, 0.74))
+    assert set(draws.tolist()) == {1, 3} and abs((draws == 1).mean() - 2 / 3) < 0.04
+
+
+def test_sample_generate_is_seeded_and_greedy_in_the_cold_limit(model, batch):
+    ids, pixels = batch
+    left = np.stack([ids[0], ids[0]])
+    mask = np.ones_like(left)
+    pixels = np.stack([pixels[0], pixels[0]])  # two identical prompts: only their keys differ
+    greedy = greedy_generate(model, left, mask, pixels, max_new_tokens=5, eos_id=-1)
+    keys = np.asarray(jax.random.split(jax.random.PRNGKey(3), 2))
+    cold = sample_generate(model, left, mask, pixels, keys=keys, temperature=1e-6, top_p=0.8, max_new_tokens=5,
+                           eos_id=-1)
+    np.testing.assert_array_equal(cold, greedy)
+    hot = sample_generate(model, left, mask, pixels, keys=keys, temperature=2.0, max_new_tokens=5, eos_id=-1)
+    np.testing.assert_array_equal(hot, sample_generate(model, left, mask, pixels, keys=keys, temperature=2.0,
+                                                       max_new_tokens=5, eos_id=-1))  # same keys, same tokens
+    assert (hot[0] != hot[1]).any() and (hot != greedy).any()  # other keys, other tokens
+    # A row's tokens follow its own key, not its place in the batch.
+    np.testing.assert_array_equal(sample_generate(model, left, mask, pixels, keys=keys[::-1], temperature=2.0,
+                                                  max_new_tokens=5, eos_id=-1), hot[::-1])
+    with pytest.raises(ValueError, match="keys"):
+        sample_generate(model, left, mask, pixels, keys=keys[:1], temperature=1.0, max_new_tokens=5, eos_id=-1)
+
+
 def test_processor_tokens_and_images(tmp_path):
     directory = write_tiny_checkpoint(tmp_path, ["USER: <image>\n<image>\nwhich one? ASSISTANT:"])
     processor = LlavaProcessor.from_pretrained(directory, pad_to_square=True)
@@ -170,9 +207,14 @@ def test_processor_tokens_and_images(tmp_path):
     assert mask.sum(1).tolist() == [16 + 8, 32 + 8] and (ids[mask == 0] == 0).all()
     left, left_mask = processor.encode(["USER: <image>\nwhich one? ASSISTANT:"], length=30, padding_side="left")
     assert left_mask[0, -1] == 1 and left_mask[0, :6].sum() == 0 and left_mask[0, 6:].all()
-    assert processor.single_token("ASSISTANT:", " first") == processor.tokenizer.token_to_id("first")
+    first, second = (processor.tokenizer.token_to_id(w) for w in ("first", "second"))
+    assert processor.answer_tokens("ASSISTANT:", [" first", " second"]) == ([], [first, second])
     with pytest.raises(ValueError, match="single token"):
-        processor.single_token("ASSISTANT:", " first second")
+        processor.answer_tokens("ASSISTANT:", [" first second", " second"])
+    # Llava-1.5's llava_v1 conversation: system, "USER: ... " turns, "ASSISTANT: ...</s>" answers.
+    assert chat_prompt([("<image>\nq1", "a1"), ("q2", None)], "SYS") == \
+        "SYS USER: <image>\nq1 ASSISTANT: a1</s>USER: q2 ASSISTANT:"
+    assert chat_prompt([("q", None)]) == "USER: q ASSISTANT:"  # no system line: llava-hf's chat template
 
     # Pad-to-square keeps the whole wide image (mean-colour bars); the plain center crop cuts its sides.
     wide = np.zeros((16, 64, 3), np.uint8)

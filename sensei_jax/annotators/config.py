@@ -1,4 +1,5 @@
-"""Config section `annotate`: which annotator labels the image pairs, and how (prompt, layout, margins, batching).
+"""Config section `annotate`: which annotator labels the image pairs, and how (mode, prompts, layout, margins,
+batching).
 
 No jax import here: `sensei_jax.config` composes it into `Config` at start-up. The oracle's thresholds are the
 `interest` section (`sensei_jax.envs.robodesk.config.InterestConfig`), which it shares with pair sampling.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Literal
+
+from sensei_jax.vlm.config import LLAVA_V1_SYSTEM
 
 # SENSEI's Robodesk interestingness criteria (its GPT-4 prompt, Sancaktar, Gumbsch et al. 2025), asked for a
 # one-word answer.
@@ -19,37 +22,122 @@ ROBODESK_CRITERIA = (
     "without touching anything, is not interesting."
 )
 
+# SENSEI-General's prompt (its GPT-4 annotator with history): a first turn that shows the environment and asks
+# what would be interesting to explore, GPT-4's answer to it (fixed: SENSEI cached one answer and reused it for
+# every pair), then the pair with the 0/1/2/3 answer format of SENSEI's GPT-4 prompt.
+GENERAL_CONTEXT_QUESTION = (
+    "I will show you an image from a simulated environment. Describe the environment to me and what you deem the "
+    "agent and then explain what types of behavior / observations would be useful and interesting for the agent "
+    "to explore in this setting?"
+)
+GENERAL_CONTEXT_ANSWER = (
+    "The image depicts a simulated environment featuring a robotic arm interacting with a table that has various "
+    "objects on it. The objects include buttons of different colors, a red ball, a green cube, and a blue "
+    "rectangular block. The setting appears to be designed for testing robotic manipulation and interaction with "
+    "objects.\n\n### Agent\nThe robotic arm is the agent in this environment. It is likely programmed to interact "
+    "with the objects on the table, possibly for tasks involving sorting, stacking, or pressing buttons.\n\n"
+    "### Useful and Interesting Behaviors/Observations\n1. **Object Manipulation:**\n"
+    "   - Grasping and moving objects like the ball, cube, and block.\n"
+    "   - Testing different grips and force applications to handle objects of various shapes and weights.\n\n"
+    "2. **Button Interaction:**\n"
+    "   - Pressing buttons to observe effects, such as changes in the environment or triggering specific actions.\n"
+    "   - Learning which buttons correspond to which actions or outcomes.\n\n"
+    "3. **Spatial Awareness:**\n"
+    "   - Navigating the arm around the table without knocking over objects.\n"
+    "   - Understanding the spatial relationship between objects for tasks like stacking.\n\n"
+    "4. **Task Learning:**\n"
+    "   - Completing specific tasks like sorting objects by color or shape.\n"
+    "   - Learning sequences of actions to achieve complex goals.\n\n"
+    "5. **Feedback and Adaptation:**\n"
+    "   - Using sensory feedback to adjust actions in real-time.\n"
+    "   - Adapting to changes in the environment, such as objects being moved or removed.\n\n"
+    "6. **Exploration and Experimentation:**\n"
+    "   - Experimenting with different strategies for interacting with objects.\n"
+    "   - Exploring the effects of different actions on the environment.\n\n"
+    "These behaviors would help the agent develop skills in manipulation, decision-making, and adaptive learning, "
+    "which are crucial for more complex real-world applications."
+)
+GENERAL_QUESTION = (
+    "Now I will show you two images. Based on your answer, choose which one of these images is more interesting "
+    "in terms of the showcased behavior?\nAnswer in maximum one word: 0 for image 1, 1 for image 2, 2 for both "
+    "images and 3 if you have no clue."
+)
+
+# The follow-up LLaVA study's two-turn prompt (its LLaVA annotator), whitespace normalised: the study's strings
+# carry the indentation of source-code continuation lines, which carries no meaning.
+STUDY_QUERY = (
+    "Consider these two images.\n"
+    "1. What is shown in the top (upper) image? Is the robot gripper very close to objects on the desk or the "
+    "drawer?\n"
+    "2. What is shown on the bottom (lower) image? Is the robot gripper close to objects on the desk or the "
+    "drawer?\n"
+    "3. The goal is for the robot to explore interesting things and interact with objects and drawers. Is there "
+    "any difference between the top and bottom image in terms of how interesting it is? Think step by step and "
+    "answer based on what you see. Remember: If the robot arm is retracted or away from the desk, there is no "
+    "interaction and it is not interesting. The closer the robot gripper is to objects or the drawer, the more "
+    "interesting the image is. Hovering above the desk is not more interesting than actively reaching out to a "
+    "certain object."
+)
+STUDY_FOLLOWUP = (
+    "Based on the questions below:\n"
+    "1. What is shown in the top (upper) image?\n"
+    "2. What is shown on the bottom (lower) image?\n"
+    "3. The goal is for the robot to explore interesting things and interact with objects and drawers. Is there "
+    "any difference between the top and bottom image in terms of how interesting it is? You answered: {answer} "
+    "Is the top or bottom image more interesting? Reply maximum in 1 word top or bottom. Reply -1 if the text is "
+    "unsure or there is no difference."
+)
+
 
 @dataclasses.dataclass
 class AnnotateConfig:
-    """How the `annotate` stage labels pairs: annotator, prompt, pair layout, decision margins, batching."""
+    """How the `annotate` stage labels pairs: annotator, mode, prompts, pair layout, decision margins, batching."""
 
     annotator: Literal["llava", "oracle", "random"] = "oracle"
     name: str | None = None  # label set written to preference/preferences_<name>.npy; None: the annotator's name
-    # "score": one prefill per ordering, log-probabilities of the two answer tokens (no generation).
-    # "free-text": greedy generation and answer parsing, as the reference LLaVA study did (for comparison).
-    mode: Literal["score", "free-text"] = "score"
+    # llava: "score": one prefill per ordering, log-probabilities of the two answer tokens (no generation).
+    # "study": the follow-up LLaVA study's protocol: the pair stacked vertically (first image on top,
+    # `composite_gap` white rows), turn 1 `study_query`, turn 2 `study_followup` quoting the first answer, both
+    # generated by sampling (`temperature`, `top_p`, `max_new_tokens`) in the llava_v1 format after
+    # `study_system`; the final answer, lower-cased and stripped of punctuation, must be exactly "top" (first),
+    # "bottom" (second) or "tie", anything else is unknown. One order, as the study asked: `layout`,
+    # `both_orders`, `prompt`, the answers and margins are score-mode settings.
+    mode: Literal["score", "study"] = "score"
+    # Score mode: "specific" asks `question` (`composite_question`) about the pair; "general" is SENSEI-General's
+    # prompt: a context turn (`context_question`, with `context_image` if set, answered by the fixed
+    # `context_answer`), then `general_question` about the pair, answered by `general_answers`.
+    prompt: Literal["specific", "general"] = "specific"
     layout: Literal["two-images", "composite"] = "two-images"  # two <image> placeholders, or one stacked image
     composite_gap: int = 28  # white pixels between the stacked images (the reference study used 28)
     both_orders: bool = True  # also ask with the images swapped and average, so position bias cancels
-    # Prompt: `template` with {images} (one "<image>\n" per image) and {question}.
-    template: str = "USER: {images}{question} ASSISTANT:"
+    # Score mode: the line before the first turn of the llava_v1 conversation format; "" renders none, as
+    # llava-hf's chat template (`USER: ... ASSISTANT:`).
+    system: str = ""
     question: str = ROBODESK_CRITERIA + " Answer with one word: first or second."
     answers: tuple[str, str] = (" first", " second")  # each must be a single token after the prompt
     composite_question: str = (ROBODESK_CRITERIA.replace("These images", "The top and the bottom image")
                                + " Answer with one word: top or bottom.")
     composite_answers: tuple[str, str] = (" top", " bottom")
+    context_question: str = GENERAL_CONTEXT_QUESTION
+    context_answer: str = GENERAL_CONTEXT_ANSWER
+    # A PNG shown with the context turn (SENSEI-General showed a Robodesk frame); None: a text-only context turn.
+    context_image: str | None = None
+    general_question: str = GENERAL_QUESTION
+    # Tokens shared by both answers (Llama's lone space before a digit) join the prompt; the rest must be one
+    # token each.
+    general_answers: tuple[str, str] = (" 0", " 1")
     tie_margin: float = 0.1  # llava: |P(first) - 0.5| below this is a tie (the oracle's: interest.tie_margin)
     min_answer_mass: float = 0.05  # llava: mean probability of the two answer tokens below this: unknown
-    # Free-text mode: answers are lower-cased, stripped of punctuation and matched exactly (unmatched: unknown).
-    max_new_tokens: int = 16
-    free_text_first: tuple[str, ...] = ("first", "top", "1", "image 1")
-    free_text_second: tuple[str, ...] = ("second", "bottom", "2", "image 2")
-    free_text_tie: tuple[str, ...] = ("tie", "both", "-1", "same")
+    study_system: str = LLAVA_V1_SYSTEM  # the study's conversation mode, llava_v1, opens with this line
+    study_query: str = STUDY_QUERY
+    study_followup: str = STUDY_FOLLOWUP  # {answer}: the first turn's answer
+    temperature: float = 0.6  # study mode sampling (the study: 0.6); 0: greedy
+    top_p: float = 0.8  # study mode nucleus (the study: 0.8); 1: the whole distribution
+    max_new_tokens: int = 1024  # study mode: tokens generated per turn at most (the study: 1024)
     batch_size: int = 8  # pairs per compiled call
     partition_size: int = 256  # pairs per partition file (the unit of resumption)
     seq_bucket: int = 64  # prompt lengths are padded up to a multiple of this (static shapes, one compile)
-    seed: int = 0  # random annotator
+    seed: int = 0  # random annotator; study mode sampling (each pair's key also folds in a hash of its pixels)
 
     def __post_init__(self):
         if self.batch_size <= 0 or self.partition_size <= 0 or self.seq_bucket <= 0:
@@ -59,10 +147,21 @@ class AnnotateConfig:
             raise ValueError(f"annotate.tie_margin must be in [0, 0.5), got {self.tie_margin}")
         if not 0.0 <= self.min_answer_mass < 1.0:
             raise ValueError(f"annotate.min_answer_mass must be in [0, 1), got {self.min_answer_mass}")
-        if "{images}" not in self.template or "{question}" not in self.template:
-            raise ValueError(f"annotate.template must contain {{images}} and {{question}}, got {self.template!r}")
         if self.composite_gap < 0 or self.max_new_tokens < 1:
-            raise ValueError("annotate.composite_gap must be >= 0 and annotate.max_new_tokens >= 1")
+            raise ValueError(f"annotate.composite_gap must be >= 0 and annotate.max_new_tokens >= 1, got "
+                             f"{self.composite_gap}, {self.max_new_tokens}")
+        if self.temperature < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"annotate.temperature must be >= 0 and annotate.top_p in (0, 1], got "
+                             f"{self.temperature}, {self.top_p}")
+        if "{answer}" not in self.study_followup:
+            raise ValueError(f"annotate.study_followup must contain {{answer}} (where the first turn's answer goes), "
+                             f"got {self.study_followup!r}")
+        if self.prompt == "general" and self.mode == "study":
+            raise ValueError("annotate.prompt: general is a score-mode prompt; annotate.mode: study asks its own "
+                             "two-turn prompt (annotate.study_query, annotate.study_followup)")
+        if self.prompt == "general" and self.layout == "composite":
+            raise ValueError("annotate.prompt: general asks about image 1 and image 2; use annotate.layout: "
+                             "two-images with it")
 
     @property
     def label_name(self) -> str:

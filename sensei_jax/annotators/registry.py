@@ -27,7 +27,7 @@ def make_annotator(cfg, env=None) -> Annotator:
             env = Robodesk.from_config(cfg.env, render_images=False)
         return OracleAnnotator(cfg.interest, env)
     if kind == "llava":
-        from sensei_jax.vlm.annotate import LlavaAnnotator
+        from sensei_jax.vlm.annotate import from_config
 
-        return LlavaAnnotator.from_config(cfg.vlm, cfg.annotate)
+        return from_config(cfg.vlm, cfg.annotate)
     raise ValueError(f"annotate.annotator: unknown annotator {kind!r}; known: {', '.join(ANNOTATORS)}")

@@ -122,9 +122,8 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
     summary.update(annotator=annotator.name, resumed_pairs=resumed, labelled_pairs=labelled, seconds=seconds,
                    pairs_per_second=labelled / seconds if labelled and seconds > 0 else None)
     if cfg.annotate.annotator == "llava":
-        summary.update(mode=cfg.annotate.mode, layout=cfg.annotate.layout, both_orders=cfg.annotate.both_orders,
-                       checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype)
-    files.write_json(out / "summary.json", summary)
+        summary.update(annotator.settings(), checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype)
+    io.write_json(out / "summary.json", summary)
     plot_preferences(dataset, name, out / f"preferences_{name}.png")
     return summary
 

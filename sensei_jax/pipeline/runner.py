@@ -41,6 +41,10 @@ def preflight(cfg: Config) -> None:
         if not Path(path).is_dir():
             raise config_lib.ConfigError(f"--vlm.path {path} is not a directory (expected a local LLaVA-1.5 "
                                          "checkpoint in Hugging Face format)")
+        image = annotate.context_image
+        if annotate.mode == "score" and annotate.prompt == "general" and image and not Path(image).is_file():
+            raise config_lib.ConfigError(f"annotate.context_image {image} is not a file (a PNG shown with "
+                                         "SENSEI-General's context turn; unset it for a text-only context turn)")
 
 
 def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_after: str | None = None,

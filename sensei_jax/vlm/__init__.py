@@ -2,10 +2,10 @@
 
 Modules: `llava_config` (architecture + HF config.json), `vision` (CLIP), `language` (Llama), `model`
 (`LlavaModel`, `LlavaModel.from_pretrained`), `params` (safetensors loading in every key layout), `processor`
-(tokenizer + images), `generate` (cached greedy decoding), `annotate` (`LlavaAnnotator`), `tiny` (a random test
-checkpoint), `config` (the `vlm` config section). The oracle and random annotators and `make_annotator` are
-`sensei_jax.annotators`. The names below are imported on first use, so reading the config sections stays free of
-jax.
+(tokenizer, images, the llava_v1 conversation format), `generate` (cached greedy or sampled decoding),
+`annotate` (`LlavaAnnotator`, `StudyAnnotator`), `tiny` (a random test checkpoint), `config` (the `vlm` config
+section). The oracle and random annotators and `make_annotator` are `sensei_jax.annotators`. The names below are
+imported on first use, so reading the config sections stays free of jax.
 """
 
 from sensei_jax.lazy import lazy_exports
@@ -17,6 +17,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "LlavaProcessor": "sensei_jax.vlm.processor",
     "greedy_generate": "sensei_jax.vlm.generate",
     "random_model": "sensei_jax.vlm.model",
+    "sample_generate": "sensei_jax.vlm.generate",
     "save_pretrained": "sensei_jax.vlm.params",
     "write_tiny_checkpoint": "sensei_jax.vlm.tiny",
 })

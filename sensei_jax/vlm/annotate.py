@@ -1,28 +1,36 @@
 """The LLaVA annotator: a batch of image pairs in, per pair P(first is more interesting) and a `Label` out.
 
-It scores without generation: one prefill per ordering, and the log-probabilities of the two answer tokens at the
-last prompt position give P(first) for (A, B) and for (B, A); their average cancels position bias. Pairs are two
-`<image>` placeholders or one composite image (stacked with a white gap, padded to a square). A free-text mode
-(greedy generation + exact answer parsing) reproduces the reference study for comparison. The other annotators
+Two modes (`annotate.mode`). `score` (`LlavaAnnotator` over a `LlavaScorer`) scores without generation: one
+prefill per ordering, and the log-probabilities of the two answer tokens at the last prompt position give
+P(first) for (A, B) and for (B, A); their average cancels position bias. Pairs are two `<image>` placeholders or
+one composite image (stacked with a white gap, padded to a square); the prompt is SENSEI's question, or
+SENSEI-General's context turn before it. `study` (`StudyAnnotator`) reproduces the follow-up LLaVA study: one
+composite, two sampled turns, exact answer matching. `from_config` builds the configured one; the other annotators
 and `make_annotator` are `sensei_jax.annotators`.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import string
+import zlib
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from sensei_jax.annotators.base import check_pairs, label_from_prob
 from sensei_jax.annotators.config import AnnotateConfig
 from sensei_jax.reward.labels import Label
 from sensei_jax.vlm.config import VlmConfig
+from sensei_jax.vlm.processor import chat_prompt
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+# The study's answer words (matched exactly, after lower-casing and removing punctuation) and their labels.
+STUDY_ANSWERS = {"top": Label.FIRST, "bottom": Label.SECOND, "tie": Label.TIE}
 
 
 def composite(pairs: np.ndarray, gap: int, swap: bool = False) -> np.ndarray:
@@ -32,27 +40,34 @@ def composite(pairs: np.ndarray, gap: int, swap: bool = False) -> np.ndarray:
     return np.concatenate([top, white, bottom], axis=1)
 
 
-def normalize_answer(text: str) -> str:
-    text = text.lower().translate(str.maketrans("", "", string.punctuation.replace("-", "")))
-    return re.sub(r"\s+", " ", text).strip()
+def parse_study_answer(text: str) -> Label:
+    """The study's parser: the stripped answer, lower-cased and without punctuation, must be exactly one of
+    `STUDY_ANSWERS`; anything else ("-1", a sentence, "the top one") is unknown."""
+    word = text.strip().lower().translate(str.maketrans("", "", string.punctuation))
+    return STUDY_ANSWERS.get(word, Label.UNKNOWN)
 
 
 @functools.partial(jax.jit, static_argnames=("images_per_prompt", "both_orders"))
-def _score(model, pixels, input_ids, last, candidates, images_per_prompt: int, both_orders: bool):
+def _score(model, pixels, input_ids, last, candidates, images_per_prompt: int, both_orders: bool,
+           context_pixels=None):
     """Log-probabilities of the candidate tokens after each prompt.
 
     pixels [M, h, w, 3]: two-image layout, M = 2B (the pair's images in order) and the prompts are (A, B) then,
-    with both_orders, (B, A); composite layout, M = prompts, one composite each. input_ids [T] (the same prompt
-    for every row, right-padded), last: index of its last real token, candidates int [2].
+    with both_orders, (B, A); composite layout, M = prompts, one composite each. context_pixels [C, h, w, 3]:
+    images of an earlier turn, the same for every prompt and placed before the pair's. input_ids [T] (the same
+    prompt for every row, right-padded), last: index of its last real token, candidates int [2].
     Returns float32 [R, 2] candidate log-probabilities and [R] their total probability, R = prompts.
     """
     features = model.image_features(pixels)  # [M, L, D]
-    if images_per_prompt == 2:
-        pairs = features.reshape(-1, 2, *features.shape[1:])
-        if both_orders:
-            pairs = jnp.concatenate([pairs, pairs[:, ::-1]], axis=0)
-        features = pairs.reshape(-1, *features.shape[1:])
-    rows = features.shape[0] // images_per_prompt
+    prompts = features.reshape(-1, images_per_prompt, *features.shape[1:])
+    if images_per_prompt == 2 and both_orders:
+        prompts = jnp.concatenate([prompts, prompts[:, ::-1]], axis=0)
+    if context_pixels is not None:
+        context = model.image_features(context_pixels)
+        context = jnp.broadcast_to(context, (prompts.shape[0], *context.shape))
+        prompts = jnp.concatenate([context, prompts], axis=1)
+    rows = prompts.shape[0]
+    features = prompts.reshape(-1, *features.shape[1:])
     ids = jnp.broadcast_to(input_ids, (rows, input_ids.shape[0]))
     mask = jnp.broadcast_to(jnp.arange(input_ids.shape[0]) <= last, ids.shape)
     hidden = model.hidden_states(ids, attention_mask=mask, image_features=features)
@@ -61,46 +76,48 @@ def _score(model, pixels, input_ids, last, candidates, images_per_prompt: int, b
     return logp, jnp.exp(jax.nn.logsumexp(logp, axis=-1))
 
 
-class LlavaAnnotator:
-    """LLaVA as a judge of image pairs (see the module docstring)."""
+class PairScorer(Protocol):
+    """A judge that, for pairs shown in a given order, answers how likely each shown image is the preferred one."""
 
-    name = "llava"
+    def score(self, pairs: np.ndarray, both_orders: bool) -> tuple[np.ndarray, np.ndarray]:
+        """pairs uint8 [B, 2, H, W, 3] -> (log-probabilities of the answers naming the image shown first and the
+        one shown second, float [R, 2]; their total probability [R]). R = B with the pairs as given; with
+        `both_orders`, R = 2B and rows B.. show each pair swapped."""
+
+
+class LlavaScorer:
+    """LLaVA as a `PairScorer`: the prompt and answer tokens of `annotate` (score mode), one prefill per order."""
 
     def __init__(self, model, processor, cfg: AnnotateConfig):
         self.model, self.processor, self.cfg = model, processor, cfg
         composite_layout = cfg.layout == "composite"
         self.images_per_prompt = 1 if composite_layout else 2
-        question = cfg.composite_question if composite_layout else cfg.question
-        self.prompt = cfg.template.format(images="<image>\n" * self.images_per_prompt, question=question)
-        answers = cfg.composite_answers if composite_layout else cfg.answers
-        text = processor.expand(self.prompt)
-        self.candidates = np.array([processor.single_token(text, a) for a in answers], np.int32)
+        images = "<image>\n" * self.images_per_prompt
+        self.context_pixels = None
+        if cfg.prompt == "general":
+            context = "<image>\n" if cfg.context_image else ""
+            turns = [(context + cfg.context_question, cfg.context_answer), (images + cfg.general_question, None)]
+            answers = cfg.general_answers
+            if cfg.context_image:
+                self.context_pixels = processor.preprocess_images([_read_rgb(cfg.context_image)])
+        else:
+            question = cfg.composite_question if composite_layout else cfg.question
+            turns = [(images + question, None)]
+            answers = cfg.composite_answers if composite_layout else cfg.answers
+        self.prompt = chat_prompt(turns, cfg.system)
+        shared, candidates = processor.answer_tokens(processor.expand(self.prompt), answers)
+        self.candidates = np.array(candidates, np.int32)
         if self.candidates[0] == self.candidates[1]:
             raise ValueError(f"the two answers {answers} map to the same token")
-        ids = processor.tokenize(self.prompt)
+        ids = processor.tokenize(self.prompt) + shared
         self.length = len(ids)
         bucket = cfg.seq_bucket * -(-len(ids) // cfg.seq_bucket)
         limit = model.config.text.max_position_embeddings
         if bucket > limit:
             raise ValueError(f"the annotation prompt takes {len(ids)} tokens ({bucket} padded), more than the "
-                             f"model's {limit} positions; shorten annotate.question or annotate.seq_bucket")
+                             f"model's {limit} positions; shorten the annotate prompt or annotate.seq_bucket")
         self.input_ids = np.zeros(bucket, np.int32)
         self.input_ids[: len(ids)] = ids
-        self.last_diagnostics: dict[str, np.ndarray] = {}
-
-    @classmethod
-    def from_config(cls, vlm: VlmConfig, cfg: AnnotateConfig) -> LlavaAnnotator:
-        from sensei_jax.vlm.model import LlavaModel
-        from sensei_jax.vlm.processor import LlavaProcessor
-
-        if not vlm.path:
-            raise ValueError("the llava annotator needs a checkpoint: set --vlm.path DIR (a Hugging Face "
-                             "llava-1.5 directory with config.json, safetensors, tokenizer.json)")
-        model = LlavaModel.from_pretrained(vlm.path, DTYPES[vlm.dtype])
-        processor = LlavaProcessor.from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
-        return cls(model, processor, cfg)
-
-    # -- inputs --------------------------------------------------------------------------------------------------
 
     def _pixels(self, pairs: np.ndarray, both_orders: bool) -> np.ndarray:
         """Preprocessed images for one batch, in the order `_score` expects."""
@@ -111,26 +128,47 @@ class LlavaAnnotator:
             stacks.append(composite(pairs, self.cfg.composite_gap, swap=True))
         return self.processor.preprocess_images(np.concatenate(stacks))
 
-    def _batches(self, images: np.ndarray):
-        size = self.cfg.batch_size
-        for start in range(0, len(images), size):
-            chunk = images[start:start + size]
-            if len(chunk) < size:  # pad the last batch: one compiled shape
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
-            yield start, min(size, len(images) - start), chunk
+    def score(self, pairs, both_orders):
+        context = None if self.context_pixels is None else jnp.asarray(self.context_pixels)
+        logp, mass = _score(self.model, jnp.asarray(self._pixels(pairs, both_orders)), jnp.asarray(self.input_ids),
+                            self.length - 1, jnp.asarray(self.candidates), images_per_prompt=self.images_per_prompt,
+                            both_orders=both_orders, context_pixels=context)
+        return np.asarray(logp, np.float64), np.asarray(mass)
 
-    # -- scoring -------------------------------------------------------------------------------------------------
+
+def _read_rgb(path: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"annotate.context_image: cannot read {path!r} as an image ({error})") from error
+
+
+def _batches(images: np.ndarray, size: int):
+    """(start, real count, chunk) per batch; the last chunk is padded by repeating its last pair, so every call
+    has one compiled shape."""
+    for start in range(0, len(images), size):
+        chunk = images[start:start + size]
+        if len(chunk) < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)])
+        yield start, min(size, len(images) - start), chunk
+
+
+class LlavaAnnotator:
+    """Score mode: a `PairScorer`'s answer probabilities, averaged over both orders, turned into labels."""
+
+    name = "llava"
+
+    def __init__(self, scorer: PairScorer, cfg: AnnotateConfig):
+        self.scorer, self.cfg = scorer, cfg
+        self.last_diagnostics: dict[str, np.ndarray] = {}
 
     def annotate(self, images, states=None):
         images = check_pairs(images)
-        if self.cfg.mode == "free-text":
-            return self.annotate_free_text(images)
         both = self.cfg.both_orders
         probs, masses, position = [], [], []
-        for _, count, chunk in self._batches(images):
-            logp, mass = _score(self.model, jnp.asarray(self._pixels(chunk, both)), jnp.asarray(self.input_ids),
-                                self.length - 1, jnp.asarray(self.candidates),
-                                images_per_prompt=self.images_per_prompt, both_orders=both)
+        for _, count, chunk in _batches(images, self.cfg.batch_size):
+            logp, mass = self.scorer.score(chunk, both)
             logp, mass = np.asarray(logp, np.float64), np.asarray(mass)
             # P(the image shown first is preferred), restricted to the two answers, per prompt.
             p_shown_first = 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))
@@ -150,48 +188,93 @@ class LlavaAnnotator:
         self.last_diagnostics = {"answer_mass": mass, "position_first": np.concatenate(position).astype(np.float32)}
         return prob_first, label_from_prob(prob_first, self.cfg.tie_margin, mass < self.cfg.min_answer_mass)
 
-    # -- free text -----------------------------------------------------------------------------------------------
+    def settings(self) -> dict:
+        """What decided the labels, for the stage summary."""
+        return {"mode": "score", "prompt": self.cfg.prompt, "layout": self.cfg.layout,
+                "both_orders": self.cfg.both_orders}
 
-    def parse(self, text: str) -> int:
-        answer = normalize_answer(text)
-        for label, words in ((Label.FIRST, self.cfg.free_text_first), (Label.SECOND, self.cfg.free_text_second),
-                             (Label.TIE, self.cfg.free_text_tie)):
-            if answer in {normalize_answer(w) for w in words}:
-                return label
-        return Label.UNKNOWN
 
-    def annotate_free_text(self, images: np.ndarray):
-        from sensei_jax.vlm.generate import greedy_generate
+class StudyAnnotator:
+    """Study mode: the follow-up LLaVA study's two sampled turns on one vertical composite, exact answer matching.
 
-        both = self.cfg.both_orders
-        ids = np.asarray(self.processor.tokenize(self.prompt), np.int32)
-        eos = self.processor.tokenizer.token_to_id("</s>")
-        eos = -1 if eos is None else eos
-        labels, texts = [], []
-        for _, count, chunk in self._batches(images):
-            per_order, answers = [], []
-            for swap in ([False, True] if both else [False]):
-                pairs = chunk[:, ::-1] if swap else chunk
-                rows = len(chunk)
-                out = greedy_generate(self.model, np.broadcast_to(ids, (rows, len(ids))), np.ones((rows, len(ids))),
-                                      self._pixels(pairs, both_orders=False),
-                                      max_new_tokens=self.cfg.max_new_tokens, eos_id=eos)
-                decoded = [self.processor.decode(row) for row in out[:count]]
-                parsed = np.array([self.parse(t) for t in decoded])
-                if swap:  # the answer names a slot; map it back to the original order
-                    parsed = np.where(parsed == Label.FIRST, Label.SECOND,
-                                      np.where(parsed == Label.SECOND, Label.FIRST, parsed))
-                per_order.append(parsed)
-                answers.append(decoded)
-            labels.append(np.stack(per_order, axis=1))
-            texts.extend(zip(*answers))
-        votes = np.concatenate(labels)  # [N, orders] in {0, 1, 2, 3}, in the original order
-        decided = votes < Label.TIE
-        first = (votes == Label.FIRST).sum(axis=1)
-        second = (votes == Label.SECOND).sum(axis=1)
-        prob_first = np.where(decided.any(axis=1), first / np.maximum(first + second, 1), 0.5).astype(np.float32)
-        label = np.where(first > second, Label.FIRST, np.where(second > first, Label.SECOND,
-                         np.where((votes == Label.UNKNOWN).all(axis=1), Label.UNKNOWN, Label.TIE))).astype(np.int8)
-        # answers [N, orders]: the generated text for (A, B) and, with both orders, for (B, A).
-        self.last_diagnostics = {"answers": np.array(texts, dtype=object).reshape(len(votes), -1)}
+    Each pair samples with its own key, from `annotate.seed` and a hash of the pair's pixels, so its answers do not
+    depend on batching, partitioning or resumption.
+    """
+
+    name = "llava"
+
+    def __init__(self, model, processor, cfg: AnnotateConfig):
+        self.model, self.processor, self.cfg = model, processor, cfg
+        self.first_user = "<image>\n" + cfg.study_query
+        eos = processor.tokenizer.token_to_id("</s>")
+        self.eos = -1 if eos is None else eos
+        self.last_diagnostics: dict[str, np.ndarray] = {}
+
+    def prompt(self, first_answer: str | None = None) -> str:
+        """The first turn's prompt, or (given its answer) the second turn's."""
+        if first_answer is None:
+            return chat_prompt([(self.first_user, None)], self.cfg.study_system)
+        followup = self.cfg.study_followup.replace("{answer}", first_answer)
+        return chat_prompt([(self.first_user, first_answer), (followup, None)], self.cfg.study_system)
+
+    def _keys(self, chunk: np.ndarray, turn: int) -> np.ndarray:
+        base = jax.random.PRNGKey(self.cfg.seed)
+        return np.stack([np.asarray(jax.random.fold_in(jax.random.fold_in(base, np.uint32(zlib.crc32(p.tobytes()))),
+                                                       turn)) for p in chunk])
+
+    def _generate(self, prompts: list[str], pixels: np.ndarray, chunk: np.ndarray, turn: int) -> list[str]:
+        from sensei_jax.vlm.generate import greedy_generate, sample_generate
+
+        longest = max(len(self.processor.tokenize(p)) for p in prompts)
+        bucket = self.cfg.seq_bucket * -(-longest // self.cfg.seq_bucket)
+        limit = self.model.config.text.max_position_embeddings
+        if bucket + self.cfg.max_new_tokens > limit:
+            raise ValueError(f"study turn {turn + 1}: a {longest}-token prompt ({bucket} padded) plus "
+                             f"annotate.max_new_tokens {self.cfg.max_new_tokens} exceeds the model's {limit} "
+                             f"positions; lower annotate.max_new_tokens")
+        ids, mask = self.processor.encode(prompts, length=bucket, padding_side="left")
+        common = dict(max_new_tokens=self.cfg.max_new_tokens, eos_id=self.eos)
+        if self.cfg.temperature > 0:
+            out = sample_generate(self.model, ids, mask, pixels, keys=self._keys(chunk, turn),
+                                  temperature=self.cfg.temperature, top_p=self.cfg.top_p, **common)
+        else:
+            out = greedy_generate(self.model, ids, mask, pixels, **common)
+        texts = []
+        for row in out:
+            row = row.tolist()
+            texts.append(self.processor.decode(row[:row.index(self.eos)] if self.eos in row else row).strip())
+        return texts
+
+    def annotate(self, images, states=None):
+        images = check_pairs(images)
+        first_turns, answers = [], []
+        for _, count, chunk in _batches(images, self.cfg.batch_size):
+            pixels = self.processor.preprocess_images(composite(chunk, self.cfg.composite_gap))
+            first = self._generate([self.prompt()] * len(chunk), pixels, chunk, turn=0)
+            final = self._generate([self.prompt(a) for a in first], pixels, chunk, turn=1)
+            first_turns.extend(first[:count])
+            answers.extend(final[:count])
+        label = np.array([parse_study_answer(a) for a in answers], np.int8)
+        prob_first = np.select([label == Label.FIRST, label == Label.SECOND], [1.0, 0.0], 0.5).astype(np.float32)
+        # The generated texts, per pair: kept in the stage's partition files for inspection.
+        self.last_diagnostics = {"first_turn": np.array(first_turns, dtype=str), "answer": np.array(answers, dtype=str)}
         return prob_first, label
+
+    def settings(self) -> dict:
+        return {"mode": "study", "layout": "composite", "both_orders": False, "temperature": self.cfg.temperature,
+                "top_p": self.cfg.top_p, "max_new_tokens": self.cfg.max_new_tokens}
+
+
+def from_config(vlm: VlmConfig, cfg: AnnotateConfig) -> LlavaAnnotator | StudyAnnotator:
+    """The LLaVA annotator of `cfg.mode`, with the checkpoint at `vlm.path`."""
+    from sensei_jax.vlm.model import LlavaModel
+    from sensei_jax.vlm.processor import LlavaProcessor
+
+    if not vlm.path:
+        raise ValueError("the llava annotator needs a checkpoint: set --vlm.path DIR (a Hugging Face "
+                         "llava-1.5 directory with config.json, safetensors, tokenizer.json)")
+    model = LlavaModel.from_pretrained(vlm.path, DTYPES[vlm.dtype])
+    processor = LlavaProcessor.from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
+    if cfg.mode == "study":
+        return StudyAnnotator(model, processor, cfg)
+    return LlavaAnnotator(LlavaScorer(model, processor, cfg), cfg)

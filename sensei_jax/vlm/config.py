@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+# The system line of LLaVA-1.5's `llava_v1` conversation template (the original LLaVA code's default for v1.5).
+LLAVA_V1_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+                   "helpful, detailed, and polite answers to the human's questions.")
+
 
 @dataclasses.dataclass
 class VlmConfig:

@@ -1,8 +1,10 @@
-"""Greedy decoding with a static key/value cache, prefill and every step inside one jit-compiled function.
+"""Decoding with a static key/value cache, prefill and every step inside one jit-compiled function: greedy, or
+sampling with a temperature and nucleus (top-p) filtering.
 
 Prompts are left-padded to a static length P, so every row's last prompt token sits at P - 1 and all rows write
 the same cache slot at each step; positions count real tokens only (cumsum of the mask), so padding does not
-shift the rotary phases. The cache holds P + max_new_tokens positions.
+shift the rotary phases. The cache holds P + max_new_tokens positions. The step loop is a `lax.while_loop` that
+ends when every row has produced EOS (or after max_new_tokens), so a long budget costs only what is generated.
 """
 
 from __future__ import annotations
@@ -16,10 +18,38 @@ import numpy as np
 from sensei_jax.vlm.model import LlavaModel
 
 
-@functools.partial(jax.jit, static_argnames=("max_new_tokens",))
-def _greedy(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, pad_id, max_new_tokens: int):
+def nucleus_mask(logits: jax.Array, top_p: float | jax.Array) -> jax.Array:
+    """logits [..., V] -> bool [..., V]: the smallest set of most probable tokens whose probability mass reaches
+    `top_p` (always at least the most probable token; ties at the boundary are broken by token order)."""
+    order = jnp.argsort(-logits, axis=-1, stable=True)
+    sorted_probs = jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), order, axis=-1)
+    mass_before = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs
+    keep_sorted = mass_before < top_p
+    keep_sorted = keep_sorted.at[..., 0].set(True)
+    # Scatter the sorted decisions back to vocabulary order.
+    return jnp.put_along_axis(jnp.zeros_like(keep_sorted), order, keep_sorted, axis=-1, inplace=False)
+
+
+def sample_token(key: jax.Array, logits: jax.Array, temperature, top_p) -> jax.Array:
+    """One token from logits [V]: divide by `temperature`, keep the top-p nucleus of that distribution, sample."""
+    scaled = logits.astype(jnp.float32) / temperature
+    scaled = jnp.where(nucleus_mask(scaled, top_p), scaled, -jnp.inf)
+    return jax.random.categorical(key, scaled).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("max_new_tokens", "sample"))
+def _decode(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, pad_id, keys, temperature, top_p,
+            max_new_tokens: int, sample: bool):
     batch, prompt_len = input_ids.shape
     total = prompt_len + max_new_tokens
+
+    def choose(logits, t):
+        if not sample:
+            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        # One key per row and step: a row's tokens do not depend on what else is in the batch.
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+        return jax.vmap(sample_token, in_axes=(0, 0, None, None))(step_keys, logits, temperature, top_p)
+
     features = None if pixel_values is None else model.image_features(pixel_values)
     embeds = model.embed(input_ids, features)
     valid = jnp.concatenate([attention_mask.astype(bool), jnp.ones((batch, max_new_tokens), bool)], axis=1)
@@ -30,24 +60,40 @@ def _greedy(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, 
     causal = causal | (slots[None, :] == jnp.arange(prompt_len)[:, None])[None]
     cache = model.language_model.init_cache(batch, total)
     logits, cache = model.decode(embeds, positions, causal, cache, 0)
-    token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+    token = choose(logits[:, -1], 0)
     done = token == eos_id
     out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
     last_position = positions[:, -1]
 
-    def step(t, carry):
-        cache, token, done, out = carry
+    def running(carry):
+        t, _, _, done, _ = carry
+        return (t < max_new_tokens) & ~done.all()
+
+    def step(carry):
+        t, cache, token, done, out = carry
         slot = prompt_len + t - 1  # where the token generated at step t - 1 goes
         embeds = model.embed(token[:, None], None)
         mask = (valid & (slots[None, :] <= slot))[:, None, :]
         logits, cache = model.decode(embeds, (last_position + t)[:, None], mask, cache, slot)
-        next_token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-        next_token = jnp.where(done, pad_id, next_token)
+        next_token = jnp.where(done, pad_id, choose(logits[:, -1], t))
         out = out.at[:, t].set(next_token)
-        return cache, next_token, done | (next_token == eos_id), out
+        return t + 1, cache, next_token, done | (next_token == eos_id), out
 
-    _, _, _, out = jax.lax.fori_loop(1, max_new_tokens, step, (cache, token, done, out))
+    *_, out = jax.lax.while_loop(running, step, (jnp.int32(1), cache, token, done, out))
     return out
+
+
+def _check_prompts(model: LlavaModel, input_ids, attention_mask, pixel_values, max_new_tokens: int):
+    input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {attention_mask.shape} does not match input_ids {input_ids.shape}")
+    if not attention_mask[:, -1].all():
+        raise ValueError("generation needs left-padded prompts (every row's last position must be real)")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    model.check_image_count(input_ids, 0 if pixel_values is None else len(pixel_values))
+    return (jnp.asarray(input_ids), jnp.asarray(attention_mask, jnp.int32),
+            None if pixel_values is None else jnp.asarray(pixel_values))
 
 
 def greedy_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=None, *, max_new_tokens: int,
@@ -57,15 +103,28 @@ def greedy_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=N
     input_ids int [B, P] (left-padded), attention_mask [B, P] (1 = real), pixel_values float [N, H, W, C] for the
     N image placeholder runs -> int32 [B, max_new_tokens], the generated ids, `pad_id` after each row's EOS.
     """
-    input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask {attention_mask.shape} does not match input_ids {input_ids.shape}")
-    if not attention_mask[:, -1].all():
-        raise ValueError("greedy_generate needs left-padded prompts (every row's last position must be real)")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    model.check_image_count(input_ids, 0 if pixel_values is None else len(pixel_values))
-    out = _greedy(model, jnp.asarray(input_ids), jnp.asarray(attention_mask, jnp.int32),
-                  None if pixel_values is None else jnp.asarray(pixel_values), jnp.int32(eos_id), jnp.int32(pad_id),
-                  max_new_tokens=max_new_tokens)
+    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens)
+    out = _decode(model, ids, mask, pixels, jnp.int32(eos_id), jnp.int32(pad_id), None, None, None,
+                  max_new_tokens=max_new_tokens, sample=False)
+    return np.asarray(out)
+
+
+def sample_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=None, *, keys, temperature: float,
+                    top_p: float = 1.0, max_new_tokens: int, eos_id: int, pad_id: int = 0) -> np.ndarray:
+    """Sampled continuation of left-padded prompts (arguments and result as `greedy_generate`).
+
+    keys: uint32 [B, 2], one `jax.random.PRNGKey` per row (the same key gives the same tokens); temperature > 0
+    divides the logits; top_p in (0, 1] keeps the nucleus of the tempered distribution (1: no filtering).
+    """
+    if not temperature > 0:
+        raise ValueError(f"sampling needs a temperature > 0, got {temperature} (use greedy_generate for 0)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    keys = jnp.asarray(keys, jnp.uint32)
+    if keys.shape != (np.shape(input_ids)[0], 2):
+        raise ValueError(f"keys must be uint32 [B, 2] (one PRNGKey per prompt), got {keys.shape} for "
+                         f"{np.shape(input_ids)[0]} prompts")
+    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens)
+    out = _decode(model, ids, mask, pixels, jnp.int32(eos_id), jnp.int32(pad_id), keys, jnp.float32(temperature),
+                  jnp.float32(top_p), max_new_tokens=max_new_tokens, sample=True)
     return np.asarray(out)

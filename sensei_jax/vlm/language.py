@@ -1,7 +1,7 @@
 """Llama decoder: RMSNorm, rotary embeddings (rotate-half form), grouped-query attention, SwiGLU MLP.
 
 Attention takes an explicit boolean mask, so the same code serves right-padded scoring (no cache) and
-left-padded greedy decoding with a static key/value cache.
+left-padded decoding with a static key/value cache.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Images follow the checkpoint's preprocessor_config.json (CLIPImageProcessor semantics: resize the shortest edge,
 bicubic, center crop, rescale, normalize), optionally after padding to a square with the mean colour as original
 LLaVA-1.5 does (`image_aspect_ratio="pad"`); composite pair images must be padded, or the crop cuts both halves.
-Each `<image>` in a prompt is expanded to the model's number of image tokens before tokenizing.
+Each `<image>` in a prompt is expanded to the model's number of image tokens before tokenizing. `chat_prompt`
+renders a conversation in LLaVA-1.5's `llava_v1` format.
 """
 
 from __future__ import annotations
@@ -82,6 +83,21 @@ class ImageProcessorConfig:
                 "rescale_factor": self.rescale_factor, "do_normalize": self.do_normalize,
                 "image_mean": list(self.image_mean), "image_std": list(self.image_std), "resample": self.resample,
                 "do_convert_rgb": True}
+
+
+def chat_prompt(turns: Sequence[tuple[str, str | None]], system: str = "") -> str:
+    """A conversation in LLaVA-1.5's `llava_v1` format (separator style "two"), ready for the next answer.
+
+    turns: (user message, assistant answer) in order; the last answer is None (the one to generate or score).
+    Renders `system`, then per turn "USER: {message} " and "ASSISTANT: {answer}</s>"; a missing or empty answer
+    renders "ASSISTANT:" alone, as the llava_v1 template does. An empty `system` leaves out the system line and
+    its separator, which is llava-hf's chat template.
+    """
+    parts = [system + " "] if system else []
+    for user, assistant in turns:
+        parts.append(f"USER: {user} ")
+        parts.append(f"ASSISTANT: {assistant}</s>" if assistant else "ASSISTANT:")
+    return "".join(parts)
 
 
 def pad_to_square(image: np.ndarray, fill: Sequence[int]) -> np.ndarray:
@@ -196,15 +212,28 @@ class LlavaProcessor:
             ids[i, span], mask[i, span] = row, 1
         return ids, mask
 
-    def single_token(self, prompt: str, answer: str) -> int:
-        """The id of `answer` as the next token after `prompt`; raises if in that context it is not exactly one."""
+    def answer_tokens(self, prompt: str, answers: Sequence[str]) -> tuple[list[int], list[int]]:
+        """How each answer continues `prompt`: (the tokens all answers begin with, e.g. Llama's lone "▁" before
+        a digit; then each answer's one remaining token). Raises if an answer changes how the prompt itself
+        tokenizes or takes more than one token after the shared ones."""
         base = self.tokenizer.encode(prompt, add_special_tokens=False).ids
-        full = self.tokenizer.encode(prompt + answer, add_special_tokens=False).ids
-        if len(full) != len(base) + 1 or full[:len(base)] != base:
-            pieces = [self.tokenizer.id_to_token(i) for i in full[len(base) - 1:]]
-            raise ValueError(f"answer {answer!r} is not a single token after the prompt (it tokenizes as {pieces}); "
-                             f"pick answer words that are one token each, e.g. with a leading space")
-        return full[-1]
+        tails = []
+        for answer in answers:
+            full = self.tokenizer.encode(prompt + answer, add_special_tokens=False).ids
+            if full[:len(base)] != base:
+                raise ValueError(f"answer {answer!r} merges with the end of the prompt when tokenized; start it "
+                                 f"with a space")
+            tails.append(full[len(base):])
+        shared: list[int] = []
+        while (len(shared) + 1 < min(len(t) for t in tails)
+               and all(t[len(shared)] == tails[0][len(shared)] for t in tails)):
+            shared.append(tails[0][len(shared)])
+        for answer, tail in zip(answers, tails):
+            if len(tail) != len(shared) + 1:
+                pieces = [self.tokenizer.id_to_token(i) for i in tail]
+                raise ValueError(f"answer {answer!r} is not a single token after the prompt (it tokenizes as "
+                                 f"{pieces}); pick answer words that are one token each, e.g. with a leading space")
+        return shared, [tail[-1] for tail in tails]
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(int(i) for i in ids), skip_special_tokens=skip_special_tokens)
