@@ -23,39 +23,23 @@ ROBODESK_CRITERIA = (
 )
 
 # SENSEI-General's prompt (its GPT-4 annotator with history): a first turn that shows the environment and asks
-# what would be interesting to explore, GPT-4's answer to it (fixed: SENSEI cached one answer and reused it for
-# every pair), then the pair with the 0/1/2/3 answer format of SENSEI's GPT-4 prompt.
+# what would be interesting to explore, an answer to it (fixed: SENSEI cached one GPT-4 answer and reused it for
+# every pair), then the pair with the 0/1/2/3 answer format of SENSEI's GPT-4 prompt. The fixed answer below is
+# this project's own description of Robodesk; SENSEI's cached GPT-4 text can be given as `annotate.context_answer`.
 GENERAL_CONTEXT_QUESTION = (
     "I will show you an image from a simulated environment. Describe the environment to me and what you deem the "
     "agent and then explain what types of behavior / observations would be useful and interesting for the agent "
     "to explore in this setting?"
 )
 GENERAL_CONTEXT_ANSWER = (
-    "The image depicts a simulated environment featuring a robotic arm interacting with a table that has various "
-    "objects on it. The objects include buttons of different colors, a red ball, a green cube, and a blue "
-    "rectangular block. The setting appears to be designed for testing robotic manipulation and interaction with "
-    "objects.\n\n### Agent\nThe robotic arm is the agent in this environment. It is likely programmed to interact "
-    "with the objects on the table, possibly for tasks involving sorting, stacking, or pressing buttons.\n\n"
-    "### Useful and Interesting Behaviors/Observations\n1. **Object Manipulation:**\n"
-    "   - Grasping and moving objects like the ball, cube, and block.\n"
-    "   - Testing different grips and force applications to handle objects of various shapes and weights.\n\n"
-    "2. **Button Interaction:**\n"
-    "   - Pressing buttons to observe effects, such as changes in the environment or triggering specific actions.\n"
-    "   - Learning which buttons correspond to which actions or outcomes.\n\n"
-    "3. **Spatial Awareness:**\n"
-    "   - Navigating the arm around the table without knocking over objects.\n"
-    "   - Understanding the spatial relationship between objects for tasks like stacking.\n\n"
-    "4. **Task Learning:**\n"
-    "   - Completing specific tasks like sorting objects by color or shape.\n"
-    "   - Learning sequences of actions to achieve complex goals.\n\n"
-    "5. **Feedback and Adaptation:**\n"
-    "   - Using sensory feedback to adjust actions in real-time.\n"
-    "   - Adapting to changes in the environment, such as objects being moved or removed.\n\n"
-    "6. **Exploration and Experimentation:**\n"
-    "   - Experimenting with different strategies for interacting with objects.\n"
-    "   - Exploring the effects of different actions on the environment.\n\n"
-    "These behaviors would help the agent develop skills in manipulation, decision-making, and adaptive learning, "
-    "which are crucial for more complex real-world applications."
+    "The image shows a robot arm with a two-finger gripper in front of a desk. On the desk are a ball, an upright "
+    "block and a flat block; the desk has a drawer, a sliding door, three buttons (red, green and blue), a bin and "
+    "a shelf. The agent is the robot arm: it moves its gripper, turns its wrist and opens or closes its fingers.\n"
+    "Behaviours worth exploring: reaching each object and holding it in the gripper; lifting an object off the "
+    "desk, carrying it, dropping it into the bin or placing it on the shelf; pushing the ball or the blocks; "
+    "pressing each button; pulling the drawer open and sliding the door; stacking one block on the other. States "
+    "in which the arm is retracted, far from the desk, or moves through empty space without touching anything "
+    "teach the agent little."
 )
 GENERAL_QUESTION = (
     "Now I will show you two images. Based on your answer, choose which one of these images is more interesting "

@@ -123,7 +123,7 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
                    pairs_per_second=labelled / seconds if labelled and seconds > 0 else None)
     if cfg.annotate.annotator == "llava":
         summary.update(annotator.settings(), checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype)
-    io.write_json(out / "summary.json", summary)
+    files.write_json(out / "summary.json", summary)
     plot_preferences(dataset, name, out / f"preferences_{name}.png")
     return summary
 
