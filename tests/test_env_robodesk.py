@@ -197,6 +197,24 @@ def test_interaction_flags_fire_when_an_object_moves(env, fns, batch):
     assert not any(flags[k].any() for k in flags if k not in ("ball", "drawer"))
 
 
+def test_free_bodies_count_linear_velocity_only(env, fns, batch):
+    # The paper's count: a ball spinning in place has not been moved; one rolling faster than 0.02 m/s has.
+    saved = np.asarray(env.physics_state(batch)).copy()
+    m = env.mj_model
+    ball = m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "ball")]
+    block = m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "flat_block")]
+    assert m.jnt_type[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "ball")] == mujoco.mjtJoint.mjJNT_FREE
+    saved[:, m.nq:m.nq + m.nv] = 0.0
+    saved[0, m.nq + ball + 3:m.nq + ball + 6] = 5.0  # world 0: the ball spins fast about all three axes
+    saved[0, m.nq + block + 5] = -3.0  # ... and the flat block turns about z
+    saved[1, m.nq + ball + 2] = 1.5 * tasks.INTERACTION_VELOCITY  # world 1: the ball moves up, slowly
+    saved[1, m.nq + block + 1] = 0.5 * tasks.INTERACTION_VELOCITY  # ... the flat block creeps, below threshold
+    flags = _np(fns["restore"](jnp.asarray(saved)).info["interaction_flags"])
+    assert flags["ball"].tolist() == [False, True]
+    assert flags["flat_block"].tolist() == [False, False]
+    assert not any(flags[k].any() for k in flags if k != "ball")
+
+
 def test_cameras_give_different_non_blank_images(batch):
     images = {k: np.asarray(batch.obs[k][0], np.float32) for k in ("image", "image_top", "image_left")}
     for name, image in images.items():

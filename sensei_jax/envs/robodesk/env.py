@@ -12,7 +12,9 @@ by its batch ray tracer, whose render context is built for a fixed world count. 
 
 A `State` holds the MJX data of its worlds (always with a world axis, also for a single world), the observation,
 the reward of the last step, `done`, and `info`:
-  interaction_flags: dict of 8 bool — |joint velocity| > 0.02 of drawer, slide, buttons, objects (SENSEI's count)
+  interaction_flags: dict of 8 bool, as SENSEI's paper counts them: |joint velocity| > 0.02 of drawer, slide and
+      buttons; any |linear velocity| (x, y, z) > 0.02 of the free bodies ball, upright block and flat block (their
+      angular velocity does not count: an object spinning in place has not been moved)
   success: dict task -> bool for every task in TASKS
   episode_step: int32 simulator control steps taken in this episode (Robodesk counts action_repeat per step)
   initial_object_pos: float32 [3, 3] object positions recorded at reset (the reward's "did not move" reference)
@@ -152,14 +154,15 @@ class Robodesk:
         self.button_body = np.array([_name2id(m, B, f"{c}_button") for c in model.BUTTON_COLORS])
         self.drawer_handle_geom = _name2id(m, G, "drawer_handle")
         self.ee_site, self.slide_site = _name2id(m, S, "end_effector"), _name2id(m, S, "slide_handle")
-        # Interaction flags: the dofs of each interactable joint.
+        # Interaction flags: the dof of each hinge/slide joint, the three linear dofs (qvel's first three entries
+        # of a free joint, world-frame x, y, z) of each free body.
         joint_of = {"drawer": "drawer_joint", "slide": "slide_joint", "red_button": "red_button",
                     "green_button": "green_button", "blue_button": "blue_button", "ball": "ball",
                     "upright_block": "upright_block", "flat_block": "flat_block"}
         self.interaction_dofs = {}
         for name in tasks.INTERACTIONS:
             joint = _name2id(m, J, joint_of[name])
-            ndof = 6 if m.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE else 1
+            ndof = 3 if m.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE else 1
             self.interaction_dofs[name] = np.arange(m.jnt_dofadr[joint], m.jnt_dofadr[joint] + ndof)
         self.ctrl_range = m.actuator_ctrlrange.astype(np.float32)  # [9, 2]
         self.qpos0 = m.qpos0.astype(np.float32)

@@ -22,7 +22,8 @@ SENSEI_TASKS = ("open_drawer_easy", "open_drawer_medium", "open_slide_easy")
 TASKS = CORE_TASKS + EXTRA_TASKS + SENSEI_TASKS
 INTERACTIONS = ("drawer", "slide", "red_button", "green_button", "blue_button", "ball", "upright_block",
                 "flat_block")
-INTERACTION_VELOCITY = 0.02  # |joint velocity| above which SENSEI counts an object as interacted with
+# |joint velocity| (for a free body: any of its x, y, z linear velocities) above which SENSEI counts an interaction
+INTERACTION_VELOCITY = 0.02
 REWARD_MODES = ("dense", "sparse", "success")
 
 LIFT_HEIGHT = {"upright_block": 0.86, "ball": 0.81, "flat_block": 0.78}
