@@ -6,6 +6,9 @@
     states = jax.jit(env.reset_batch, static_argnums=1)(key, 16)   # 16 worlds, leaves [16, ...]
     states = jax.jit(env.step)(states, actions)              # actions [16, 5]
 
+With `reward_image_size` set, every observation also holds obs['reward_image'], uint8 [size, size, 3] from
+`reward_camera`, rendered by the same batch renderer: the view the reward model scores during exploration.
+
 The worlds of a batch are simulated natively by MJX-Warp (one kernel launch per stage for all worlds) and rendered
 by its batch ray tracer, whose render context is built for a fixed world count. Batches therefore go through
 `reset_batch` / `step` with a leading world axis, not through `jax.vmap(env.step)`.
@@ -43,6 +46,7 @@ from mujoco.mjx._src import render_util  # noqa: E402
 from mujoco.mjx.warp import types as mjxw_types  # noqa: E402
 
 from sensei_jax.envs.robodesk import assets, ik, model, tasks  # noqa: E402
+from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY  # noqa: E402
 
 ACTION_SIZE = 5
 END_EFFECTOR_SCALE = 0.01  # m per unit action
@@ -81,7 +85,7 @@ class Robodesk:
                  cameras: Mapping[str, int] | Sequence[str] | None = None, assets_dir: str | None = None,
                  contacts_per_world: int = 64, constraints_per_world: int = 256, ik_iterations: int = 4,
                  solver_iterations: int = 20, ls_iterations: int = 10, shadows: bool = False,
-                 render_images: bool = True):
+                 render_images: bool = True, reward_camera: str = "right", reward_image_size: int | None = None):
         tasks.check_task(task)
         if reward not in tasks.REWARD_MODES:
             raise ValueError(f"unknown reward mode {reward!r}; expected one of {tasks.REWARD_MODES}")
@@ -92,6 +96,8 @@ class Robodesk:
             cameras = {name: image_size for name in cameras}
         for name, size in cameras.items():
             self._check_camera(name, size)
+        if reward_image_size is not None:
+            self._check_camera(reward_camera, reward_image_size)
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         if episode_length < 1:
@@ -101,6 +107,8 @@ class Robodesk:
         self.task, self.reward_mode = task, reward
         self.camera, self.image_size = camera, int(image_size)
         self.extra_cameras = dict(cameras)
+        self.reward_camera = reward_camera
+        self.reward_image_size = None if reward_image_size is None else int(reward_image_size)
         self.action_repeat, self.episode_length, self.auto_reset = int(action_repeat), int(episode_length), auto_reset
         self.contacts_per_world, self.constraints_per_world = int(contacts_per_world), int(constraints_per_world)
         self.ik_iterations, self.shadows, self.render_images = int(ik_iterations), bool(shadows), bool(render_images)
@@ -122,7 +130,7 @@ class Robodesk:
                       action_repeat=cfg.action_repeat, episode_length=cfg.episode_length, auto_reset=cfg.auto_reset,
                       assets_dir=cfg.assets_dir, cameras=dict(getattr(cfg, "cameras", {}) or {}))
         for key in ("contacts_per_world", "constraints_per_world", "ik_iterations", "solver_iterations",
-                    "ls_iterations", "shadows"):
+                    "ls_iterations", "shadows", "reward_camera", "reward_image_size"):
             if hasattr(cfg, key):
                 kwargs[key] = getattr(cfg, key)
         kwargs.update(overrides)
@@ -182,6 +190,9 @@ class Robodesk:
             spec["image"] = ((self.image_size, self.image_size, 3), np.dtype(np.uint8))
             for name, size in self.extra_cameras.items():
                 spec[f"image_{name}"] = ((size, size, 3), np.dtype(np.uint8))
+            if self.reward_image_size is not None:
+                size = self.reward_image_size
+                spec[REWARD_IMAGE_KEY] = ((size, size, 3), np.dtype(np.uint8))
         nq_obj = self.mj_model.nq - 9
         nv_obj = self.mj_model.nv - 9
         spec.update({
@@ -410,6 +421,8 @@ class Robodesk:
         if self.render_images:
             views = {"image": (self.camera, self.image_size)}
             views.update({f"image_{name}": (name, size) for name, size in self.extra_cameras.items()})
+            if self.reward_image_size is not None:
+                views[REWARD_IMAGE_KEY] = (self.reward_camera, self.reward_image_size)
             images, data = self._render_views(data, views)
             obs.update(images)
         return obs, data
