@@ -283,15 +283,29 @@ def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] |
     `env.cameras`) included. Each file is checked as it applies, so an error names the file (and the file that
     named it as a base) as well as the dotted key, and a base must be valid on top of the files before it. The
     result is one flat Config: `save` writes it without `base:`, and a saved config reloads to the same Config.
+    Keys of different sections that must agree are checked last (`check_sections`).
     """
+    path = DEFAULT_CONFIG if path is None else path
     cfg = Config()
-    for layer in layers(DEFAULT_CONFIG if path is None else path):
+    for layer in layers(path):
         try:
             cfg = merge(cfg, layer.data)
         except ConfigError as error:
             raise ConfigError(f"{layer.describe()}: {error}") from error
     if overrides:
         cfg = merge(cfg, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    try:
+        return check_sections(cfg)
+    except ConfigError as error:
+        raise ConfigError(f"{path}{' with overrides' if overrides else ''}: {error}") from error
+
+
+def check_sections(cfg: Config) -> Config:
+    """Raises ConfigError, naming both keys, where two sections disagree; returns `cfg`."""
+    view, trained = cfg.env.reward_image_size, cfg.reward.image_size
+    if view is not None and view != trained:
+        raise ConfigError(f"env.reward_image_size ({view}) and reward.image_size ({trained}) must be equal: the "
+                          "reward model scores the env's reward view at the resolution it is trained at")
     return cfg
 
 

@@ -1,7 +1,7 @@
 """Robodesk on MJX-Warp (CPU): determinism, batching, IK, tasks, flags, cameras, restore, bad input.
 
-One env (32 px images from all three cameras, 2 worlds) is compiled once per module; every test reuses its jitted
-reset/step/restore functions.
+One env (32 px images from all three cameras, a 48 px reward view, 2 worlds) is compiled once per module; every
+test reuses its jitted reset/step/restore functions.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ import pytest
 from sensei_jax.envs.robodesk import AssetsError, BudgetOverflowError, Robodesk, TASKS, assets, ik, model, tasks
 
 SIZE = 32
+REWARD_SIZE = 48  # the reward view: the 'right' camera again, at another size than the agent's image
 N = 2
 
 
 @pytest.fixture(scope="module")
 def env():
     return Robodesk(task="open_drawer", reward="dense", camera="right", image_size=SIZE, action_repeat=1,
-                    episode_length=3, cameras={"top": SIZE, "left": SIZE})
+                    episode_length=3, cameras={"top": SIZE, "left": SIZE}, reward_camera="right",
+                    reward_image_size=REWARD_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +199,36 @@ def test_interaction_flags_fire_when_an_object_moves(env, fns, batch):
     assert not any(flags[k].any() for k in flags if k not in ("ball", "drawer"))
 
 
+def test_free_bodies_count_linear_velocity_only(env, fns, batch):
+    # The paper's count: a ball spinning in place has not been moved; one rolling faster than 0.02 m/s has.
+    saved = np.asarray(env.physics_state(batch)).copy()
+    m = env.mj_model
+    ball = m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "ball")]
+    block = m.jnt_dofadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "flat_block")]
+    assert m.jnt_type[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "ball")] == mujoco.mjtJoint.mjJNT_FREE
+    saved[:, m.nq:m.nq + m.nv] = 0.0
+    saved[0, m.nq + ball + 3:m.nq + ball + 6] = 5.0  # world 0: the ball spins fast about all three axes
+    saved[0, m.nq + block + 5] = -3.0  # ... and the flat block turns about z
+    saved[1, m.nq + ball + 2] = 1.5 * tasks.INTERACTION_VELOCITY  # world 1: the ball moves up, slowly
+    saved[1, m.nq + block + 1] = 0.5 * tasks.INTERACTION_VELOCITY  # ... the flat block creeps, below threshold
+    flags = _np(fns["restore"](jnp.asarray(saved)).info["interaction_flags"])
+    assert flags["ball"].tolist() == [False, True]
+    assert flags["flat_block"].tolist() == [False, False]
+    assert not any(flags[k].any() for k in flags if k != "ball")
+
+
+def test_reward_view_renders_its_camera_at_its_size(env, fns, batch):
+    spec = env.observation_spec()
+    assert spec["reward_image"] == ((REWARD_SIZE, REWARD_SIZE, 3), np.dtype(np.uint8))
+    after = fns["step"](batch, jnp.zeros((N, 5)))
+    view = np.asarray(after.obs["reward_image"])
+    assert view.shape == (N, REWARD_SIZE, REWARD_SIZE, 3) and view.std() > 10
+    np.testing.assert_array_equal(view, np.asarray(jax.jit(lambda s: env.render(s, "right", REWARD_SIZE))(after)))
+    # A restored state renders the same reward view (what the explore test re-renders against).
+    restored = fns["restore"](env.physics_state(after))
+    np.testing.assert_allclose(np.asarray(restored.obs["reward_image"], np.float32), view.astype(np.float32), atol=1)
+
+
 def test_cameras_give_different_non_blank_images(batch):
     images = {k: np.asarray(batch.obs[k][0], np.float32) for k in ("image", "image_top", "image_left")}
     for name, image in images.items():
@@ -240,6 +272,8 @@ def test_bad_inputs_raise(env, batch, tmp_path, monkeypatch):
         Robodesk(image_size=4)
     with pytest.raises(ValueError, match="reward mode"):
         Robodesk(reward="shaped")
+    with pytest.raises(ValueError, match="for camera 'right'"):
+        Robodesk(reward_image_size=4)
     with pytest.raises(ValueError, match="action has shape"):
         env.step(batch, jnp.zeros((N, 4)))
     with pytest.raises(ValueError, match="floating point"):

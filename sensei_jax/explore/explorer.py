@@ -1,13 +1,14 @@
 """The Explorer: SENSEI exploration (or its Plan2Explore / Motif-only baselines) on the DreamerV3 `Trainer`.
 
 Collection is one compiled call that scans `collect_chunk` policy steps of all envs (policy, env step, the reward
-model on the observed image, replay write), followed by the updates the train ratio owes; the Trainer brings
+model on the observed image `image_key`, replay write), followed by the updates the train ratio owes; the Trainer brings
 data-parallel sharding over devices, the non-finite loss stop and exact checkpoint/resume. This module adds
 SENSEI's agent (`sensei.build_agent`), the replay fields it learns from (semantic reward, task success) and the
 per-episode interaction log.
 
 `Explorer.run(out_dir)` writes:
-    spec.json            behaviour, task heads, reward model folder (what a transfer needs to rebuild the agent)
+    spec.json            behaviour, task heads, reward model folder and the observation it scores (what a transfer
+                         needs to rebuild the agent)
     checkpoints/         orbax: the loop's whole state (agent, replay, envs, counters; a killed run resumes from
                          the last one) with progress.json (interaction log and curves at that step)
     metrics.jsonl, TensorBoard events   losses, switch fractions, episode stats (`MetricsWriter`)
@@ -32,6 +33,7 @@ from sensei_jax import files
 from sensei_jax.dreamer import loop as loop_lib
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.train_config import TrainConfig
+from sensei_jax.dreamer.world_model import split_obs_keys
 from sensei_jax.envs.protocol import Env
 from sensei_jax.explore import sensei
 from sensei_jax.explore.config import ExploreConfig
@@ -39,15 +41,17 @@ from sensei_jax.explore.interactions import InteractionLog
 from sensei_jax.metrics import MetricsWriter
 
 
-def train_config(explore: ExploreConfig, num_envs: int, train: TrainConfig | None = None) -> TrainConfig:
-    """The loop settings of an exploration: its schedule from `explore`, devices and precision from `train`."""
+def train_config(explore: ExploreConfig, num_envs: int, train: TrainConfig | None = None,
+                 obs_keys: tuple[str, ...] = ()) -> TrainConfig:
+    """The loop settings of an exploration: its schedule from `explore`, devices and precision from `train`, the
+    stored env observations `obs_keys` (empty: all)."""
     train = TrainConfig() if train is None else train
     capacity = max(explore.replay_capacity, num_envs * (explore.batch_length + train.replay_context))
     return dataclasses.replace(
         train, steps=max(explore.steps, 1), num_envs=num_envs, train_ratio=explore.train_ratio,
         batch_size=explore.batch_size, batch_length=explore.batch_length, replay_capacity=capacity,
         replay_recency=0.0, train_start=explore.prefill, random_steps=explore.prefill,
-        collect_steps=explore.collect_chunk, obs_keys=(), policy_mode="explore", store_final_obs=False,
+        collect_steps=explore.collect_chunk, obs_keys=tuple(obs_keys), policy_mode="explore", store_final_obs=False,
         log_every=explore.log_every, save_every=explore.checkpoint_every, video_every=0, keep_checkpoints=1)
 
 
@@ -61,6 +65,10 @@ class Explorer:
     reward_model: anything with a jittable `reward(images uint8 [E, H, W, 3]) -> f32 [E]` (a `RewardModel`), or
         None; its clipped output on the observed image is stored in replay as the semantic head's target. It is
         an argument of the compiled collection, not a constant in it.
+    image_key: the observation the reward model scores. When the world model does not read it (it is not among
+        the keys dreamer.encoder_keys/decoder_keys select from the env's observations, e.g. Robodesk's 224x224
+        `reward_image` next to an agent that sees `image`), it is read from the env state at collection time
+        only: neither the agent's observation space nor the replay holds it.
     reward_model_dir: where `reward_model` was loaded from, recorded in spec.json for a later transfer.
     train: the `train` section for devices, distribution and precision (the schedule comes from `explore`).
 
@@ -77,10 +85,16 @@ class Explorer:
         self.cfg, self.dreamer, self.env, self.num_envs = explore, dreamer, env, num_envs
         self.reward_model, self.image_key, self.seed = reward_model, image_key, seed
         self.reward_model_dir = None if reward_model_dir is None else str(Path(reward_model_dir).resolve())
-        self.env_space = loop_lib.obs_space(env)
-        if reward_model is not None and image_key not in self.env_space:
+        env_space = loop_lib.obs_space(env)
+        if reward_model is not None and image_key not in env_space:
             raise ValueError(f"the reward model scores obs['{image_key}'], which the env does not produce "
-                             f"({sorted(self.env_space)})")
+                             f"({sorted(env_space)})")
+        model_keys = set()
+        for selected in (dreamer.encoder_keys, dreamer.decoder_keys):
+            model_keys.update(*split_obs_keys(env_space, selected))
+        # The scored image is stored only if training reads it: a 224x224 view in a 1M-step replay is 150 GB.
+        self.env_space = {k: v for k, v in env_space.items() if k != image_key or k in model_keys}
+        self.obs_keys = tuple(self.env_space)
         probe = jax.eval_shape(lambda k: env.reset_batch(k, num_envs), jax.random.key(0))
         self.interactions = tuple(probe.info.get("interaction_flags", {}))
         available = tuple(probe.info.get("success", {}))
@@ -94,7 +108,7 @@ class Explorer:
         self.obs_space = space
         self.action_size = int(env.action_size)
         self.agent = sensei.build_agent(dreamer, explore, space, self.action_size, tasks=self.tasks, task=task)
-        self.train_cfg = train_config(explore, num_envs, train)
+        self.train_cfg = train_config(explore, num_envs, train, self.obs_keys)
         self.trainer: loop_lib.Trainer | None = None
 
     def make_trainer(self, out_dir: Path, record_fn=None) -> loop_lib.Trainer:
@@ -111,8 +125,9 @@ class Explorer:
         head, success on arriving at this observation (none on a fresh episode)."""
         extra = {}
         if reward_model is not None:
-            extra[sensei.SEMANTIC_KEY] = sensei.clip_semantic(reward_model.reward(obs[self.image_key]),
-                                                              self.cfg.semantic_clip)
+            # From the env state: `obs` holds the stored keys only, which may leave the scored image out.
+            image = env_state.obs[self.image_key]
+            extra[sensei.SEMANTIC_KEY] = sensei.clip_semantic(reward_model.reward(image), self.cfg.semantic_clip)
         for t in self.tasks:
             extra[sensei.TASK_KEY.format(t)] = (env_state.info["success"][t] & ~obs["is_first"]).astype(jnp.float32)
         return extra
@@ -141,7 +156,7 @@ class Explorer:
         steps = cfg.steps if steps is None else steps
         out_dir.mkdir(parents=True, exist_ok=True)
         spec = {"behaviour": cfg.behaviour, "tasks": list(self.tasks), "semantic": self.reward_model is not None,
-                "num_envs": self.num_envs, "reward_model": self.reward_model_dir,
+                "image_key": self.image_key, "num_envs": self.num_envs, "reward_model": self.reward_model_dir,
                 "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer)}
         files.write_json(out_dir / "spec.json", spec)
         trainer = self.make_trainer(out_dir)

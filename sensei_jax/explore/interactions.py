@@ -14,7 +14,8 @@ import numpy as np
 class InteractionLog:
     """Per-episode interaction, success and return sums over chunks of steps of E envs.
 
-    Counts are steps in which an object moved (|qvel| > 0.02), as SENSEI counts them, summed over every env step
+    Counts are steps in which an object moved (the env's flags; Robodesk: |joint velocity| > 0.02, linear velocity
+    only for the free bodies), as SENSEI counts them, summed over every env step
     of the run (`totals`) and per finished episode (`episodes`).
     """
 

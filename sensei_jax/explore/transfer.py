@@ -84,7 +84,8 @@ def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_ep
     dreamer = config_lib.from_dict(DreamerConfig, spec["dreamer"], prefix="dreamer")
     if reward_model is None and spec["semantic"]:
         reward_model = load_reward_model(spec["reward_model"], required=True)
-    common = dict(num_envs=spec["num_envs"], reward_model=reward_model, seed=seed, tasks=tasks, train=train)
+    common = dict(num_envs=spec["num_envs"], reward_model=reward_model, image_key=spec.get("image_key", "image"),
+                  seed=seed, tasks=tasks, train=train)
     source_explorer = Explorer(explore_cfg, dreamer, env, **common)
     explorer = Explorer(explore_cfg, dreamer, env, task=task, **{**common, "seed": seed + 1})
     key = jax.random.key(seed + 1)

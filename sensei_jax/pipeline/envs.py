@@ -6,6 +6,7 @@ collection reuses the env (and the compiled functions built around it) instead o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Callable
 
@@ -16,14 +17,16 @@ _ENVS: dict[str, Any] = {}
 _COMPILED_FNS: dict[tuple, Any] = {}
 
 
-def make_env(cfg: Config, **overrides):
+def make_env(cfg: Config, reward_view: bool = False, **overrides):
     """The Robodesk env of `cfg.env` (with `overrides` of `Robodesk.from_config`), built once per process and
-    config."""
+    config. The reward view (`env.reward_image_size`) is rendered only with `reward_view`: the stages that score
+    it ask for it, the others (collection, re-rendering, plain DreamerV3) do not pay for a 224x224 render a step."""
     from sensei_jax.envs.robodesk import Robodesk
 
-    key = json.dumps([config_lib.to_dict(cfg.env), overrides], sort_keys=True, default=str)
+    env_cfg = cfg.env if reward_view else dataclasses.replace(cfg.env, reward_image_size=None)
+    key = json.dumps([config_lib.to_dict(env_cfg), overrides], sort_keys=True, default=str)
     if key not in _ENVS:
-        _ENVS[key] = Robodesk.from_config(cfg.env, **overrides)
+        _ENVS[key] = Robodesk.from_config(env_cfg, **overrides)
     return _ENVS[key]
 
 

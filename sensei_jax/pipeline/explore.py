@@ -4,6 +4,10 @@ Robodesk env, with the `sensei_jax.explore.Explorer`.
     python -m sensei_jax.run explore --config configs/robodesk_sensei.yaml --reward-model runs/x/distill
     python -m sensei_jax.run explore --config configs/robodesk_p2x.yaml            # no reward model needed
 
+With `env.reward_image_size` set, the env also renders the reward view (`env.reward_camera` at that size, SENSEI:
+the 224x224 'right' render) and the reward model scores it instead of the agent's image; the reward model must
+have been trained at that size.
+
 `explore` runs `explore.behaviour` into `run_dir/explore/<behaviour>/`; `baseline` runs the same with the
 disagreement-only behaviour (Plan2Explore), the same budget and seed, into `run_dir/explore/p2x/`, so the report
 can set SENSEI's interaction counts next to Plan2Explore's. What each writes: see `sensei_jax.explore.explorer`
@@ -35,14 +39,32 @@ def explore(cfg: Config, out_dir: Path, reward_model_dir: str | Path | None, env
     from sensei_jax.explore.explorer import Explorer, load_reward_model
 
     reward_model = load_reward_model(reward_model_dir, required="semantic" in cfg.explore.sources)
-    env = make_env(cfg) if env is None else env
+    env = make_env(cfg, reward_view=reward_model is not None) if env is None else env
+    image_key = scored_image_key(env, reward_model, reward_model_dir)
     explorer = Explorer(cfg.explore, cfg.dreamer, env, cfg.env.num_envs, reward_model=reward_model,
-                        seed=cfg.run.seed, train=cfg.train,
+                        image_key=image_key, seed=cfg.run.seed, train=cfg.train,
                         reward_model_dir=reward_model_dir if reward_model is not None else None)
     summary = explorer.run(Path(out_dir), log=log)
     log(f"explore [{cfg.explore.behaviour}]: {summary['steps']} steps, {summary['episodes']} episodes, "
         f"interactions {summary['interactions']}")
     return summary
+
+
+def scored_image_key(env, reward_model, reward_model_dir) -> str:
+    """The observation the reward model scores: the env's reward view when it renders one, else the agent's image.
+    A reward view must have the resolution the model was trained at (no silent resize)."""
+    from sensei_jax.dreamer.loop import obs_space
+    from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY
+
+    spec = obs_space(env)
+    if reward_model is None or REWARD_IMAGE_KEY not in spec:
+        return "image"
+    view, trained = spec[REWARD_IMAGE_KEY][0][0], reward_model.config.image_size
+    if view != trained:
+        raise ValueError(f"env.reward_image_size is {view}, but the reward model in {reward_model_dir} was trained "
+                         f"at reward.image_size {trained}: distill again at {view}, or set env.reward_image_size "
+                         f"{trained}")
+    return REWARD_IMAGE_KEY
 
 
 def compact(summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:

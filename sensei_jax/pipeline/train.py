@@ -34,7 +34,8 @@ def make_env(cfg: Config) -> Any:
         return PointReach(image_size=cfg.env.image_size)
     from sensei_jax.envs.robodesk import Robodesk
 
-    return Robodesk.from_config(cfg.env, auto_reset=False)
+    # Without the reward view: plain DreamerV3 scores no image.
+    return Robodesk.from_config(cfg.env, auto_reset=False, reward_image_size=None)
 
 
 def build(cfg: Config, logdir: Path):

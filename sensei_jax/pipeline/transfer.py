@@ -29,9 +29,12 @@ def transfer(cfg: Config, source: Path, task: str, out_dir: Path | None = None, 
     from sensei_jax.explore import transfer as transfer_lib
 
     directory = transfer_lib.find_exploration(source, cfg.explore.behaviour)
+    spec = transfer_lib.read_spec(directory)
     if env is None:
-        env = make_env(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, task=task)))
-    behaviour = transfer_lib.read_spec(directory)["behaviour"]
+        # The reward model goes on scoring what it scored while exploring: the reward view, if that was it.
+        env = make_env(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, task=task)),
+                       reward_view=spec.get("image_key", "image") != "image")
+    behaviour = spec["behaviour"]
     out_dir = Path(out_dir) if out_dir else Path(source) / FOLDER / f"{behaviour}_{task}"
     return transfer_lib.transfer(directory, task, env, out_dir, steps=cfg.explore.transfer_steps,
                                  eval_episodes=cfg.explore.transfer_eval_episodes, seed=cfg.run.seed,

@@ -16,6 +16,8 @@ EXTRA_TASKS = ("push_blue", "push_red", "flat_block_off_table", "ball_off_table"
 SENSEI_TASKS = ("open_drawer_easy", "open_drawer_medium", "open_slide_easy")
 TASKS = CORE_TASKS + EXTRA_TASKS + SENSEI_TASKS
 REWARD_MODES = ("dense", "sparse", "success")
+# The observation of the reward view (`reward_image_size`): what the reward model scores during exploration.
+REWARD_IMAGE_KEY = "reward_image"
 
 
 @dataclasses.dataclass
@@ -36,6 +38,13 @@ class RobodeskConfig:
     ls_iterations: int = 10  # its line-search iterations (Robodesk: 50)
     cameras: dict[str, int] = dataclasses.field(default_factory=dict)  # extra views per step: obs image_<camera>
     shadows: bool = False  # shadows in the Warp ray tracer (Robodesk's OpenGL view has them; costs render time)
+    # The reward view: with a size, every step also renders `reward_camera` at reward_image_size x reward_image_size
+    # as obs['reward_image'] (uint8), and the explore stage's reward model scores it instead of the agent's image,
+    # as SENSEI scores its 224x224 'right' render (`hr_image`). Must equal reward.image_size. Neither the world model
+    # (unless dreamer.encoder_keys/decoder_keys name it) nor the replay sees it. None: the reward model scores
+    # obs['image'] (resized inside the model to reward.image_size). SENSEI configs: right, 224.
+    reward_camera: str = "right"
+    reward_image_size: int | None = None
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -44,6 +53,10 @@ class RobodeskConfig:
             raise ValueError(f"env.reward: {self.reward!r} is not one of {REWARD_MODES}")
         if self.camera not in ("top", "right", "left"):
             raise ValueError(f"env.camera: {self.camera!r} is not one of top, right, left")
+        if self.reward_camera not in ("top", "right", "left"):
+            raise ValueError(f"env.reward_camera: {self.reward_camera!r} is not one of top, right, left")
+        if self.reward_image_size is not None and not 8 <= self.reward_image_size <= 1024:
+            raise ValueError(f"env.reward_image_size: {self.reward_image_size} is not in [8, 1024]")
         for name, size in self.cameras.items():
             if name not in ("top", "right", "left") or not isinstance(size, int) or not 8 <= size <= 1024:
                 raise ValueError(f"env.cameras: {name!r}: {size!r} must map top/right/left to a size in [8, 1024]")

@@ -6,13 +6,18 @@
     states = jax.jit(env.reset_batch, static_argnums=1)(key, 16)   # 16 worlds, leaves [16, ...]
     states = jax.jit(env.step)(states, actions)              # actions [16, 5]
 
+With `reward_image_size` set, every observation also holds obs['reward_image'], uint8 [size, size, 3] from
+`reward_camera`, rendered by the same batch renderer: the view the reward model scores during exploration.
+
 The worlds of a batch are simulated natively by MJX-Warp (one kernel launch per stage for all worlds) and rendered
 by its batch ray tracer, whose render context is built for a fixed world count. Batches therefore go through
 `reset_batch` / `step` with a leading world axis, not through `jax.vmap(env.step)`.
 
 A `State` holds the MJX data of its worlds (always with a world axis, also for a single world), the observation,
 the reward of the last step, `done`, and `info`:
-  interaction_flags: dict of 8 bool — |joint velocity| > 0.02 of drawer, slide, buttons, objects (SENSEI's count)
+  interaction_flags: dict of 8 bool, as SENSEI's paper counts them: |joint velocity| > 0.02 of drawer, slide and
+      buttons; any |linear velocity| (x, y, z) > 0.02 of the free bodies ball, upright block and flat block (their
+      angular velocity does not count: an object spinning in place has not been moved)
   success: dict task -> bool for every task in TASKS
   episode_step: int32 simulator control steps taken in this episode (Robodesk counts action_repeat per step)
   initial_object_pos: float32 [3, 3] object positions recorded at reset (the reward's "did not move" reference)
@@ -41,6 +46,7 @@ from mujoco.mjx._src import render_util  # noqa: E402
 from mujoco.mjx.warp import types as mjxw_types  # noqa: E402
 
 from sensei_jax.envs.robodesk import assets, ik, model, tasks  # noqa: E402
+from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY  # noqa: E402
 
 ACTION_SIZE = 5
 END_EFFECTOR_SCALE = 0.01  # m per unit action
@@ -80,7 +86,7 @@ class Robodesk:
                  cameras: Mapping[str, int] | Sequence[str] | None = None, assets_dir: str | None = None,
                  contacts_per_world: int = 64, constraints_per_world: int = 256, ik_iterations: int = 4,
                  solver_iterations: int = 20, ls_iterations: int = 10, shadows: bool = False,
-                 render_images: bool = True):
+                 render_images: bool = True, reward_camera: str = "right", reward_image_size: int | None = None):
         tasks.check_task(task)
         if reward not in tasks.REWARD_MODES:
             raise ValueError(f"unknown reward mode {reward!r}; expected one of {tasks.REWARD_MODES}")
@@ -91,6 +97,8 @@ class Robodesk:
             cameras = {name: image_size for name in cameras}
         for name, size in cameras.items():
             self._check_camera(name, size)
+        if reward_image_size is not None:
+            self._check_camera(reward_camera, reward_image_size)
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         if episode_length < 1:
@@ -100,6 +108,8 @@ class Robodesk:
         self.task, self.reward_mode = task, reward
         self.camera, self.image_size = camera, int(image_size)
         self.extra_cameras = dict(cameras)
+        self.reward_camera = reward_camera
+        self.reward_image_size = None if reward_image_size is None else int(reward_image_size)
         self.action_repeat, self.episode_length, self.auto_reset = int(action_repeat), int(episode_length), auto_reset
         self.contacts_per_world, self.constraints_per_world = int(contacts_per_world), int(constraints_per_world)
         self.ik_iterations, self.shadows, self.render_images = int(ik_iterations), bool(shadows), bool(render_images)
@@ -121,7 +131,7 @@ class Robodesk:
                       action_repeat=cfg.action_repeat, episode_length=cfg.episode_length, auto_reset=cfg.auto_reset,
                       assets_dir=cfg.assets_dir, cameras=dict(getattr(cfg, "cameras", {}) or {}))
         for key in ("contacts_per_world", "constraints_per_world", "ik_iterations", "solver_iterations",
-                    "ls_iterations", "shadows"):
+                    "ls_iterations", "shadows", "reward_camera", "reward_image_size"):
             if hasattr(cfg, key):
                 kwargs[key] = getattr(cfg, key)
         kwargs.update(overrides)
@@ -153,14 +163,15 @@ class Robodesk:
         self.button_body = np.array([_name2id(m, B, f"{c}_button") for c in model.BUTTON_COLORS])
         self.drawer_handle_geom = _name2id(m, G, "drawer_handle")
         self.ee_site, self.slide_site = _name2id(m, S, "end_effector"), _name2id(m, S, "slide_handle")
-        # Interaction flags: the dofs of each interactable joint.
+        # Interaction flags: the dof of each hinge/slide joint, the three linear dofs (qvel's first three entries
+        # of a free joint, world-frame x, y, z) of each free body.
         joint_of = {"drawer": "drawer_joint", "slide": "slide_joint", "red_button": "red_button",
                     "green_button": "green_button", "blue_button": "blue_button", "ball": "ball",
                     "upright_block": "upright_block", "flat_block": "flat_block"}
         self.interaction_dofs = {}
         for name in tasks.INTERACTIONS:
             joint = _name2id(m, J, joint_of[name])
-            ndof = 6 if m.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE else 1
+            ndof = 3 if m.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE else 1
             self.interaction_dofs[name] = np.arange(m.jnt_dofadr[joint], m.jnt_dofadr[joint] + ndof)
         self.ctrl_range = m.actuator_ctrlrange.astype(np.float32)  # [9, 2]
         self.qpos0 = m.qpos0.astype(np.float32)
@@ -180,6 +191,9 @@ class Robodesk:
             spec["image"] = ((self.image_size, self.image_size, 3), np.dtype(np.uint8))
             for name, size in self.extra_cameras.items():
                 spec[f"image_{name}"] = ((size, size, 3), np.dtype(np.uint8))
+            if self.reward_image_size is not None:
+                size = self.reward_image_size
+                spec[REWARD_IMAGE_KEY] = ((size, size, 3), np.dtype(np.uint8))
         nq_obj = self.mj_model.nq - 9
         nv_obj = self.mj_model.nv - 9
         spec.update({
@@ -408,6 +422,8 @@ class Robodesk:
         if self.render_images:
             views = {"image": (self.camera, self.image_size)}
             views.update({f"image_{name}": (name, size) for name, size in self.extra_cameras.items()})
+            if self.reward_image_size is not None:
+                views[REWARD_IMAGE_KEY] = (self.reward_camera, self.reward_image_size)
             images, data = self._render_views(data, views)
             obs.update(images)
         return obs, data

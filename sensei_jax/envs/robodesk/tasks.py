@@ -18,7 +18,8 @@ from sensei_jax.envs.robodesk.config import CORE_TASKS, EXTRA_TASKS, REWARD_MODE
 OBJECTS = ("ball", "upright_block", "flat_block")  # order of Scene.object_pos / initial_object_pos
 INTERACTIONS = ("drawer", "slide", "red_button", "green_button", "blue_button", "ball", "upright_block",
                 "flat_block")
-INTERACTION_VELOCITY = 0.02  # |joint velocity| above which SENSEI counts an object as interacted with
+# |joint velocity| (for a free body: any of its x, y, z linear velocities) above which SENSEI counts an interaction
+INTERACTION_VELOCITY = 0.02
 
 LIFT_HEIGHT = {"upright_block": 0.86, "ball": 0.81, "flat_block": 0.78}
 STACK_OFFSET = (0.0, 0.0, 0.0377804)
