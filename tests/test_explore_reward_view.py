@@ -120,7 +120,6 @@ def test_every_robodesk_agent_encodes_and_decodes_the_image_only():
         assert built[group] == (["image"], [], ["image"], []), path.name
 
 
-@pytest.mark.slow
 def test_robodesk_semantic_reward_scores_the_reward_view(tmp_path):
     """The explore stage on the tiny SENSEI config with a 16 px agent image: the semantic reward in replay is the
     reward model on a fresh 64 px 'right' render of each stored state, not on the agent's image."""
