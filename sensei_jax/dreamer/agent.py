@@ -424,6 +424,16 @@ class Agent:
                                    backprop=self.backprop)
         return loss, (jax.tree.map(sg, traj), jax.tree.map(sg, scored), metrics)
 
+    def critic_updates(self, grads: Mapping[str, Any], opt_state: Any, params: Mapping[str, Any]):
+        """Optimizer updates of all critics {source: tree} -> (updates, new optimizer state): one optimizer over
+        all of them (`critic_optimizers: shared`), or one per source, each clipped on its own gradient."""
+        if self.cfg.critic_optimizers == "shared":
+            return self.opt["critics"].update(grads, opt_state, params)
+        updates, new_state = {}, {}
+        for k in grads:
+            updates[k], new_state[k] = self.opt["critics"].update(grads[k], opt_state[k], params[k])
+        return updates, new_state
+
     def _behavior(self, state, params, opt, wm: WorldModel, extras, posterior, data, key):
         cfg = self.cfg
         starts = {k: posterior[k].reshape((-1,) + posterior[k].shape[2:]) for k in ("deter", "stoch")}
@@ -461,13 +471,7 @@ class Agent:
             return sum(per.values()), per
 
         (_, per_critic), grads = jax.value_and_grad(c_loss, has_aux=True)(params["critics"])
-        if cfg.critic_optimizers == "shared":
-            updates, opt_critics = self.opt["critics"].update(grads, opt["critics"], params["critics"])
-        else:
-            updates, opt_critics = {}, {}
-            for k in self.sources:
-                updates[k], opt_critics[k] = self.opt["critics"].update(grads[k], opt["critics"][k],
-                                                                        params["critics"][k])
+        updates, opt_critics = self.critic_updates(grads, opt["critics"], params["critics"])
         critic_params = optax.apply_updates(params["critics"], updates)
         metrics.update({f"loss/critic_{k}": v for k, v in per_critic.items()})
         metrics["grad_norm/critics"] = optax.tree.norm(grads)
