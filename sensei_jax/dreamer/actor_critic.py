@@ -93,7 +93,8 @@ class RewardSource:
     fn(traj, wm, extras) -> reward [N, H + 1] float32, where traj is the imagined trajectory (a dict with
     'deter' [N, H+1, D], 'stoch' [N, H+1, S, K], 'feat' [N, H+1, F], 'action' [N, H+1, A] (the action taken in
     each state), 'cont' [N, H+1]), wm the merged `WorldModel` module and extras the merged extra modules by name
-    (e.g. a Plan2Explore ensemble). Everything it receives is stop-gradient.
+    (e.g. a Plan2Explore ensemble). The trajectory is stop-gradient, except under `actor_grad_cont: backprop`,
+    where the actor's gradient flows through the reward (module parameters stay fixed either way).
     """
 
     fn: RewardFn
@@ -146,16 +147,33 @@ class ScaleWeighting:
 # Losses on a fixed imagined trajectory.
 
 
-def actor_loss(actor: Actor, traj: dict[str, jax.Array], advantage: jax.Array, weight: jax.Array,
-               entropy_scale: float) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """REINFORCE with an entropy bonus, for discrete and continuous actions (the 2024 reference).
+def imagination_weight(cont: jax.Array, discount: float, form: str) -> jax.Array:
+    """Per-step loss weights [N, H] from the continuation of the imagined states cont [N, H + 1].
 
-    traj feat [N, H+1, F] and action [N, H+1, A]; advantage and weight [N, H]. Returns the scalar loss and metrics.
+    `cont` (2024 reference): w_t = prod_{i<=t} cont_i. `discounted` (2023 reference, SENSEI):
+    w_t = prod_{i<=t} (discount * cont_i) / discount = discount^t * prod_{i<=t} cont_i, so w_0 = cont_0.
     """
-    dist = actor(traj["feat"][:, :-1])
+    if form == "cont":
+        return jnp.cumprod(cont, 1)[:, :-1]
+    if form == "discounted":
+        return jnp.cumprod(discount * cont, 1)[:, :-1] / discount
+    raise ValueError(f"dreamer.imag_weight must be 'cont' or 'discounted', got {form!r}")
+
+
+def actor_loss(actor: Actor, traj: dict[str, jax.Array], advantage: jax.Array, weight: jax.Array,
+               entropy_scale: float, backprop: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The actor's loss with an entropy bonus: REINFORCE, -w * (log pi(a) * sg(adv) + eta * H) (the 2024 reference,
+    and discrete actions in both), or with `backprop` -w * (adv + eta * H), where the advantage carries the
+    gradient of the imagined trajectory (the 2023 reference for continuous actions).
+
+    traj feat [N, H+1, F] and action [N, H+1, A]; advantage and weight [N, H]. The policy is evaluated on
+    stop-gradient states. Returns the scalar loss and metrics.
+    """
+    dist = actor(jax.lax.stop_gradient(traj["feat"][:, :-1]))
     logp = dist.log_prob(jax.lax.stop_gradient(traj["action"][:, :-1]))
     entropy = dist.entropy()
-    loss = -weight * (logp * jax.lax.stop_gradient(advantage) + entropy_scale * entropy)
+    objective = advantage if backprop else logp * jax.lax.stop_gradient(advantage)
+    loss = -weight * (objective + entropy_scale * entropy)
     metrics = {"actor/entropy": entropy.mean(), "actor/logp": logp.mean(), "actor/advantage": advantage.mean(),
                "actor/advantage_std": advantage.std()}
     if isinstance(dist, BoundedNormal):

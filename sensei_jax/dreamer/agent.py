@@ -20,7 +20,8 @@ shardings and donation (`mode` and `return_latents` are Python values: use `stat
 state (a pytree of float32/int32 arrays and nested dicts of str keys only, so orbax saves it as is):
     params:        {'wm': ..., 'actor': ..., 'critics': {source: ...}, 'extras': {name: ...}}  (nnx pure dicts)
     slow_critics:  {source: ...}  EMA copies of the critics
-    opt:           {'wm', 'actor', 'critics', 'extras': {name}} optax states
+    opt:           {'wm', 'actor', 'critics', 'extras': {name}} optax states ('critics' holds one state per
+                   source with `critic_optimizers: separate`)
     retnorm:       {source: {'low', 'high'}}  EMA percentiles of the lambda-returns
     weighting:     the state of the source weighting (empty for the default)
     step:          int32 [] number of train steps taken
@@ -37,7 +38,8 @@ batch (train): {key: [B, T, *shape]} obs keys; 'action' [B, T, A] f32 (the actio
     i.e. the policy's output at that step); 'reward' [B, T] f32 (received on arriving at step t); 'is_first',
     'is_terminal' [B, T] bool; optional 'context' = {'deter': [B, D], 'stoch': [B, S] int (class indices) or
     [B, S, K] one-hot, 'action': [B, A]}: the policy carry after the step *before* the window (replay context;
-    without it the window starts from the zero state). Extra head targets (HeadSpec.target) are more [B, T] keys.
+    without it the window starts from the RSSM's initial state). Extra head targets (HeadSpec.target) are more
+    [B, T] keys.
     With return_latents=True, train also returns {'deter': [B, T, D] f32, 'stoch': [B, T, S] int32}: the fresh
     posteriors of every batch step, to write back into replay as later windows' context.
 
@@ -50,7 +52,8 @@ metrics: a flat dict of float32 scalars: 'loss/<name>' for every loss ('loss/ima
 Extension points (for Plan2Explore and SENSEI), all given to the constructor:
     reward_sources: {name: RewardSource(fn)}; fn(traj, wm, extras) -> reward [N, H+1]. The built-in 'extr' is
         the reward head. The sources used are the keys of cfg.reward_scales; each gets a critic, a slow critic
-        and a return normalizer.
+        and a return normalizer. Under `actor_grad_cont: backprop` fn must be differentiable in traj (the
+        actor's gradient flows through it).
     weighting: a `Weighting` (init() -> state; __call__(state, WeightContext) -> (weights {source: [N, H]}, state,
         metrics)); default: constant scale_k / sum(scales).
     extra_heads: {name: HeadSpec} world-model heads trained in the world-model loss (e.g. the semantic reward
@@ -74,7 +77,7 @@ from flax import nnx
 
 from sensei_jax.dreamer.actor_critic import (
     Actor, RewardSource, ScaleWeighting, WeightContext, Weighting, actor_loss, critic_loss, extrinsic_reward,
-    lambda_return, retnorm_init, retnorm_scale, retnorm_update)
+    imagination_weight, lambda_return, retnorm_init, retnorm_scale, retnorm_update)
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.distributions import LatentCategorical
 from sensei_jax.dreamer.heads import HeadSpec, ScalarHead
@@ -139,6 +142,7 @@ class Agent:
         self.obs_space = {k: (tuple(int(d) for d in s), np.dtype(t)) for k, (s, t) in obs_space.items()}
         self.action_size = action_size
         self.discrete = discrete
+        self.backprop = cfg.actor_grad_cont == "backprop" and not discrete
         sources = {"extr": RewardSource(extrinsic_reward), **dict(reward_sources or {})}
         missing = [k for k in cfg.reward_scales if k not in sources]
         if missing:
@@ -189,6 +193,8 @@ class Agent:
         extras = {k: _pure(m.make(nnx.Rngs(keys[4 + i]))) for i, (k, m) in enumerate(self.extra_modules.items())}
         params = {"wm": _pure(wm), "actor": _pure(actor), "critics": critics, "extras": extras}
         opt = {name: self.opt[name].init(params[name]) for name in ("wm", "actor", "critics")}
+        if self.cfg.critic_optimizers == "separate":
+            opt["critics"] = {k: self.opt["critics"].init(v) for k, v in critics.items()}
         opt["extras"] = {k: m.optimizer.init(extras[k]) for k, m in self.extra_modules.items()}
         return {
             "params": params,
@@ -259,10 +265,10 @@ class Agent:
             elif shape[:lead] != batch_shape:
                 raise ValueError(f"{where}: '{key}' has leading dims {shape[:lead]}, others have {batch_shape}")
 
-    def _context(self, batch: Mapping[str, Any], batch_size: int) -> tuple[dict[str, jax.Array], jax.Array]:
-        if "context" not in batch:
-            carry = self.initial_carry(batch_size)
-            return {"deter": carry["deter"], "stoch": carry["stoch"]}, carry["action"]
+    def _context(self, batch: Mapping[str, Any], batch_size: int, wm: WorldModel
+                 ) -> tuple[dict[str, jax.Array], jax.Array]:
+        if "context" not in batch:  # the window starts from the initial state, as an episode does
+            return wm.rssm.initial(batch_size), jnp.zeros((batch_size, self.action_size), jnp.float32)
         ctx = batch["context"]
         stoch = ctx["stoch"]
         if jnp.issubdtype(stoch.dtype, jnp.integer):
@@ -277,13 +283,13 @@ class Agent:
         data = {k: v for k, v in batch.items() if k != "context"}
         self._check_inputs(data, 2, "train batch")
         batch_size, length = data["is_first"].shape
-        carry, prev_action = self._context(batch, batch_size)
         k_wm, k_extra, k_imag = jax.random.split(key, 3)
         metrics: dict[str, jax.Array] = {}
 
-        # World model.
+        # World model (a learned initial state is a parameter, so the window's start is built inside the loss).
         def wm_loss(wm_params):
             wm = nnx.merge(self.graphdefs["wm"], wm_params)
+            carry, prev_action = self._context(batch, batch_size, wm)
             return wm.loss(data, carry, prev_action, k_wm)
 
         (model_loss, (losses, outs)), grads = jax.value_and_grad(wm_loss, has_aux=True)(params["wm"])
@@ -338,62 +344,126 @@ class Agent:
     def _latent_entropy(self, logits: jax.Array) -> jax.Array:
         return LatentCategorical(logits, self.cfg.unimix).entropy().mean()
 
-    def _behavior(self, state, params, opt, wm: WorldModel, extras, posterior, data, key):
+    def imagine(self, actor_params: Any, wm: WorldModel, starts: Mapping[str, jax.Array], is_terminal: jax.Array,
+                key: jax.Array) -> dict[str, jax.Array]:
+        """Imagined trajectories from every start state, with the actor of `actor_params` choosing the actions.
+
+        starts: 'deter' [N, D], 'stoch' [N, S, K]; is_terminal [N] bool (the start's own flag). Returns 'deter',
+        'stoch', 'feat', 'action' and 'cont' [N, H + 1, ...]. The actor reads stop-gradient states; under
+        `actor_grad_cont: backprop` the trajectory stays differentiable in `actor_params` (through the sampled
+        actions and the dynamics), otherwise all of it is stop-gradient. 'cont' is stop-gradient either way.
+        """
         cfg = self.cfg
-        horizon = cfg.imag_horizon
-        k_imag = key
-        starts = {k: posterior[k].reshape((-1,) + posterior[k].shape[2:]) for k in ("deter", "stoch")}
-        actor = self.actor(state)
+        actor = nnx.merge(self.graphdefs["actor"], actor_params)
 
         def act(latent, k):
             return actor(sg(feature(latent))).sample(k)
 
-        latents, actions = wm.rssm.imagine(starts, act, horizon, k_imag)
+        latents, actions = wm.rssm.imagine(dict(starts), act, cfg.imag_horizon, key)
         traj = {**latents, "feat": feature(latents), "action": actions}
-        cont = wm.cont(traj["feat"]).mean()
-        cont = cont.at[:, 0].set(1.0 - data["is_terminal"].reshape(-1).astype(jnp.float32))
-        traj = jax.tree.map(sg, {**traj, "cont": cont})
-        discount = cfg.discount * traj["cont"][:, 1:]
-        weight = sg(jnp.cumprod(traj["cont"], 1)[:, :horizon])
+        cont = wm.cont(traj["feat"])
+        cont = cont.mean() if cfg.imag_cont == "mean" else (cont.logits > 0).astype(jnp.float32)
+        cont = sg(cont).at[:, 0].set(1.0 - is_terminal.astype(jnp.float32))
+        traj["cont"] = cont
+        return traj if self.backprop else jax.tree.map(sg, traj)
 
+    def _score(self, state, params, wm: WorldModel, extras, traj) -> dict[str, Any]:
+        """Rewards, values, lambda-returns, normalizers, source weights and the advantage [N, H] of `traj`.
+
+        Values and returns keep the trajectory's gradient (so the advantage is differentiable under backprop);
+        the critics' own parameters, the normalizer scales and the source weights are constants.
+        """
+        cfg = self.cfg
+        discount = cfg.discount * traj["cont"][:, 1:]
         rewards, values, slow_values, returns = {}, {}, {}, {}
         retnorm, return_scales = {}, {}
         metrics: dict[str, jax.Array] = {}
         for name, source in self.sources.items():
-            reward = sg(source.fn(traj, wm, extras).astype(jnp.float32))
+            reward = source.fn(traj, wm, extras).astype(jnp.float32)
             if reward.shape != traj["cont"].shape:
                 raise ValueError(f"reward source '{name}' returned shape {reward.shape}, expected "
                                  f"{traj['cont'].shape} ([N, H + 1])")
             rewards[name] = reward[:, 1:]
-            values[name] = sg(self._critic(params["critics"][name])(traj["feat"]).mean())
-            slow_values[name] = sg(self._critic(state["slow_critics"][name])(traj["feat"]).mean())
+            values[name] = self._critic(sg(params["critics"][name]))(traj["feat"]).mean()
+            slow_values[name] = self._critic(sg(state["slow_critics"][name]))(traj["feat"]).mean()
             boot = slow_values[name] if cfg.critic_slow_target else values[name]
             returns[name] = lambda_return(rewards[name], discount, boot, cfg.return_lambda)
-            retnorm[name] = retnorm_update(state["retnorm"][name], returns[name], cfg)
+            retnorm[name] = retnorm_update(state["retnorm"][name], sg(returns[name]), cfg)
             return_scales[name] = retnorm_scale(retnorm[name], cfg)
             metrics[f"rew/{name}"] = rewards[name].mean()
             metrics[f"ret/{name}"] = returns[name].mean()
             metrics[f"value/{name}"] = values[name].mean()
             metrics[f"retscale/{name}"] = return_scales[name]
 
-        ctx = WeightContext(rewards=rewards, returns=returns, values={k: v[:, :-1] for k, v in values.items()},
-                            return_scales=return_scales, retnorm=retnorm, scales=self.scales, traj=traj)
+        ctx = WeightContext(rewards=sg(rewards), returns=sg(returns),
+                            values={k: sg(v[:, :-1]) for k, v in values.items()}, return_scales=return_scales,
+                            retnorm=retnorm, scales=self.scales, traj=sg(traj))
         weights, weighting_state, weight_metrics = self.weighting(state["weighting"], ctx)
+        weights = sg(weights)
         metrics.update({f"weighting/{k}": v for k, v in weight_metrics.items()})
         advantage = sum(weights[k] * (returns[k] - values[k][:, :-1]) / return_scales[k] for k in self.sources)
         for k in self.sources:
             metrics[f"weight/{k}"] = jnp.mean(weights[k])
+        weight = sg(imagination_weight(traj["cont"], cfg.discount, cfg.imag_weight))
+        return {"advantage": advantage, "weight": weight, "returns": returns, "slow_values": slow_values,
+                "retnorm": retnorm, "weighting": weighting_state, "metrics": metrics}
 
-        def a_loss(actor_params):
-            module = nnx.merge(self.graphdefs["actor"], actor_params)
-            return actor_loss(module, traj, advantage, weight, cfg.actor_entropy)
+    def actor_objective(self, state, params, wm: WorldModel, extras, starts: Mapping[str, jax.Array],
+                        is_terminal: jax.Array, key: jax.Array, policy_params: Any, loss_params: Any):
+        """The actor's loss with the parameters that drive imagination (`policy_params`) kept apart from those
+        that score the imagined actions (`loss_params`); the train step passes the actor's parameters as both.
 
-        (loss, actor_mets), grads = jax.value_and_grad(a_loss, has_aux=True)(params["actor"])
+        The gradient in `policy_params` is the path through the imagined states (nonzero only under
+        `actor_grad_cont: backprop`); the one in `loss_params` is the direct path (log-probability and entropy).
+        Returns (loss, (stop-gradient trajectory, stop-gradient scores, actor metrics)).
+        """
+        traj = self.imagine(policy_params, wm, starts, is_terminal, key)
+        scored = self._score(state, params, wm, extras, traj)
+        actor = nnx.merge(self.graphdefs["actor"], loss_params)
+        loss, metrics = actor_loss(actor, traj, scored["advantage"], scored["weight"], self.cfg.actor_entropy,
+                                   backprop=self.backprop)
+        return loss, (jax.tree.map(sg, traj), jax.tree.map(sg, scored), metrics)
+
+    def critic_updates(self, grads: Mapping[str, Any], opt_state: Any, params: Mapping[str, Any]):
+        """Optimizer updates of all critics {source: tree} -> (updates, new optimizer state): one optimizer over
+        all of them (`critic_optimizers: shared`), or one per source, each clipped on its own gradient."""
+        if self.cfg.critic_optimizers == "shared":
+            return self.opt["critics"].update(grads, opt_state, params)
+        updates, new_state = {}, {}
+        for k in grads:
+            updates[k], new_state[k] = self.opt["critics"].update(grads[k], opt_state[k], params[k])
+        return updates, new_state
+
+    def _behavior(self, state, params, opt, wm: WorldModel, extras, posterior, data, key):
+        cfg = self.cfg
+        starts = {k: posterior[k].reshape((-1,) + posterior[k].shape[2:]) for k in ("deter", "stoch")}
+        is_terminal = data["is_terminal"].reshape(-1)
+
+        if self.backprop:
+            def a_loss(actor_params):
+                return self.actor_objective(state, params, wm, extras, starts, is_terminal, key, actor_params,
+                                            actor_params)
+
+            (loss, (traj, scored, actor_mets)), grads = jax.value_and_grad(a_loss, has_aux=True)(params["actor"])
+        else:
+            # The trajectory and its scores do not depend on the actor's gradient here, so they are computed once,
+            # outside of the differentiated function.
+            traj = self.imagine(params["actor"], wm, starts, is_terminal, key)
+            scored = self._score(state, params, wm, extras, traj)
+
+            def a_loss(actor_params):
+                module = nnx.merge(self.graphdefs["actor"], actor_params)
+                return actor_loss(module, traj, scored["advantage"], scored["weight"], cfg.actor_entropy)
+
+            (loss, actor_mets), grads = jax.value_and_grad(a_loss, has_aux=True)(params["actor"])
+        metrics = dict(scored["metrics"])
         updates, opt_actor = self.opt["actor"].update(grads, opt["actor"], params["actor"])
         actor_params = optax.apply_updates(params["actor"], updates)
         metrics["loss/actor"] = loss
         metrics["grad_norm/actor"] = optax.tree.norm(grads)
         metrics.update(actor_mets)
+
+        returns, slow_values, weight = scored["returns"], scored["slow_values"], scored["weight"]
 
         def c_loss(critic_params):
             per = {k: critic_loss(self._critic(critic_params[k]), traj["feat"], returns[k], slow_values[k][:, :-1],
@@ -401,13 +471,13 @@ class Agent:
             return sum(per.values()), per
 
         (_, per_critic), grads = jax.value_and_grad(c_loss, has_aux=True)(params["critics"])
-        updates, opt_critics = self.opt["critics"].update(grads, opt["critics"], params["critics"])
+        updates, opt_critics = self.critic_updates(grads, opt["critics"], params["critics"])
         critic_params = optax.apply_updates(params["critics"], updates)
         metrics.update({f"loss/critic_{k}": v for k, v in per_critic.items()})
         metrics["grad_norm/critics"] = optax.tree.norm(grads)
         metrics["imag/cont"] = traj["cont"].mean()
         return ({"actor": actor_params, "critics": critic_params}, {"actor": opt_actor, "critics": opt_critics},
-                {"retnorm": retnorm, "weighting": weighting_state}, metrics)
+                {"retnorm": scored["retnorm"], "weighting": scored["weighting"]}, metrics)
 
     # ------------------------------------------------------------------------------------------------------------
     def report(self, state: Mapping[str, Any], batch: Mapping[str, Any], key: jax.Array) -> dict[str, jax.Array]:
@@ -418,7 +488,7 @@ class Agent:
         data = {k: v for k, v in batch.items() if k != "context"}
         batch_size, length = data["is_first"].shape
         context = min(self.cfg.report_context, length - 1)
-        carry, prev_action = self._context(batch, batch_size)
+        carry, prev_action = self._context(batch, batch_size, wm)
         k_obs, k_img = jax.random.split(key)
         head = jax.tree.map(lambda x: x[:, :context], data)
         embed = wm.encode(head)

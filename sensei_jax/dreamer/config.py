@@ -56,6 +56,16 @@ class DreamerConfig:
     cnn_kernel: int = 4  # encoder: stride-2 convs; decoder: x2 nearest upsampling followed by a conv
     cnn_minres: int = 4
 
+    # --- sequence model. `block` (2024 reference): three normed input projections and a block GRU of `blocks`
+    # groups. `dense` (2023 reference, SENSEI's fork): one normed projection of [stoch, action], then a plain GRU
+    # whose gates come from one `norm`-ed linear over [deter, input].
+    rssm_core: Literal["block", "dense"] = "block"
+    # State before the first step of an episode or of a window without replay context. `zeros` (2024); `learned`
+    # (2023, SENSEI: `rssm.initial: learned`): deter = tanh(a learned vector, zero at init) and stoch = the mode of
+    # the prior from that deter.
+    initial_state: Literal["zeros", "learned"] = "zeros"
+    prior_layers: int = 2  # hidden layers of the prior on deter (2024: 2; 2023 and SENSEI: 1)
+
     # --- observations: empty tuples mean every image ([H, W, C] uint8) and vector ([N]) key of the obs space
     encoder_keys: tuple[str, ...] = ()
     decoder_keys: tuple[str, ...] = ()
@@ -89,11 +99,27 @@ class DreamerConfig:
     critic_slow_every: int = 1
     critic_slow_reg: float = 1.0  # cross-entropy toward the slow critic's prediction
     critic_slow_target: bool = False  # bootstrap returns from the slow critic instead of the online one
+    # Gradient of the actor for continuous actions. `reinforce` (2024): log-prob times the advantage on fixed
+    # imagined trajectories. `backprop` (2023, SENSEI: `actor_grad_cont: backprop`): minus the advantage,
+    # differentiated through the reparameterized actions, the learned dynamics and the reward and value heads
+    # (their parameters stay fixed). Discrete actions always use reinforce, as both references do.
+    actor_grad_cont: Literal["reinforce", "backprop"] = "reinforce"
+    # Per-step weight of the actor and critic losses over the H imagined steps. `cont` (2024): cumprod(cont).
+    # `discounted` (2023, SENSEI): cumprod(discount * cont) / discount, i.e. 1 at the start, discount^t after t
+    # steps (times the continuation).
+    imag_weight: Literal["cont", "discounted"] = "cont"
+    # Continuation of imagined states from the continue head: its probability (`mean`, 2024) or its mode, 0 or 1
+    # (`mode`, 2023 and SENSEI). The start state's continuation is 1 - is_terminal either way.
+    imag_cont: Literal["mean", "mode"] = "mean"
     # Reward sources of the actor-critic and their weights; `extr` is the reward head. Other names must be
     # registered with Agent(reward_sources=...).
     reward_scales: dict[str, float] = dataclasses.field(default_factory=lambda: {"extr": 1.0})
 
     # --- optimizers: one per group (world model, actor, critics)
+    # `shared`: one optimizer over all critics, so global-norm clipping sees their joint gradient. `separate`
+    # (SENSEI: each `VFunction` owns a `critic_opt`): one optimizer state per reward source's critic, each clipped
+    # on its own gradient. With one critic, or while no clip is hit, the two give the same updates.
+    critic_optimizers: Literal["shared", "separate"] = "shared"
     optimizer: Literal["adam", "laprop"] = "adam"
     model_lr: float = 1e-4
     actor_lr: float = 3e-5
@@ -117,7 +143,7 @@ class DreamerConfig:
         for name in ("deter", "units", "stoch", "classes", "layers", "cnn_depth"):
             if getattr(size, name) < 1:
                 raise ValueError(f"dreamer.{name} must be positive, got {getattr(size, name)}")
-        if size.deter % self.blocks:
+        if self.rssm_core == "block" and size.deter % self.blocks:
             raise ValueError(f"dreamer.deter ({size.deter}) must be divisible by dreamer.blocks ({self.blocks})")
         if self.twohot_bins < 3:
             raise ValueError(f"dreamer.twohot_bins must be at least 3, got {self.twohot_bins}")
@@ -128,6 +154,8 @@ class DreamerConfig:
             )
         if self.discount_horizon < 1:
             raise ValueError(f"dreamer.discount_horizon must be >= 1, got {self.discount_horizon}")
+        if self.prior_layers < 1:
+            raise ValueError(f"dreamer.prior_layers must be >= 1, got {self.prior_layers}")
         if self.imag_horizon < 1:
             raise ValueError(f"dreamer.imag_horizon must be >= 1, got {self.imag_horizon}")
         if not self.reward_scales:

@@ -17,8 +17,10 @@ devices, each device samples windows from its own streams, the agent state is re
 gradient all-reduce. `jax.distributed.initialize` makes the same mesh span hosts.
 
 Stored per step (the DreamerV3 convention): the observation at step t, 'reward' received on arriving at it,
-'is_first', 'is_last', 'is_terminal', the 'action' the policy took at it, and the posterior latent after observing
-it ('deter', 'stoch' class indices), which supplies the initial carry of windows that start at the next step.
+'is_first', 'is_last', 'is_terminal', the 'action' the policy took at it, and, with `train.replay_context` 1, the
+posterior latent after observing it ('deter', 'stoch' class indices), which supplies the initial carry of windows
+that start at the next step. With `replay_context` 0 (SENSEI's replay) no latent is stored: every window starts
+from the agent's initial state.
 
 Hooks (for exploration agents that build on this loop), called inside the compiled step with `hook_args`, a
 pytree handed to the compiled calls as an argument (e.g. a reward model, whose parameters must not become
@@ -188,8 +190,9 @@ class Trainer:
             step["is_last"] = jnp.zeros(n, bool)
         terminal = env_state.info.get("is_terminal") if isinstance(env_state.info, Mapping) else None
         step["is_terminal"] = jnp.zeros(n, bool) if terminal is None else jnp.asarray(terminal, bool).reshape(n)
-        step["deter"] = carry["deter"].astype(jnp.float32)
-        step["stoch"] = jnp.argmax(carry["stoch"], -1).astype(jnp.uint8 if classes <= 256 else jnp.int32)
+        if self.cfg.replay_context:
+            step["deter"] = carry["deter"].astype(jnp.float32)
+            step["stoch"] = jnp.argmax(carry["stoch"], -1).astype(jnp.uint8 if classes <= 256 else jnp.int32)
         if self.store_fn is not None:
             extra = self.store_fn(env_state, obs, hook_args)
             clash = set(extra) & set(step)
@@ -278,9 +281,11 @@ class Trainer:
             k_sample, k_train = jax.random.split(jax.random.fold_in(key, step))
             windows, (stream, slots) = sample(replay_state, k_sample)
             batch = {k: v[:, context:] for k, v in windows.items() if k not in LATENT_KEYS}
-            if context:
-                batch["context"] = {"deter": windows["deter"][:, 0], "stoch": windows["stoch"][:, 0],
-                                    "action": windows["action"][:, 0]}
+            if not context:  # every window starts from the initial state: no latent to read or write back
+                agent_state, metrics = agent.train(agent_state, batch, k_train)
+                return agent_state, replay_state, metrics
+            batch["context"] = {"deter": windows["deter"][:, 0], "stoch": windows["stoch"][:, 0],
+                                "action": windows["action"][:, 0]}
             agent_state, metrics, latents = agent.train(agent_state, batch, k_train, return_latents=True)
             # The fresh posteriors become the context of later windows (the reference's replay.update).
             latents = {"deter": latents["deter"], "stoch": latents["stoch"]}

@@ -1,9 +1,10 @@
-"""Recurrent state-space model of DreamerV3: a block GRU for the deterministic state and groups of categoricals.
+"""Recurrent state-space model of DreamerV3: a GRU for the deterministic state and groups of categoricals.
 
 A latent state is a dict `{'deter': [B, D] float32, 'stoch': [B, S, K] float32 one-hot}`; the feature the heads
 read is concat(deter, flat stoch) [B, D + S*K]. Actions [B, A] are divided by max(1, |a|) before use; on
-`is_first` the deterministic state, the stochastic state and the previous action are zeroed, which equals the
-initial state. `observe` and `imagine` run `jax.lax.scan` over time, so they compile to one loop.
+`is_first` the previous action is zeroed and the latent replaced by the initial state (zeros, or the learned one:
+`DreamerConfig.initial_state`). The GRU is the 2024 block GRU or the 2023 dense one (`DreamerConfig.rssm_core`).
+`observe` and `imagine` run `jax.lax.scan` over time, so they compile to one loop.
 """
 
 from __future__ import annotations
@@ -34,27 +35,45 @@ class RSSM(nnx.Module):
         self.deter, self.stoch, self.classes, self.blocks = size.deter, size.stoch, size.classes, cfg.blocks
         self.unimix, self.free_nats = cfg.unimix, cfg.free_nats
         hidden, norm = size.units, cfg.norm
-        # Sequence model: three input projections, then a block GRU whose groups each see the projected inputs
-        # and their own slice of the deterministic state.
-        self.in_deter = Dense(size.deter, hidden, norm, dtype=dtype, rngs=rngs)
-        self.in_stoch = Dense(size.stoch_size, hidden, norm, dtype=dtype, rngs=rngs)
-        self.in_action = Dense(action_size, hidden, norm, dtype=dtype, rngs=rngs)
-        group_in = 3 * hidden + size.deter // cfg.blocks
-        self.gru_hidden = BlockLinear(cfg.blocks * group_in, size.deter, cfg.blocks, dtype=dtype, rngs=rngs)
-        self.gru_norm = Norm(size.deter, norm, dtype=dtype)
-        self.gru_gates = BlockLinear(size.deter, 3 * size.deter, cfg.blocks, dtype=dtype, rngs=rngs)
+        self.core_kind = cfg.rssm_core
+        if cfg.rssm_core == "block":
+            # Three input projections, then a block GRU whose groups each see the projected inputs and their own
+            # slice of the deterministic state.
+            self.in_deter = Dense(size.deter, hidden, norm, dtype=dtype, rngs=rngs)
+            self.in_stoch = Dense(size.stoch_size, hidden, norm, dtype=dtype, rngs=rngs)
+            self.in_action = Dense(action_size, hidden, norm, dtype=dtype, rngs=rngs)
+            group_in = 3 * hidden + size.deter // cfg.blocks
+            self.gru_hidden = BlockLinear(cfg.blocks * group_in, size.deter, cfg.blocks, dtype=dtype, rngs=rngs)
+            self.gru_norm = Norm(size.deter, norm, dtype=dtype)
+            self.gru_gates = BlockLinear(size.deter, 3 * size.deter, cfg.blocks, dtype=dtype, rngs=rngs)
+        else:
+            # One projection of [stoch, action], then all three gates from one normed linear (no bias: the norm's
+            # shift takes its place) over [deter, projected input].
+            self.in_dense = Dense(size.stoch_size + action_size, hidden, norm, dtype=dtype, rngs=rngs)
+            self.gru_gates = Linear(size.deter + hidden, 3 * size.deter, bias=False, dtype=dtype, rngs=rngs)
+            self.gru_norm = Norm(3 * size.deter, norm, dtype=dtype)
+        self.initial_kind = cfg.initial_state
+        self.initial_deter = nnx.Param(jnp.zeros((size.deter,), jnp.float32)) if cfg.initial_state == "learned" \
+            else None
         # Prior from the deterministic state alone; posterior also from the observation embedding.
-        self.prior_mlp = MLP(size.deter, hidden, 2, norm, dtype=dtype, rngs=rngs)
+        self.prior_mlp = MLP(size.deter, hidden, cfg.prior_layers, norm, dtype=dtype, rngs=rngs)
         self.prior_out = Linear(hidden, size.stoch_size, dtype=dtype, rngs=rngs)
         self.post_mlp = MLP(size.deter + embed_size, hidden, 1, norm, dtype=dtype, rngs=rngs)
         self.post_out = Linear(hidden, size.stoch_size, dtype=dtype, rngs=rngs)
 
     # ------------------------------------------------------------------------------------------------------------
     def initial(self, batch_size: int) -> Latent:
-        return {
-            "deter": jnp.zeros((batch_size, self.deter), jnp.float32),
-            "stoch": jnp.zeros((batch_size, self.stoch, self.classes), jnp.float32),
-        }
+        """The state before an episode's first step, [B, ...]: zeros, or tanh of the learned vector with the
+        prior's mode as stoch (the mode carries no gradient, as in the 2023 reference)."""
+        if self.initial_deter is None:
+            return {
+                "deter": jnp.zeros((batch_size, self.deter), jnp.float32),
+                "stoch": jnp.zeros((batch_size, self.stoch, self.classes), jnp.float32),
+            }
+        deter = jnp.tanh(self.initial_deter[...])
+        stoch = jax.nn.one_hot(jnp.argmax(self.prior_logits(deter[None]), -1), self.classes, dtype=jnp.float32)
+        return {"deter": jnp.broadcast_to(deter, (batch_size, self.deter)),
+                "stoch": jnp.broadcast_to(stoch, (batch_size, self.stoch, self.classes))}
 
     def _logits(self, out: jax.Array) -> jax.Array:
         return out.astype(jnp.float32).reshape(out.shape[:-1] + (self.stoch, self.classes))
@@ -82,9 +101,17 @@ class RSSM(nnx.Module):
         return LatentCategorical(logits, self.unimix)
 
     def core(self, latent: Latent, action: jax.Array) -> jax.Array:
-        """Block GRU step: the next deterministic state [B, D] float32."""
+        """GRU step: the next deterministic state [B, D] float32."""
         deter, stoch = latent["deter"], latent["stoch"]
         action = action / sg(jnp.maximum(1.0, jnp.abs(action)))
+        if self.core_kind == "dense":
+            x = self.in_dense(jnp.concatenate([stoch.reshape(stoch.shape[:-2] + (-1,)), action], -1))
+            gates = self.gru_norm(self.gru_gates(jnp.concatenate([deter.astype(x.dtype), x], -1)))
+            reset, cand, update = jnp.split(gates.astype(jnp.float32), 3, -1)
+            reset = jax.nn.sigmoid(reset)
+            cand = jnp.tanh(reset * cand)
+            update = jax.nn.sigmoid(update - 1.0)
+            return update * cand + (1 - update) * deter
         x = jnp.concatenate([
             self.in_deter(deter), self.in_stoch(stoch.reshape(stoch.shape[:-2] + (-1,))), self.in_action(action)], -1)
         groups = self.blocks
@@ -117,7 +144,11 @@ class RSSM(nnx.Module):
     def _posterior(self, latent: Latent, prev_action: jax.Array, embed_part: jax.Array, is_first: jax.Array,
                    key: jax.Array) -> tuple[Latent, jax.Array]:
         keep = 1.0 - is_first.astype(jnp.float32)
-        latent = {k: v * keep.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in latent.items()}
+        expand = lambda m, v: m.reshape((-1,) + (1,) * (v.ndim - 1))  # noqa: E731
+        latent = {k: v * expand(keep, v) for k, v in latent.items()}
+        if self.initial_deter is not None:
+            start = self.initial(keep.shape[0])
+            latent = {k: v + start[k] * expand(1.0 - keep, v) for k, v in latent.items()}
         prev_action = prev_action * keep[:, None]
         deter = self.core(latent, prev_action)
         post = self._post_from(deter, embed_part)

@@ -19,7 +19,10 @@ class TrainConfig:
     train_ratio: float = 512.0
     batch_size: int = 16
     batch_length: int = 64
-    replay_context: int = 1  # leading steps of each sampled window that only supply the stored latent carry
+    # Leading steps of each sampled window that only supply the stored latent carry (1, the 2024 reference), or 0:
+    # no latent is stored and every window starts from the agent's initial state (the 2023 reference and SENSEI,
+    # whose replay marks the first step of every sampled window as is_first).
+    replay_context: int = 1
     replay_capacity: int = 1_000_000  # env steps kept (FIFO), over all envs
     replay_recency: float = 0.0  # fraction of each batch sampled with p ~ 1/age instead of uniformly
     train_start: int = 1024  # env steps collected before the first update (at least one window per env)

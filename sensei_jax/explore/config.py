@@ -22,7 +22,9 @@ class ExploreConfig:
     reward_model: str | None = None  # directory of the distilled reward model; the pipeline uses <run>/distill
     semantic_clip: float = 200.0  # the raw reward-model output is clipped to [-clip, clip], as SENSEI does
     semantic_head_scale: float = 1.0  # loss scale of the semantic head (trained on stop-gradient features)
-    # Sparse success heads learned during exploration (SENSEI's 12 `rew_*` heads), for downstream transfer.
+    # Sparse success heads learned during exploration, for downstream transfer. SENSEI's 12 `rew_*` heads replace
+    # push_red, push_blue and lift_flat_block by upright_block_off_table, flat_block_in_bin, flat_block_in_shelf
+    # (set in configs/robodesk_sensei.yaml).
     task_heads: tuple[str, ...] = ("open_drawer", "open_drawer_medium", "open_drawer_easy", "open_slide",
                                    "open_slide_easy", "push_red", "push_green", "push_blue", "lift_upright_block",
                                    "lift_ball", "lift_flat_block", "stack")
@@ -45,6 +47,10 @@ class ExploreConfig:
     ensemble_lr: float = 1e-4
     ensemble_eps: float = 1e-5
     ensemble_clip: float = 100.0
+    # Which transition's disagreement rewards arriving in imagined state s_{t+1}. `incoming`: the one that led there,
+    # std at (s_t, a_t). `outgoing` (the reference's `Disag`, whose per-state std is taken `[1:]`): the one the
+    # policy takes next, std at (s_{t+1}, a_{t+1}).
+    disagreement_alignment: Literal["incoming", "outgoing"] = "incoming"
 
     # The go/explore switch. `paper`: per imagined state, the semantic reward against the EMA of its k-th quantile.
     # `code`: the reference code's form, the semantic lambda-return against max(1, EMA(P_k) - EMA(P_low)).

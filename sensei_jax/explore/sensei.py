@@ -18,6 +18,7 @@ The mode threshold comes in two forms (ExploreConfig.threshold):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -135,16 +136,26 @@ def semantic_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, Any])
     return wm.heads["semantic"](traj["feat"]).mean().astype(jnp.float32)
 
 
-def disagreement_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, Any]) -> jax.Array:
-    """Ensemble disagreement about the transition into each state: index i holds disag(s_{i-1}, a_{i-1}); [N, H+1]
-    (index 0, the start state, gets 0 and is never used as a reward)."""
+def disagreement_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, Any],
+                        alignment: str = "incoming") -> jax.Array:
+    """Ensemble disagreement as the reward of arriving in each state, [N, H+1]; index 0 (the start state) gets 0
+    and is never used as a reward.
+
+    `incoming`: index i holds disag(s_{i-1}, a_{i-1}), the transition into state i. `outgoing` (the reference's
+    alignment): index i holds disag(s_i, a_i), the transition the policy takes out of state i.
+    """
     stoch = traj["stoch"].reshape(traj["stoch"].shape[:2] + (-1,))
     disag = extras[ENSEMBLE].disagreement(traj["deter"], stoch, traj["action"].astype(jnp.float32))
-    return jnp.concatenate([jnp.zeros_like(disag[:, :1]), disag[:, :-1]], 1)
+    if alignment == "incoming":
+        return jnp.concatenate([jnp.zeros_like(disag[:, :1]), disag[:, :-1]], 1)
+    if alignment == "outgoing":
+        return disag.at[:, 0].set(0.0)
+    raise ValueError(f"explore.disagreement_alignment must be 'incoming' or 'outgoing', got {alignment!r}")
 
 
 def reward_sources(cfg: ExploreConfig) -> dict[str, RewardSource]:
-    fns = {"semantic": semantic_reward, "disagreement": disagreement_reward}
+    fns = {"semantic": semantic_reward,
+           "disagreement": functools.partial(disagreement_reward, alignment=cfg.disagreement_alignment)}
     return {k: RewardSource(fns[k]) for k in cfg.sources}
 
 
