@@ -118,7 +118,11 @@ class AnnotateConfig:
     temperature: float = 0.6  # study mode sampling (the study: 0.6); 0: greedy
     top_p: float = 0.8  # study mode nucleus (the study: 0.8); 1: the whole distribution
     max_new_tokens: int = 1024  # study mode: tokens generated per turn at most (the study: 1024)
-    batch_size: int = 8  # pairs per compiled call
+    batch_size: int = 8  # pairs per compiled call (llava: rounded up to a multiple of the mesh's data axis)
+    # llava: devices that hold one copy of the model, its parameters split over them (tensor parallel); the mesh
+    # is (data = all devices / model_parallel, model = model_parallel), pairs split over data. Must divide the
+    # device count (and each host's), the attention heads, MLP widths and vocabulary.
+    model_parallel: int = 1
     partition_size: int = 256  # pairs per partition file (the unit of resumption)
     seq_bucket: int = 64  # prompt lengths are padded up to a multiple of this (static shapes, one compile)
     seed: int = 0  # random annotator; study mode sampling (each pair's key also folds in a hash of its pixels)
@@ -127,6 +131,8 @@ class AnnotateConfig:
         if self.batch_size <= 0 or self.partition_size <= 0 or self.seq_bucket <= 0:
             raise ValueError(f"annotate.batch_size, partition_size and seq_bucket must be positive, got "
                              f"{self.batch_size}, {self.partition_size}, {self.seq_bucket}")
+        if not isinstance(self.model_parallel, int) or self.model_parallel < 1:
+            raise ValueError(f"annotate.model_parallel must be a positive integer, got {self.model_parallel!r}")
         if not 0.0 <= self.tie_margin < 0.5:
             raise ValueError(f"annotate.tie_margin must be in [0, 0.5), got {self.tie_margin}")
         if not 0.0 <= self.min_answer_mass < 1.0:

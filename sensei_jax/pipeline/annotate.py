@@ -44,7 +44,7 @@ def _fingerprint(cfg: Config) -> str:
     """What decides the labels: the annotate section, and the vlm section for llava, the interest section for the
     oracle."""
     parts = {"annotate": config_lib.to_dict(cfg.annotate)}
-    for key in ("batch_size", "partition_size"):  # batching does not change results
+    for key in ("batch_size", "partition_size", "model_parallel"):  # batching and sharding do not change results
         parts["annotate"].pop(key)
     if cfg.annotate.annotator == "llava":
         parts["vlm"] = config_lib.to_dict(cfg.vlm)

@@ -38,8 +38,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
 from sensei_jax import files
 from sensei_jax.checkpoint import Checkpointer
+from sensei_jax.global_arrays import barrier, is_writer, replicated, rows_array, to_host
 from sensei_jax.hardware import describe as describe_hardware
 from sensei_jax.metrics import MetricsWriter
 from sensei_jax.progress import bar
@@ -84,27 +87,54 @@ def make_optimizer(learning_rate: float, weight_decay: float) -> optax.GradientT
 
 
 @functools.lru_cache(maxsize=8)
-def make_steps(model_cfg: RewardModelConfig, learning_rate: float,
-               weight_decay: float) -> tuple[optax.GradientTransformation, Callable, Callable]:
+def make_steps(model_cfg: RewardModelConfig, learning_rate: float, weight_decay: float,
+               mesh: Mesh | None = None) -> tuple[optax.GradientTransformation, Callable, Callable]:
     """(optimizer, train_step, eval_step), the steps jit-compiled once per batch shape. Cached, so a resumed or
-    repeated training in the same process reuses the compiled steps."""
+    repeated training in the same process reuses the compiled steps.
+
+    With a `mesh` (a `data` axis over the devices) the batch (images, labels, mask) is split over `data`, params,
+    optimiser state and the loss sums are replicated: each device differentiates its rows and XLA all-reduces the
+    gradient sums, so a step equals the one-device step up to float32 summation order."""
     optimizer = make_optimizer(learning_rate, weight_decay)
 
     def loss_fn(params, images, labels, mask):
         sums = preference_loss(pair_rewards(model_cfg, params, images), labels, mask)
         return sums["loss"] / jnp.maximum(sums["count"], 1), sums
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1))
     def train_step(params, opt_state, images, labels, mask):
         (_, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, images, labels, mask)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, sums
 
-    @jax.jit
     def eval_step(params, images, labels, mask):
         return loss_fn(params, images, labels, mask)[1]
 
+    if mesh is None:
+        return optimizer, jax.jit(train_step, donate_argnums=(0, 1)), jax.jit(eval_step)
+    whole, rows = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    train_step = jax.jit(train_step, donate_argnums=(0, 1), in_shardings=(whole, whole, rows, rows, rows),
+                         out_shardings=whole)
+    eval_step = jax.jit(eval_step, in_shardings=(whole, rows, rows, rows), out_shardings=whole)
     return optimizer, train_step, eval_step
+
+
+def data_mesh(devices: list | None = None, batch_size: int | None = None) -> Mesh:
+    """A one-axis mesh `data` over `devices` (default: every device of every host). `batch_size` (the
+    `reward.batch_size` setting) must split evenly over it."""
+    devices = list(jax.devices() if devices is None else devices)
+    if batch_size is not None and batch_size % len(devices):
+        raise ValueError(f"reward.batch_size={batch_size} must be a multiple of the {len(devices)} devices it is "
+                         f"split over")
+    return Mesh(np.array(devices, dtype=object), ("data",))
+
+
+def _on_mesh(mesh: Mesh, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A host `PairBatch` (the same on every host) as global arrays split over `data`."""
+    return tuple(rows_array(mesh, a.shape, a.__getitem__) for a in (batch.images, batch.labels, batch.mask))
+
+
+def _replicate(mesh: Mesh, tree):
+    return jax.tree.map(lambda x: replicated(mesh, np.asarray(x)), tree)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -148,11 +178,13 @@ def _selection_score(accuracy: float, loss: float) -> float:
 
 
 def evaluate(eval_step: Callable, params: dict, images: np.ndarray, indices: np.ndarray, labels: np.ndarray,
-             batch_size: int, prefetch: int = 2) -> _Totals:
-    """Sums of the loss and accuracy over the pairs `indices` of images uint8 [N, 2, h, w, 3]."""
+             batch_size: int, prefetch: int = 2, mesh: Mesh | None = None) -> _Totals:
+    """Sums of the loss and accuracy over the pairs `indices` of images uint8 [N, 2, h, w, 3] (each batch split
+    over the `data` axis of `mesh` when given, as `make_steps` compiled `eval_step` for it)."""
     totals = _Totals()
     for batch in iterate_batches(images, indices, labels, batch_size, prefetch=prefetch):
-        totals.add(eval_step(params, batch.images, batch.labels, batch.mask))
+        arrays = (batch.images, batch.labels, batch.mask) if mesh is None else _on_mesh(mesh, batch)
+        totals.add(eval_step(params, *arrays))
     return totals
 
 
@@ -160,10 +192,14 @@ _score = jax.jit(apply, static_argnums=0)
 
 
 def reward_statistics(model_cfg: RewardModelConfig, params: dict, images: np.ndarray, indices: np.ndarray,
-                      max_images: int, seed: int, batch_size: int = 128, progress: bool = True) -> dict[str, Any]:
+                      max_images: int, seed: int, batch_size: int = 128, progress: bool = True,
+                      mesh: Mesh | None = None) -> dict[str, Any]:
     """Reward mean, std, min, max and quantiles over both frames of the pairs `indices` of images uint8
     [N, 2, h, w, 3] (a seeded subsample of at most `max_images` frames). Normalised quantiles are of
-    (r - mean) / std, as Motif stores them."""
+    (r - mean) / std, as Motif stores them. With a `mesh` (params replicated on it) the frames of each batch are
+    split over its `data` axis; the batch is rounded up to a multiple of it."""
+    if mesh is not None:
+        batch_size = mesh.shape["data"] * -(-batch_size // mesh.shape["data"])
     frames_of = np.stack(np.meshgrid(indices, [0, 1], indexing="ij"), -1).reshape(-1, 2)  # (pair, slot) rows
     if len(frames_of) > max_images:
         chosen = np.random.default_rng(seed).choice(len(frames_of), max_images, replace=False)
@@ -179,7 +215,8 @@ def reward_statistics(model_cfg: RewardModelConfig, params: dict, images: np.nda
         order = np.argsort(pairs, kind="stable")  # sequential reads from the memory map
         frames = np.empty((len(rows), *images.shape[2:]), np.uint8)
         frames[order] = images[pairs[order], slots[order]]
-        rewards.append(np.asarray(_score(model_cfg, params, frames))[:valid])
+        frames = frames if mesh is None else rows_array(mesh, frames.shape, frames.__getitem__)
+        rewards.append(to_host(_score(model_cfg, params, frames))[:valid])
         progress_bar.update(valid)
     progress_bar.close()
     rewards = np.concatenate(rewards).astype(np.float64)
@@ -206,7 +243,11 @@ def model_resolution_images(dataset: PairDataset, size: int, cache_dir: Path, ch
     record = {"source": str(dataset.directory.resolve()), "num_pairs": len(dataset),
               "source_shape": list(dataset.image_shape), "size": size,
               "source_mtime_ns": (dataset.directory / "images.npy").stat().st_mtime_ns}
+    if not is_writer():  # process 0 writes the cache (on the shared run folder); the others read it once written
+        barrier(f"resize cache {path}")
+        return np.lib.format.open_memmap(path, mode="r")
     if record_path.is_file() and path.is_file() and files.read_json(record_path) == record:
+        barrier(f"resize cache {path}")
         return np.lib.format.open_memmap(path, mode="r")
     record_path.unlink(missing_ok=True)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -224,6 +265,7 @@ def model_resolution_images(dataset: PairDataset, size: int, cache_dir: Path, ch
     progress_bar.close()
     cache.flush()
     files.write_json(record_path, record)
+    barrier(f"resize cache {path}")
     return np.lib.format.open_memmap(path, mode="r")
 
 
@@ -243,21 +285,27 @@ def _read_curve(path: Path) -> list[dict]:
 
 
 def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: str | Path,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, devices: list | None = None) -> dict[str, Any]:
     """Trains (or resumes training of) the reward model on labels `preferences` of `dataset`; returns the summary.
 
+    Data parallel over `devices` (default: every device of every host; `reward.batch_size` must be a multiple of
+    their number): every process runs this with the same arguments, each batch is split over the devices, and only
+    process 0 writes the JSON, CSV and metrics files (orbax coordinates the checkpoints' writers itself).
     Resuming needs the same architecture, label set and dataset size as recorded in `out_dir/model.json`.
     A finished run (all `cfg.epochs` done, statistics written) returns its saved summary without training.
     """
     out_dir = Path(out_dir)
     dataset.require_complete()
+    mesh = data_mesh(devices, cfg.batch_size)
+    writes = is_writer()
     labels = dataset.load_preferences(preferences)
     model_cfg = RewardModelConfig.from_config(cfg)
     record = {"model": model_cfg.to_dict(), "preferences": preferences, "dataset": str(dataset.directory),
               "num_pairs": len(dataset), "image_shape": list(dataset.image_shape),
               "train_config": dataclasses.asdict(cfg)}
     _check_resumable(out_dir, record)
-    files.write_json(out_dir / "model.json", record)
+    if writes:
+        files.write_json(out_dir / "model.json", record)
     summary_path = out_dir / "summary.json"
 
     train_idx, val_idx = split_indices(len(dataset), cfg.val_fraction, cfg.seed)
@@ -267,7 +315,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
         raise ValueError(f"labels '{preferences}' in {dataset.directory} leave {len(train_labeled)} training and "
                          f"{len(val_labeled)} validation pairs after dropping unknowns (label 3); need both > 0")
 
-    optimizer, train_step, eval_step = make_steps(model_cfg, cfg.learning_rate, cfg.weight_decay)
+    optimizer, train_step, eval_step = make_steps(model_cfg, cfg.learning_rate, cfg.weight_decay, mesh)
     params = init_params(model_cfg, cfg.seed)
     opt_state = jax.jit(optimizer.init)(params)  # one compile instead of one per parameter shape
     latest = Checkpointer(out_dir / "checkpoints" / "latest", max_to_keep=1)
@@ -276,9 +324,9 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     if latest.latest_step is not None:
         state = latest.restore(like=state)
     start_epoch, step = int(state["epoch"]), int(state["step"])
-    # Restored arrays are committed to a device and fresh ones are not; commit both alike so a resumed run hits the
-    # compiled train step of the same process instead of compiling it again.
-    params, opt_state = jax.device_put((state["params"], state["opt_state"]), jax.devices()[0])
+    # Fresh or restored, the state is replicated on the mesh alike, so a resumed run hits the compiled train step of
+    # the same process instead of compiling it again.
+    params, opt_state = _replicate(mesh, (state["params"], state["opt_state"]))
     curve = [row for row in _read_curve(out_dir / "curve.csv") if row["epoch"] <= start_epoch]
 
     steps_per_epoch = math.ceil(len(train_labeled) / cfg.batch_size)
@@ -292,7 +340,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
 
     started = time.time()
     images = model_resolution_images(dataset, model_cfg.image_size, out_dir / "cache", progress=progress)
-    writer = MetricsWriter(out_dir)
+    writer = MetricsWriter(out_dir) if writes else None
     progress_bar = bar(total=cfg.epochs * steps_per_epoch, desc="distill", unit="step", initial=start_epoch *
                        steps_per_epoch, disable=not progress)
     try:
@@ -302,46 +350,50 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
             shuffle = np.random.default_rng([cfg.seed, epoch])
             for batch in iterate_batches(images, train_labeled, labels, cfg.batch_size, rng=shuffle,
                                          prefetch=cfg.prefetch):
-                params, opt_state, sums = train_step(params, opt_state, batch.images, batch.labels, batch.mask)
+                params, opt_state, sums = train_step(params, opt_state, *_on_mesh(mesh, batch))
                 step += 1
                 totals.add(sums)
                 window.add(sums)
                 progress_bar.update(1)
-                if step % cfg.log_every == 0:
+                if step % cfg.log_every == 0 and writer is not None:
                     writer.scalars(step, {"train/loss": window.loss, "train/accuracy": window.accuracy})
                     progress_bar.set_postfix(epoch=epoch, loss=f"{window.loss:.4f}")
                     window = _Totals()
             jax.block_until_ready(params)  # dispatch is asynchronous: time the finished epoch
             epoch_time = time.time() - epoch_start
-            val = evaluate(eval_step, params, images, val_labeled, labels, cfg.batch_size, cfg.prefetch)
+            val = evaluate(eval_step, params, images, val_labeled, labels, cfg.batch_size, cfg.prefetch, mesh)
             row = {"epoch": epoch, "step": step, "train_loss": totals.loss, "train_accuracy": totals.accuracy,
                    "val_loss": val.loss, "val_accuracy": val.accuracy,
                    "pairs_per_s": len(train_labeled) / max(epoch_time, 1e-9)}
-            writer.scalars(step, {"epoch": epoch, "val/loss": val.loss, "val/accuracy": val.accuracy,
-                                  "train/epoch_loss": totals.loss, "train/epoch_accuracy": totals.accuracy,
-                                  "train/pairs_per_s": row["pairs_per_s"]})
-            writer.flush()
+            if writer is not None:
+                writer.scalars(step, {"epoch": epoch, "val/loss": val.loss, "val/accuracy": val.accuracy,
+                                      "train/epoch_loss": totals.loss, "train/epoch_accuracy": totals.accuracy,
+                                      "train/pairs_per_s": row["pairs_per_s"]})
+                writer.flush()
             score = _selection_score(val.accuracy, val.loss)
             best.save(epoch, {"params": params}, metrics={"val_score": score, "val_accuracy": row["val_accuracy"],
                                                            "val_loss": row["val_loss"]})
             latest.save(epoch, {"params": params, "opt_state": opt_state, "epoch": np.int64(epoch),
                                 "step": np.int64(step)})
             curve.append(row)
-            _write_curve(out_dir / "curve.csv", curve)
+            if writes:
+                _write_curve(out_dir / "curve.csv", curve)
             progress_bar.write(f"[distill] epoch {epoch}/{cfg.epochs}: train loss {totals.loss:.4f} "
                                f"acc {totals.accuracy:.3f} | val loss {val.loss:.4f} acc {val.accuracy:.3f} "
                                f"| {row['pairs_per_s']:.0f} pairs/s")
     finally:
         progress_bar.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
 
     best_epoch = best.best_step
-    best_params = best.restore(best_epoch, like={"params": params})["params"]
+    best_params = _replicate(mesh, best.restore(best_epoch, like={"params": params})["params"])
     latest.close()
     best.close()
     stats = reward_statistics(model_cfg, best_params, images, train_idx, cfg.stats_max_images, cfg.seed,
-                              progress=progress)
-    files.write_json(out_dir / "reward_stats.json", {"epoch": best_epoch, **stats})
+                              progress=progress, mesh=mesh)
+    if writes:
+        files.write_json(out_dir / "reward_stats.json", {"epoch": best_epoch, **stats})
     best_row = next(row for row in curve if row["epoch"] == best_epoch)
     summary = {
         "preferences": preferences, "best_val_accuracy": best_row["val_accuracy"],
@@ -352,8 +404,10 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
         "label_counts": {name: int(c) for name, c in zip(LABEL_NAMES, counts)},
         "final": curve[-1], "reward_stats": stats, "model": model_cfg.to_dict(),
         "train_seconds_this_session": time.time() - started, "hardware": describe_hardware(),
+        "devices": len(mesh.devices.flat),
     }
-    files.write_json(summary_path, summary)
+    if writes:
+        files.write_json(summary_path, summary)
     return summary
 
 

@@ -19,6 +19,7 @@ from typing import Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from PIL import Image
 
 from sensei_jax.annotators.base import check_pairs, label_from_prob
@@ -26,6 +27,8 @@ from sensei_jax.annotators.config import AnnotateConfig
 from sensei_jax.reward.labels import Label
 from sensei_jax.vlm.config import VlmConfig
 from sensei_jax.vlm.processor import chat_prompt
+from sensei_jax.global_arrays import replicated, rows_array, to_host
+from sensei_jax.vlm.sharding import make_mesh
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -86,10 +89,13 @@ class PairScorer(Protocol):
 
 
 class LlavaScorer:
-    """LLaVA as a `PairScorer`: the prompt and answer tokens of `annotate` (score mode), one prefill per order."""
+    """LLaVA as a `PairScorer`: the prompt and answer tokens of `annotate` (score mode), one prefill per order.
 
-    def __init__(self, model, processor, cfg: AnnotateConfig):
-        self.model, self.processor, self.cfg = model, processor, cfg
+    With a `mesh` (`sharding.make_mesh`; the model loaded onto it) each batch's images are split over `data`, so
+    batches must hold a multiple of its data size (`batch_size`); the answers come back whole on every host."""
+
+    def __init__(self, model, processor, cfg: AnnotateConfig, mesh: Mesh | None = None):
+        self.model, self.processor, self.cfg, self.mesh = model, processor, cfg, mesh
         composite_layout = cfg.layout == "composite"
         self.images_per_prompt = 1 if composite_layout else 2
         images = "<image>\n" * self.images_per_prompt
@@ -119,21 +125,33 @@ class LlavaScorer:
         self.input_ids = np.zeros(bucket, np.int32)
         self.input_ids[: len(ids)] = ids
 
-    def _pixels(self, pairs: np.ndarray, both_orders: bool) -> np.ndarray:
-        """Preprocessed images for one batch, in the order `_score` expects."""
+    def _images(self, pairs: np.ndarray, both_orders: bool) -> np.ndarray:
+        """The uint8 images of one batch, in the order `_score` expects its pixels."""
         if self.images_per_prompt == 2:
-            return self.processor.preprocess_images(pairs.reshape(-1, *pairs.shape[2:]))
+            return pairs.reshape(-1, *pairs.shape[2:])
         stacks = [composite(pairs, self.cfg.composite_gap)]
         if both_orders:
             stacks.append(composite(pairs, self.cfg.composite_gap, swap=True))
-        return self.processor.preprocess_images(np.concatenate(stacks))
+        return np.concatenate(stacks)
+
+    def _pixels(self, pairs: np.ndarray, both_orders: bool) -> jax.Array:
+        """Preprocessed pixels [M, h, w, 3] on the devices; with a mesh each host preprocesses only its rows."""
+        images = self._images(pairs, both_orders)
+        if self.mesh is None:
+            return jnp.asarray(self.processor.preprocess_images(images))
+        image_cfg = self.processor.image_config
+        shape = (len(images), image_cfg.crop_height, image_cfg.crop_width, 3)
+        return rows_array(self.mesh, shape, lambda rows: self.processor.preprocess_images(images[rows]))
+
+    def _constant(self, array: np.ndarray) -> jax.Array:
+        return jnp.asarray(array) if self.mesh is None else replicated(self.mesh, array)
 
     def score(self, pairs, both_orders):
-        context = None if self.context_pixels is None else jnp.asarray(self.context_pixels)
-        logp, mass = _score(self.model, jnp.asarray(self._pixels(pairs, both_orders)), jnp.asarray(self.input_ids),
-                            self.length - 1, jnp.asarray(self.candidates), images_per_prompt=self.images_per_prompt,
+        context = None if self.context_pixels is None else self._constant(self.context_pixels)
+        logp, mass = _score(self.model, self._pixels(pairs, both_orders), self._constant(self.input_ids),
+                            self.length - 1, self._constant(self.candidates), images_per_prompt=self.images_per_prompt,
                             both_orders=both_orders, context_pixels=context)
-        return np.asarray(logp, np.float64), np.asarray(mass)
+        return to_host(logp).astype(np.float64), to_host(mass)
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -154,20 +172,31 @@ def _batches(images: np.ndarray, size: int):
         yield start, min(size, len(images) - start), chunk
 
 
+def batch_size(cfg: AnnotateConfig, mesh: Mesh | None) -> int:
+    """Pairs per compiled call: `annotate.batch_size`, rounded up to a multiple of the mesh's data axis."""
+    if mesh is None:
+        return cfg.batch_size
+    data = mesh.shape["data"]
+    return data * -(-cfg.batch_size // data)
+
+
 class LlavaAnnotator:
-    """Score mode: a `PairScorer`'s answer probabilities, averaged over both orders, turned into labels."""
+    """Score mode: a `PairScorer`'s answer probabilities, averaged over both orders, turned into labels.
+
+    Pairs go to the scorer in calls of `batch_size` (default `annotate.batch_size`) pairs."""
 
     name = "llava"
 
-    def __init__(self, scorer: PairScorer, cfg: AnnotateConfig):
+    def __init__(self, scorer: PairScorer, cfg: AnnotateConfig, batch_size: int | None = None):
         self.scorer, self.cfg = scorer, cfg
+        self.batch_size = batch_size or cfg.batch_size
         self.last_diagnostics: dict[str, np.ndarray] = {}
 
     def annotate(self, images, states=None):
         images = check_pairs(images)
         both = self.cfg.both_orders
         probs, masses, position = [], [], []
-        for _, count, chunk in _batches(images, self.cfg.batch_size):
+        for _, count, chunk in _batches(images, self.batch_size):
             logp, mass = self.scorer.score(chunk, both)
             logp, mass = np.asarray(logp, np.float64), np.asarray(mass)
             # P(the image shown first is preferred), restricted to the two answers, per prompt.
@@ -198,13 +227,14 @@ class StudyAnnotator:
     """Study mode: the follow-up LLaVA study's two sampled turns on one vertical composite, exact answer matching.
 
     Each pair samples with its own key, from `annotate.seed` and a hash of the pair's pixels, so its answers do not
-    depend on batching, partitioning or resumption.
+    depend on batching, partitioning, resumption or the mesh (`mesh`: as `LlavaScorer`'s).
     """
 
     name = "llava"
 
-    def __init__(self, model, processor, cfg: AnnotateConfig):
-        self.model, self.processor, self.cfg = model, processor, cfg
+    def __init__(self, model, processor, cfg: AnnotateConfig, mesh: Mesh | None = None):
+        self.model, self.processor, self.cfg, self.mesh = model, processor, cfg, mesh
+        self.batch_size = batch_size(cfg, mesh)
         self.first_user = "<image>\n" + cfg.study_query
         eos = processor.tokenizer.token_to_id("</s>")
         self.eos = -1 if eos is None else eos
@@ -236,9 +266,9 @@ class StudyAnnotator:
         common = dict(max_new_tokens=self.cfg.max_new_tokens, eos_id=self.eos)
         if self.cfg.temperature > 0:
             out = sample_generate(self.model, ids, mask, pixels, keys=self._keys(chunk, turn),
-                                  temperature=self.cfg.temperature, top_p=self.cfg.top_p, **common)
+                                  temperature=self.cfg.temperature, top_p=self.cfg.top_p, mesh=self.mesh, **common)
         else:
-            out = greedy_generate(self.model, ids, mask, pixels, **common)
+            out = greedy_generate(self.model, ids, mask, pixels, mesh=self.mesh, **common)
         texts = []
         for row in out:
             row = row.tolist()
@@ -248,7 +278,7 @@ class StudyAnnotator:
     def annotate(self, images, states=None):
         images = check_pairs(images)
         first_turns, answers = [], []
-        for _, count, chunk in _batches(images, self.cfg.batch_size):
+        for _, count, chunk in _batches(images, self.batch_size):
             pixels = self.processor.preprocess_images(composite(chunk, self.cfg.composite_gap))
             first = self._generate([self.prompt()] * len(chunk), pixels, chunk, turn=0)
             final = self._generate([self.prompt(a) for a in first], pixels, chunk, turn=1)
@@ -265,16 +295,19 @@ class StudyAnnotator:
                 "top_p": self.cfg.top_p, "max_new_tokens": self.cfg.max_new_tokens}
 
 
-def from_config(vlm: VlmConfig, cfg: AnnotateConfig) -> LlavaAnnotator | StudyAnnotator:
-    """The LLaVA annotator of `cfg.mode`, with the checkpoint at `vlm.path`."""
+def from_config(vlm: VlmConfig, cfg: AnnotateConfig, devices: list | None = None) -> LlavaAnnotator | StudyAnnotator:
+    """The LLaVA annotator of `cfg.mode`, with the checkpoint at `vlm.path`, on the mesh (data = devices /
+    annotate.model_parallel, model = annotate.model_parallel) over `devices` (default: every device of every
+    host)."""
     from sensei_jax.vlm.model import LlavaModel
     from sensei_jax.vlm.processor import LlavaProcessor
 
     if not vlm.path:
         raise ValueError("the llava annotator needs a checkpoint: set --vlm.path DIR (a Hugging Face "
                          "llava-1.5 directory with config.json, safetensors, tokenizer.json)")
-    model = LlavaModel.from_pretrained(vlm.path, DTYPES[vlm.dtype])
+    mesh = make_mesh(cfg.model_parallel, devices)
+    model = LlavaModel.from_pretrained(vlm.path, DTYPES[vlm.dtype], mesh)
     processor = LlavaProcessor.from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
     if cfg.mode == "study":
-        return StudyAnnotator(model, processor, cfg)
-    return LlavaAnnotator(LlavaScorer(model, processor, cfg), cfg)
+        return StudyAnnotator(model, processor, cfg, mesh)
+    return LlavaAnnotator(LlavaScorer(model, processor, cfg, mesh), cfg, batch_size(cfg, mesh))

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sensei_jax.vlm.model import LlavaModel
+from sensei_jax.global_arrays import rows_array, to_host
 
 
 def nucleus_mask(logits: jax.Array, top_p: float | jax.Array) -> jax.Array:
@@ -83,8 +84,10 @@ def _decode(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, 
     return out
 
 
-def _check_prompts(model: LlavaModel, input_ids, attention_mask, pixel_values, max_new_tokens: int):
-    input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask)
+def _check_prompts(model: LlavaModel, input_ids, attention_mask, pixel_values, max_new_tokens: int, mesh):
+    """Validated prompts as device arrays: on the default device, or with `mesh` split by rows over its `data`
+    axis (the parameters carry their own shardings)."""
+    input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask, np.int32)
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {attention_mask.shape} does not match input_ids {input_ids.shape}")
     if not attention_mask[:, -1].all():
@@ -92,25 +95,31 @@ def _check_prompts(model: LlavaModel, input_ids, attention_mask, pixel_values, m
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     model.check_image_count(input_ids, 0 if pixel_values is None else len(pixel_values))
-    return (jnp.asarray(input_ids), jnp.asarray(attention_mask, jnp.int32),
-            None if pixel_values is None else jnp.asarray(pixel_values))
+    arrays = [input_ids, attention_mask] + ([] if pixel_values is None else [np.asarray(pixel_values)])
+    if mesh is None:
+        placed = [jnp.asarray(a) for a in arrays]
+    else:
+        placed = [rows_array(mesh, a.shape, a.__getitem__) for a in arrays]
+    return placed[0], placed[1], (placed[2] if pixel_values is not None else None)
 
 
 def greedy_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=None, *, max_new_tokens: int,
-                    eos_id: int, pad_id: int = 0) -> np.ndarray:
+                    eos_id: int, pad_id: int = 0, mesh=None) -> np.ndarray:
     """Greedy continuation of left-padded prompts.
 
     input_ids int [B, P] (left-padded), attention_mask [B, P] (1 = real), pixel_values float [N, H, W, C] for the
-    N image placeholder runs -> int32 [B, max_new_tokens], the generated ids, `pad_id` after each row's EOS.
+    N image placeholder runs -> int32 [B, max_new_tokens], the generated ids, `pad_id` after each row's EOS. With a
+    `mesh` (`sharding.make_mesh`; B and N multiples of its data axis) the prompts are split over `data` and the
+    cache follows the parameters' heads over `model`; the tokens come back whole on every host.
     """
-    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens)
+    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens, mesh)
     out = _decode(model, ids, mask, pixels, jnp.int32(eos_id), jnp.int32(pad_id), None, None, None,
                   max_new_tokens=max_new_tokens, sample=False)
-    return np.asarray(out)
+    return to_host(out)
 
 
 def sample_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=None, *, keys, temperature: float,
-                    top_p: float = 1.0, max_new_tokens: int, eos_id: int, pad_id: int = 0) -> np.ndarray:
+                    top_p: float = 1.0, max_new_tokens: int, eos_id: int, pad_id: int = 0, mesh=None) -> np.ndarray:
     """Sampled continuation of left-padded prompts (arguments and result as `greedy_generate`).
 
     keys: uint32 [B, 2], one `jax.random.PRNGKey` per row (the same key gives the same tokens); temperature > 0
@@ -120,11 +129,12 @@ def sample_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=N
         raise ValueError(f"sampling needs a temperature > 0, got {temperature} (use greedy_generate for 0)")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    keys = jnp.asarray(keys, jnp.uint32)
+    keys = np.asarray(keys, np.uint32)
     if keys.shape != (np.shape(input_ids)[0], 2):
         raise ValueError(f"keys must be uint32 [B, 2] (one PRNGKey per prompt), got {keys.shape} for "
                          f"{np.shape(input_ids)[0]} prompts")
-    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens)
+    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens, mesh)
+    keys = jnp.asarray(keys) if mesh is None else rows_array(mesh, keys.shape, keys.__getitem__)
     out = _decode(model, ids, mask, pixels, jnp.int32(eos_id), jnp.int32(pad_id), keys, jnp.float32(temperature),
                   jnp.float32(top_p), max_new_tokens=max_new_tokens, sample=True)
-    return np.asarray(out)
+    return to_host(out)

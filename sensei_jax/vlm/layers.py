@@ -59,17 +59,27 @@ class RMSNorm(nnx.Module):
         return self.scale[...] * y.astype(x.dtype)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Scaled dot-product attention with grouped KV heads, softmax in float32.
+def attention_implementation(dtype, head_size: int) -> str:
+    """Which `jax.nn.dot_product_attention` kernel runs: cuDNN's fused attention on a GPU for half-precision
+    inputs whose head size it supports (a multiple of 8, at most 128), XLA's einsum-softmax-einsum elsewhere (CPU,
+    TPU, float32)."""
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if jax.default_backend() == "gpu" and half and head_size % 8 == 0 and head_size <= 128:
+        return "cudnn"
+    return "xla"
 
-    q [B, T, N, H], k and v [B, S, K, H] with N a multiple of K, mask bool [B, T, S] or None -> [B, T, N, H].
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Scaled dot-product attention with grouped KV heads through `jax.nn.dot_product_attention` (softmax in
+    float32 in both kernels; see `attention_implementation`).
+
+    q [B, T, N, H], k and v [B, S, K, H] with N a multiple of K, mask bool [B, T, S] (True = may attend) or None
+    -> [B, T, N, H] in v's dtype. Every query row must keep at least one key (the callers' masks keep the diagonal).
     """
-    batch, length, heads, size = q.shape
-    groups = heads // k.shape[2]
-    q = q.reshape(batch, length, k.shape[2], groups, size)
-    logits = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * size**-0.5
-    if mask is not None:
-        logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", weights, v, preferred_element_type=jnp.float32)
-    return out.reshape(batch, length, heads, size).astype(v.dtype)
+    mask = None if mask is None else mask[:, None]  # [B, 1, T, S]: the same mask for every head
+    if attention_implementation(q.dtype, q.shape[-1]) == "cudnn":
+        try:
+            return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn").astype(v.dtype)
+        except (NotImplementedError, ValueError, RuntimeError):
+            pass  # cuDNN refuses this shape, GPU or cuDNN version while tracing: the XLA kernel computes the same
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla").astype(v.dtype)

@@ -15,6 +15,7 @@ from sensei_jax.vlm.language import KVCache, LlamaModel
 from sensei_jax.vlm.layers import activation, linear
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.params import load_weights
+from sensei_jax.vlm.sharding import check_model_parallel, parameter_shardings
 from sensei_jax.vlm.vision import ClipVisionTower
 
 
@@ -51,10 +52,15 @@ class LlavaModel(nnx.Module):
             self.lm_head = linear(cfg.text.hidden_size, cfg.text.vocab_size, False, dtype, rngs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype=jnp.float32) -> LlavaModel:
+    def from_pretrained(cls, path: str | Path, dtype=jnp.float32, mesh=None) -> LlavaModel:
         """Loads a local Hugging Face LLaVA checkpoint directory (config.json + safetensors, any key layout), with
-        the parameters cast to `dtype`."""
-        return load_weights(abstract_model(LlavaConfig.from_pretrained(path), dtype), path)
+        the parameters cast to `dtype`; with a `mesh` (`sharding.make_mesh`) each parameter is loaded straight into
+        its tensor-parallel sharding over the mesh's `model` axis."""
+        abstract = abstract_model(LlavaConfig.from_pretrained(path), dtype)
+        if mesh is None:
+            return load_weights(abstract, path)
+        check_model_parallel(abstract.config, mesh.shape["model"])
+        return load_weights(abstract, path, parameter_shardings(abstract, mesh))
 
     @property
     def dtype(self):

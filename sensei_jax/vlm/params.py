@@ -13,7 +13,8 @@ model instead of being written twice. Every tensor must be used exactly once: mi
 tensors are collected and reported together, by checkpoint key.
 
 Tensors are read straight from the file with numpy memory maps, so bfloat16 works (through ml_dtypes) and a
-sharded 7B checkpoint streams shard by shard into an `nnx.eval_shape` skeleton without a float32 copy.
+sharded 7B checkpoint streams shard by shard into an `nnx.eval_shape` skeleton without a float32 copy; given
+parameter shardings, each device receives only its own block of each tensor.
 """
 
 from __future__ import annotations
@@ -216,16 +217,28 @@ def _is_unused(key: str, cfg: LlavaConfig) -> bool:
 # loading and saving
 
 
-def load_weights(abstract: nnx.Module, directory: str | Path) -> nnx.Module:
+def _place(array: np.ndarray, dtype, sharding: jax.sharding.Sharding | None) -> jax.Array:
+    """A host tensor (a memory-map view) on the devices: whole on the default device, or with `sharding` each
+    device's block read from the view and cast alone (the full tensor never lands on one device)."""
+    if sharding is None:
+        return jnp.asarray(np.ascontiguousarray(array).astype(dtype))
+    return jax.make_array_from_callback(array.shape, sharding,
+                                        lambda index: np.ascontiguousarray(array[index]).astype(dtype))
+
+
+def load_weights(abstract: nnx.Module, directory: str | Path,
+                 shardings: dict[tuple, jax.sharding.Sharding] | None = None) -> nnx.Module:
     """`abstract` (a LlavaModel of shapes only, from `nnx.eval_shape`, built from the config.json in `directory`)
     with the weights of the Hugging Face checkpoint in `directory`, cast to the model's parameter dtypes.
 
-    The model is passed in, not built here, so that `LlavaModel.from_pretrained` can call this module without this
-    module importing the model back."""
+    With `shardings` (nnx path -> sharding, e.g. `sharding.parameter_shardings`) every tensor goes from the file
+    straight into its sharding. The model is passed in, not built here, so that `LlavaModel.from_pretrained` can
+    call this module without this module importing the model back."""
     directory = Path(directory)
     cfg: LlavaConfig = abstract.config
     graphdef, abstract_state = nnx.split(abstract)
     table = _parameter_table(abstract_state)
+    shardings = shardings or {}
     values: dict[tuple, jax.Array] = {}
     seen: dict[str, str] = {}
     errors: list[str] = []
@@ -248,7 +261,7 @@ def load_weights(abstract: nnx.Module, directory: str | Path) -> nnx.Module:
             if not np.issubdtype(array.dtype, np.floating) and array.dtype != ml_dtypes.bfloat16:
                 errors.append(f"tensor {raw_key} ({file.name}) has non-float dtype {array.dtype}")
                 continue
-            values[path] = jnp.asarray(np.ascontiguousarray(_to_model(array, transform)).astype(leaf.dtype))
+            values[path] = _place(_to_model(array, transform), leaf.dtype, shardings.get(path))
     missing = [key for key, (path, _, _) in table.items() if path not in values and key not in seen]
     errors.extend(f"missing tensor {key} (in any layout)" for key in missing)
     if errors:

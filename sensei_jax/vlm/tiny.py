@@ -46,15 +46,16 @@ def build_tokenizer(texts: Iterable[str]):
 
 
 def write_tiny_checkpoint(directory: str | Path, texts: Iterable[str] = (), layout: Layout = "hub", seed: int = 0,
-                          dtype=jnp.float32, config: LlavaConfig | None = None) -> Path:
-    """Writes a random tiny LLaVA (`LlavaConfig.tiny()` shapes) whose tokenizer covers the words of `texts`."""
+                          dtype=jnp.float32, config: LlavaConfig | None = None, std: float = 0.02) -> Path:
+    """Writes a random tiny LLaVA (`LlavaConfig.tiny()` shapes, or `config`'s) whose tokenizer covers the words of
+    `texts`; weights ~ N(0, std) as `random_model` draws them (a larger std spreads the answer probabilities)."""
     directory = Path(directory)
     tokenizer = build_tokenizer(list(texts) + ["USER ASSISTANT : first second top bottom tie 0 1 2 3 - ?"])
     vocab_size = 16 * math.ceil(tokenizer.get_vocab_size() / 16)
     cfg = config or LlavaConfig.tiny(vocab_size=vocab_size, image_token_index=SPECIAL_TOKENS.index(IMAGE_TOKEN))
     if cfg.text.vocab_size < tokenizer.get_vocab_size():
         cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=vocab_size))
-    model = random_model(cfg, dtype, seed)
+    model = random_model(cfg, dtype, seed, std)
     save_pretrained(model, directory, layout=layout)
     tokenizer.save(str(directory / "tokenizer.json"))
     size = cfg.vision.image_size

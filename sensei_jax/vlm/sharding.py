@@ -1,0 +1,91 @@
+"""LLaVA over a device mesh: a `data` axis for image pairs and prompts, a `model` axis for the parameters.
+
+Tensor parallelism follows the Megatron layout. Layers that open a block (q/k/v, gate/up, CLIP fc1, the projector's
+linear_1, the head) are split by output features, so each device holds whole attention heads and a slice of the
+MLP; the layers that close it (o, down, CLIP out_proj and fc2, linear_2) are split by input features, and XLA adds
+one all-reduce per block. The token table is split by vocabulary rows. Norms, the patch embedding, the class and
+position embeddings are small and replicated. Batches are split by rows over `data`; with several hosts the mesh
+spans all of them, each host feeds and reads only its own rows' devices, and the model axis stays inside a host.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sensei_jax.vlm.llava_config import LlavaConfig
+
+AXES = ("data", "model")
+# Parameter names (the module holding a kernel and bias) split by output features / by input features.
+COLUMN_PARALLEL = frozenset({"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "fc1", "linear_1", "lm_head"})
+ROW_PARALLEL = frozenset({"o_proj", "down_proj", "out_proj", "fc2", "linear_2"})
+
+
+def make_mesh(model_parallel: int, devices: list | None = None, key: str = "annotate.model_parallel") -> Mesh:
+    """Mesh (data = devices / model_parallel, model = model_parallel) over `devices` (default: all, every host).
+
+    Consecutive devices form one model group, so with several hosts a group must fit in one host's devices.
+    `key` names the setting in errors."""
+    devices = list(jax.devices() if devices is None else devices)
+    if not isinstance(model_parallel, int) or model_parallel < 1 or len(devices) % model_parallel:
+        raise ValueError(f"{key}={model_parallel!r} must be a positive divisor of the device count {len(devices)}")
+    local = jax.local_device_count()
+    if jax.process_count() > 1 and local % model_parallel:
+        raise ValueError(f"{key}={model_parallel} must divide the {local} devices of each host (a model group "
+                         f"never spans hosts)")
+    return Mesh(np.array(devices, dtype=object).reshape(-1, model_parallel), AXES)
+
+
+def check_model_parallel(cfg: LlavaConfig, model_parallel: int, key: str = "annotate.model_parallel") -> None:
+    """Raises ValueError naming `key` unless `model_parallel` divides every size the model axis splits."""
+    text, vision = cfg.text, cfg.vision
+    sizes = {"text num_attention_heads": text.num_attention_heads, "text num_key_value_heads": text.kv_heads,
+             "text intermediate_size": text.intermediate_size, "text hidden_size": text.hidden_size,
+             "text vocab_size": text.vocab_size, "vision num_attention_heads": vision.num_attention_heads,
+             "vision intermediate_size": vision.intermediate_size}
+    bad = [f"{name} {size}" for name, size in sizes.items() if size % model_parallel]
+    if bad:
+        raise ValueError(f"{key}={model_parallel} must divide the sizes the model axis splits; it does not divide "
+                         + ", ".join(bad))
+
+
+def parameter_spec(path: tuple, ndim: int) -> P:
+    """PartitionSpec of one parameter from its nnx path (e.g. (..., 'self_attn', 'q_proj', 'kernel'))."""
+    names = [str(p) for p in path]
+    leaf, owner = names[-1], names[-2] if len(names) > 1 else ""
+    if owner in COLUMN_PARALLEL:
+        return P(None, "model") if leaf == "kernel" else P("model")
+    if owner in ROW_PARALLEL:
+        return P("model", None) if leaf == "kernel" else P()
+    if owner == "embed_tokens" and leaf == "embedding":
+        return P("model", None)  # [vocab, hidden]
+    return P(*([None] * ndim))
+
+
+def parameter_shardings(model_or_state, mesh: Mesh) -> dict[tuple, NamedSharding]:
+    """nnx path -> NamedSharding for every parameter of a (possibly abstract) LlavaModel."""
+    state = model_or_state if isinstance(model_or_state, nnx.State) else nnx.state(model_or_state, nnx.Param)
+    return {path: NamedSharding(mesh, parameter_spec(path, len(leaf.shape)))
+            for path, leaf in nnx.to_flat_state(state)}
+
+
+def shard_model(model, mesh: Mesh):
+    """`model` (an in-memory LlavaModel, e.g. `random_model`) with every parameter moved to its sharding."""
+    graphdef, state = nnx.split(model)
+    shardings = parameter_shardings(state, mesh)
+    leaves = [(path, leaf.replace(jax.device_put(leaf[...], shardings[path])))
+              for path, leaf in nnx.to_flat_state(state)]
+    return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def bytes_per_device(model, model_parallel: int) -> int:
+    """Parameter bytes one device holds of `model` (a LlavaModel, abstract from `model.abstract_model` or real)
+    with the model axis of size `model_parallel`; shapes only, nothing allocated."""
+    check_model_parallel(model.config, model_parallel, key="model_parallel")
+    total = 0
+    for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        size = int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+        total += size // model_parallel if "model" in parameter_spec(path, len(leaf.shape)) else size
+    return total
