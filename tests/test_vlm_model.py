@@ -231,3 +231,34 @@ def test_processor_tokens_and_images(tmp_path):
     grey = preprocess_image(np.full((32, 32, 3), 128, np.uint8), cfg)
     np.testing.assert_allclose(grey[0, 0], (128 / 255 - np.asarray(cfg.image_mean)) / np.asarray(cfg.image_std),
                                rtol=1e-5)
+
+
+def _einsum_attention(q, k, v, mask):
+    """The formula the model used before `jax.nn.dot_product_attention`: grouped heads, float32 softmax."""
+    batch, length, heads, size = q.shape
+    groups = heads // k.shape[2]
+    q = q.reshape(batch, length, k.shape[2], groups, size)
+    logits = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32) * size**-0.5
+    if mask is not None:
+        logits = jnp.where(mask[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", weights, v, preferred_element_type=jnp.float32)
+    return out.reshape(batch, length, heads, size).astype(v.dtype)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_attention_kernel_matches_the_einsum_formula(kv_heads):
+    from sensei_jax.vlm.layers import attention, attention_implementation
+    from sensei_jax.vlm.model import causal_mask
+
+    rng = np.random.default_rng(kv_heads)
+    q = jnp.asarray(rng.normal(size=(3, 7, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(3, 7, kv_heads, 8)), jnp.float32) for _ in range(2))
+    valid = np.ones((3, 7), bool)
+    valid[1, 5:] = False  # right padding
+    valid[2, 2:] = False
+    mask = causal_mask(jnp.asarray(valid))
+    assert attention_implementation(jnp.float32, 8) == "xla"
+    for m in (mask, None):
+        np.testing.assert_allclose(np.asarray(attention(q, k, v, m)), np.asarray(_einsum_attention(q, k, v, m)),
+                                   rtol=1e-5, atol=1e-6)
