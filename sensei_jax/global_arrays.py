@@ -54,3 +54,10 @@ def barrier(name: str) -> None:
     """Waits until every process reaches the barrier `name` (nothing to wait for with one process)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def from_writer(array: np.ndarray) -> np.ndarray:
+    """Process 0's value of a host array, on every process (e.g. which files process 0 found on disk)."""
+    if jax.process_count() == 1:
+        return np.asarray(array)
+    return np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(array)))

@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from sensei_jax import config as config_lib
 from sensei_jax import files, progress
 from sensei_jax.annotators.registry import ANNOTATORS
 from sensei_jax.config import Config
+from sensei_jax.global_arrays import barrier, from_writer, is_writer
 from sensei_jax.reward.dataset import GROUND_TRUTH, PairDataset
 from sensei_jax.reward.labels import LABEL_NAMES, Label
 
@@ -54,8 +56,11 @@ def _fingerprint(cfg: Config) -> str:
 
 
 def _partition_dir(out: Path, name: str, num_pairs: int, cfg: Config) -> Path:
-    """The partition folder for label set `name`, emptied if its manifest belongs to another config or dataset."""
+    """The partition folder for label set `name`, emptied (by process 0) if its manifest belongs to another config
+    or dataset."""
     folder = out / "partitions" / name
+    if not is_writer():
+        return folder
     manifest = {"num_pairs": num_pairs, "partition_size": cfg.annotate.partition_size,
                 "fingerprint": _fingerprint(cfg)}
     path = folder / MANIFEST
@@ -82,11 +87,16 @@ def _load_partition(path: Path, size: int) -> dict[str, np.ndarray] | None:
 
 
 def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) -> dict[str, Any]:
-    """Labels all pairs of `dataset` into label set `cfg.annotate.label_name`, resumably. Returns the summary."""
+    """Labels all pairs of `dataset` into label set `cfg.annotate.label_name`, resumably. Returns the summary.
+
+    With several processes every one runs this on the same (shared) run folder: all annotate the same partitions
+    (the annotator splits each batch over every host's devices and returns the whole result to each), the
+    partitions to resume are those process 0 finds, and process 0 alone writes."""
     out = Path(out)
     name = cfg.annotate.label_name
     num_pairs, size = len(dataset), cfg.annotate.partition_size
     folder = _partition_dir(out, name, num_pairs, cfg)
+    barrier(f"annotate {folder}")
     starts = list(range(0, num_pairs, size))
     paths = [folder / f"part_{i:05d}.npz" for i in range(len(starts))]
     parts: dict[int, dict[str, np.ndarray]] = {}
@@ -95,6 +105,12 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
             part = _load_partition(path, min(size, num_pairs - start))
             if part is not None:
                 parts[i] = part
+    resumable = from_writer(np.array([i in parts for i in range(len(starts))], bool))
+    parts = {i: part for i, part in parts.items() if resumable[i]}
+    for i in np.flatnonzero(resumable):  # found by process 0, unreadable here: a shared run folder is required
+        if int(i) not in parts:
+            raise FileNotFoundError(f"{paths[i]} (written by process 0) is not readable by process "
+                                    f"{jax.process_index()}; annotate with several hosts needs a shared run folder")
     resumed = sum(len(p["label"]) for p in parts.values())
     bar = progress.bar(num_pairs, desc=f"annotate ({annotator.name})", unit="pair", initial=resumed)
     begin, labelled = time.perf_counter(), 0
@@ -109,7 +125,8 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
         for key, value in getattr(annotator, "last_diagnostics", {}).items():
             if np.asarray(value).dtype != object:
                 part[key] = np.asarray(value)
-        files.write_npz(path, **part)
+        if is_writer():
+            files.write_npz(path, **part)
         parts[i] = part
         labelled += stop - start
         bar.update(stop - start)
@@ -117,14 +134,18 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
     seconds = time.perf_counter() - begin
     merged = {k: np.concatenate([parts[i][k] for i in range(len(starts))])
               for k in parts[0] if all(k in parts[i] for i in range(len(starts)))}
-    dataset.save_preferences(name, merged["label"], merged["prob_first"])
+    if is_writer():
+        dataset.save_preferences(name, merged["label"], merged["prob_first"])
     summary = summarize(dataset, name, merged)
     summary.update(annotator=annotator.name, resumed_pairs=resumed, labelled_pairs=labelled, seconds=seconds,
                    pairs_per_second=labelled / seconds if labelled and seconds > 0 else None)
     if cfg.annotate.annotator == "llava":
-        summary.update(annotator.settings(), checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype)
-    files.write_json(out / "summary.json", summary)
-    plot_preferences(dataset, name, out / f"preferences_{name}.png")
+        summary.update(annotator.settings(), checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype,
+                       model_parallel=cfg.annotate.model_parallel, processes=jax.process_count())
+    if is_writer():
+        files.write_json(out / "summary.json", summary)
+        plot_preferences(dataset, name, out / f"preferences_{name}.png")
+    barrier(f"annotate {folder} written")
     return summary
 
 
@@ -207,24 +228,29 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def intersect_views(dataset: PairDataset, views: dict[str, PairDataset], name: str, summary: dict[str, Any],
                     view_summary: dict[str, Any], out: Path) -> dict[str, Any]:
     """Label set `name` of `dataset` := the labels of both views where they agree, unknown elsewhere; each view's
-    own labels are kept as `<name>_<camera>`. Rewrites summary.json and the plot in `out`."""
+    own labels are kept as `<name>_<camera>`. Rewrites summary.json and the plot in `out` (process 0 writes)."""
     labels = {camera: view.load_preferences(name) for camera, view in views.items()}
     probs = {camera: view.load_prob_first(name) for camera, view in views.items()}
+    writes = is_writer()
     for camera in views:
-        dataset.save_preferences(f"{name}_{camera}", labels[camera], probs[camera])
+        if writes:
+            dataset.save_preferences(f"{name}_{camera}", labels[camera], probs[camera])
     first, second = labels.values()
     agree = first == second
     combined = np.where(agree, first, Label.UNKNOWN).astype(np.int8)
     prob_first = np.mean(np.stack(list(probs.values())), axis=0).astype(np.float32) \
         if all(p is not None for p in probs.values()) else np.full(len(combined), np.nan, np.float32)
-    dataset.save_preferences(name, combined, prob_first)
+    if writes:
+        dataset.save_preferences(name, combined, prob_first)
     merged = summarize(dataset, name, {"label": combined, "prob_first": prob_first})
     merged.update({k: summary[k] for k in ("annotator", "seconds", "pairs_per_second") if k in summary})
     merged["views"] = {"cameras": list(views), "agreement": float(agree.mean()) if len(agree) else None,
                        "kept": int((combined != Label.UNKNOWN).sum()),
                        "per_view": {camera: s["counts"] for camera, s in zip(views, (summary, view_summary))}}
-    files.write_json(out / "summary.json", merged)
-    plot_preferences(dataset, name, out / f"preferences_{name}.png")
+    if writes:
+        files.write_json(out / "summary.json", merged)
+        plot_preferences(dataset, name, out / f"preferences_{name}.png")
+    barrier(f"annotate views {out} written")
     return merged
 
 

@@ -1,8 +1,9 @@
 """LLaVA-1.5 in flax.nnx and its image-pair annotator.
 
 Modules: `llava_config` (architecture + HF config.json), `vision` (CLIP), `language` (Llama), `model`
-(`LlavaModel`, `LlavaModel.from_pretrained`), `params` (safetensors loading in every key layout), `processor`
-(tokenizer, images, the llava_v1 conversation format), `generate` (cached greedy or sampled decoding),
+(`LlavaModel`, `LlavaModel.from_pretrained`), `params` (safetensors loading in every key layout), `sharding` (the
+(data, model) mesh and the tensor-parallel parameter layout), `processor` (tokenizer, images, the llava_v1
+conversation format), `generate` (cached greedy or sampled decoding),
 `annotate` (`LlavaAnnotator`, `StudyAnnotator`), `tiny` (a random test checkpoint), `config` (the `vlm` config
 section). The oracle and random annotators and `make_annotator` are `sensei_jax.annotators`. The names below are
 imported on first use, so reading the config sections stays free of jax.
