@@ -1,6 +1,6 @@
 """The annotate stage with two processes on localhost (2 virtual CPU devices each, `jax.distributed`): a
 (data 2, model 2) mesh over both hosts gives the labels of one device, every process returns the same summary,
-and process 0 writes the label set.
+and process 0 writes the label set; a model group spanning hosts is refused.
 """
 
 import dataclasses
@@ -28,6 +28,7 @@ def _worker(out: Path, process_id: int, port: int) -> None:
     from sensei_jax.pipeline.annotate import annotate_dataset
     from sensei_jax.reward.dataset import PairDataset
     from sensei_jax.vlm.annotate import from_config
+    from sensei_jax.vlm.sharding import make_mesh
 
     cfg = config_lib.load(None, OVERRIDES + ["--vlm.path", str(out / "ckpt"), "--annotate.model_parallel", "2"])
     dataset = PairDataset.open(out / "pairs")
@@ -36,6 +37,10 @@ def _worker(out: Path, process_id: int, port: int) -> None:
     summary = annotate_dataset(dataset, make_annotator(cfg), cfg, out / "annotate")
     result = {"devices": len(jax.devices()), "local": len(jax.local_devices()), "prob": prob.tolist(),
               "label": label.tolist(), "counts": summary["counts"], "processes": summary["processes"]}
+    try:
+        make_mesh(4)  # a model group of 4 would span both hosts
+    except ValueError as error:
+        result["error"] = str(error)
     (out / f"result_{process_id}.json").write_text(json.dumps(result))
     jax.distributed.shutdown()
 
@@ -76,6 +81,7 @@ def test_two_processes_label_like_one_device(results):
     np.testing.assert_array_equal(dataset.load_preferences("llava"), first["label"])
     np.testing.assert_allclose(dataset.load_prob_first("llava"), first["prob"], atol=1e-5)
     assert second["label"] == first["label"] and second["counts"] == first["counts"]
+    assert "annotate.model_parallel=4 must divide the 2 devices of each host" in first["error"]
     assert sorted(p.name for p in (out / "annotate" / "partitions" / "llava").glob("part_*.npz")) == \
         ["part_00000.npz", "part_00001.npz"]
 

@@ -1,11 +1,13 @@
 """Reward distillation data parallel on 4 virtual CPU devices equals one device: the same per-epoch losses and
-accuracies, the same reward statistics; a batch that does not split over the devices is refused by name.
+accuracies, the same reward statistics, in one process and in two localhost processes (`jax.distributed`, 2 devices
+each, process 0 writing); a batch that does not split over the devices is refused by name.
 
-The mesh runs in a subprocess (this process has initialised jax with one device); it writes its results as JSON.
+The meshes run in subprocesses (this process has initialised jax with one device); they write results as JSON.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,15 +48,39 @@ def _worker(out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results))
 
 
+def _process_worker(out: Path, process_id: int, port: int) -> None:
+    """One of two processes training on the dataset `_worker` wrote, over the 4 devices of both."""
+    import jax
+
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
+    from sensei_jax.reward.config import RewardConfig
+    from sensei_jax.reward.dataset import PairDataset
+    from sensei_jax.reward.train import train
+
+    summary = train(PairDataset.open(out / "pairs"), "oracle", RewardConfig(**TINY), out / "distill_2x2",
+                    progress=False)
+    (out / f"process_{process_id}.json").write_text(json.dumps({"devices": summary["devices"],
+                                                               "final": summary["final"]}))
+    jax.distributed.shutdown()
+
+
+def _env(devices: int) -> dict:
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+                PYTHONPATH=str(ROOT))
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
+def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("reward_mesh")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, __file__, str(out)], env=_env(4), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads((out / "results.json").read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(run_dir):
+    return json.loads((run_dir / "results.json").read_text())
 
 
 def _columns(curve: list[str]) -> dict[str, np.ndarray]:
@@ -85,5 +111,32 @@ def test_batch_that_does_not_split_is_refused(results):
     assert "reward.batch_size=6" in results["error"] and "4 devices" in results["error"]
 
 
+def test_two_processes_match_one_device_and_only_process_0_writes(run_dir, results):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    workers = [subprocess.Popen([sys.executable, __file__, str(run_dir), str(i), str(port)], env=_env(2),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = [w.communicate(timeout=300)[0] for w in workers]
+    for worker, log in zip(workers, logs):
+        assert worker.returncode == 0, log[-4000:]
+    one = _columns(results["1"]["curve"])
+    for i in range(2):
+        summary = json.loads((run_dir / f"process_{i}.json").read_text())
+        assert summary["devices"] == 4
+        np.testing.assert_allclose(summary["final"]["train_loss"], one["train_loss"][-1], rtol=1e-4)
+        np.testing.assert_allclose(summary["final"]["val_loss"], one["val_loss"][-1], rtol=1e-4)
+    out = run_dir / "distill_2x2"
+    written = _columns((out / "curve.csv").read_text().splitlines())
+    np.testing.assert_allclose(written["val_loss"], one["val_loss"], rtol=1e-4)
+    # One writer: one TensorBoard file and one metrics line per logging step, as with one process.
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len((run_dir / "distill_1" / "metrics.jsonl").read_text().splitlines())
+
+
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
+    if len(sys.argv) == 4:
+        _process_worker(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        _worker(Path(sys.argv[1]))

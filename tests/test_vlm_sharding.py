@@ -25,7 +25,7 @@ def _worker(out: Path) -> None:
     import jax.numpy as jnp
 
     from sensei_jax.vlm.annotate import LlavaAnnotator, LlavaScorer, batch_size
-    from sensei_jax.vlm.generate import greedy_generate
+    from sensei_jax.vlm.generate import greedy_generate, sample_generate
     from sensei_jax.vlm.llava_config import LlavaConfig
     from sensei_jax.vlm.model import LlavaModel
     from sensei_jax.vlm.processor import LlavaProcessor
@@ -40,6 +40,7 @@ def _worker(out: Path) -> None:
     ids, mask = processor.encode(["USER: <image>\nfirst or second? ASSISTANT:", "USER: <image>\ntop ASSISTANT:"] * 2,
                                  length=40, padding_side="left")
     pixels = processor.preprocess_images(pairs[:4, 0])
+    keys = np.stack([np.asarray(jax.random.PRNGKey(i)) for i in range(4)])
     results = {"devices": len(jax.devices())}
     for data, model_parallel in MESHES:
         mesh = make_mesh(model_parallel, jax.devices()[:data * model_parallel])
@@ -47,13 +48,15 @@ def _worker(out: Path) -> None:
         annotator = LlavaAnnotator(LlavaScorer(model, processor, cfg, mesh), cfg, batch_size(cfg, mesh))
         prob, label = annotator.annotate(pairs)
         tokens = greedy_generate(model, ids, mask, pixels, max_new_tokens=6, eos_id=2, mesh=mesh)
+        sampled = sample_generate(model, ids, mask, pixels, keys=keys, temperature=1.0, top_p=0.9,
+                                  max_new_tokens=6, eos_id=2, mesh=mesh)
         layer = model.language_model.layers[0]
         arrays = {"q_proj": layer.self_attn.q_proj.kernel, "o_proj": layer.self_attn.o_proj.kernel,
                   "down_proj": layer.mlp.down_proj.kernel, "embed_tokens": model.language_model.embed_tokens.embedding,
                   "lm_head": model.lm_head.kernel, "vision_fc1": model.vision_tower.layers[0].mlp.fc1.kernel,
                   "norm": model.language_model.norm.scale}
         results[f"{data}x{model_parallel}"] = {
-            "prob": prob.tolist(), "label": label.tolist(), "tokens": tokens.tolist(),
+            "prob": prob.tolist(), "label": label.tolist(), "tokens": tokens.tolist(), "sampled": sampled.tolist(),
             "specs": {name: [a for a in array[...].sharding.spec] for name, array in arrays.items()},
             "q_proj_shard_shape": list(arrays["q_proj"][...].addressable_shards[0].data.shape),
             "q_proj_shape": list(arrays["q_proj"][...].shape)}
@@ -93,11 +96,13 @@ def test_annotation_on_every_mesh_equals_one_device(results):
         assert run["label"] == single["label"]
 
 
-def test_sharded_generation_equals_one_device(results):
-    single = results["1x1"]["tokens"]
+@pytest.mark.parametrize("kind", ["tokens", "sampled"])
+def test_sharded_generation_equals_one_device(results, kind):
+    """Greedy and seeded sampled decoding (KV cache split by heads, rows by data) give one device's tokens."""
+    single = results["1x1"][kind]
     assert len({tuple(row) for row in single}) > 1
     for data, model_parallel in MESHES[1:]:
-        assert results[f"{data}x{model_parallel}"]["tokens"] == single
+        assert results[f"{data}x{model_parallel}"][kind] == single
 
 
 def test_parameters_carry_the_megatron_shardings(results):

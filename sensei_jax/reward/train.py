@@ -298,6 +298,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     dataset.require_complete()
     mesh = data_mesh(devices, cfg.batch_size)
     writes = is_writer()
+    progress = progress and writes  # one progress bar, process 0's
     labels = dataset.load_preferences(preferences)
     model_cfg = RewardModelConfig.from_config(cfg)
     record = {"model": model_cfg.to_dict(), "preferences": preferences, "dataset": str(dataset.directory),

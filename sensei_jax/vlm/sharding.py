@@ -31,11 +31,11 @@ def make_mesh(model_parallel: int, devices: list | None = None, key: str = "anno
     devices = list(jax.devices() if devices is None else devices)
     if not isinstance(model_parallel, int) or model_parallel < 1 or len(devices) % model_parallel:
         raise ValueError(f"{key}={model_parallel!r} must be a positive divisor of the device count {len(devices)}")
-    local = jax.local_device_count()
-    if jax.process_count() > 1 and local % model_parallel:
-        raise ValueError(f"{key}={model_parallel} must divide the {local} devices of each host (a model group "
-                         f"never spans hosts)")
-    return Mesh(np.array(devices, dtype=object).reshape(-1, model_parallel), AXES)
+    grid = np.array(devices, dtype=object).reshape(-1, model_parallel)
+    if any(len({device.process_index for device in group}) > 1 for group in grid):
+        raise ValueError(f"{key}={model_parallel} must divide the {jax.local_device_count()} devices of each host "
+                         f"(a model group never spans hosts)")
+    return Mesh(grid, AXES)
 
 
 def check_model_parallel(cfg: LlavaConfig, model_parallel: int, key: str = "annotate.model_parallel") -> None:
