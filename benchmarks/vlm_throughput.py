@@ -5,8 +5,8 @@
                                                                # only on an accelerator (or with --time-on-cpu)
 
 Random weights of the true shapes (no checkpoint needed). Prints one JSON object with the hardware it ran on.
-The 7B weight count, memory and per-pair FLOPs come from `jax.eval_shape` / the lowered program, without
-allocating the model.
+The 7B weight count, memory (whole and per device at model_parallel 1/2/4/8) and per-pair FLOPs come from
+`jax.eval_shape` / the lowered program, without allocating the model.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from flax import nnx
 from sensei_jax.vlm.annotate import _score
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.model import LlavaModel, abstract_model, parameter_bytes, parameter_count, random_model
+from sensei_jax.vlm.sharding import bytes_per_device, check_model_parallel
 from sensei_jax.hardware import describe as describe_hardware
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per device
@@ -41,6 +42,14 @@ def device_random_model(cfg: LlavaConfig, dtype, seed: int = 0) -> LlavaModel:
             value = value + 1
         leaves.append((path, leaf.replace(value)))
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def _divides(cfg: LlavaConfig, model_parallel: int) -> bool:
+    try:
+        check_model_parallel(cfg, model_parallel)
+    except ValueError:
+        return False
+    return True
 
 
 def inputs(cfg: LlavaConfig, batch: int, bucket: int):
@@ -82,7 +91,11 @@ def main() -> None:
     result = {
         "benchmark": "vlm_throughput", "model": args.model, "dtype": args.dtype, "hardware": describe_hardware(),
         "parameters": parameter_count(abstract), "weight_bytes": parameter_bytes(abstract),
-        "weight_gib": parameter_bytes(abstract) / 2**30, "image_tokens_per_image": cfg.image_seq_length,
+        "weight_gib": parameter_bytes(abstract) / 2**30,
+        # Tensor parallel (`annotate.model_parallel`): the weights one device holds, by model-axis size.
+        "weight_gib_per_device": {str(n): bytes_per_device(abstract, n) / 2**30 for n in (1, 2, 4, 8)
+                                  if _divides(cfg, n)},
+        "image_tokens_per_image": cfg.image_seq_length,
         "prompt_tokens": length, "padded_tokens": int(len(ids)), "pairs_per_call": batch,
         "prefills_per_pair": 2, "flops_per_pair": flops_per_call / batch,
     }

@@ -24,7 +24,7 @@ def _worker(out: Path) -> None:
     import jax
     import jax.numpy as jnp
 
-    from sensei_jax.vlm.annotate import LlavaAnnotator, LlavaScorer, batch_size
+    from sensei_jax.vlm.annotate import LlavaAnnotator, LlavaScorer, pairs_per_call
     from sensei_jax.vlm.generate import greedy_generate, sample_generate
     from sensei_jax.vlm.llava_config import LlavaConfig
     from sensei_jax.vlm.model import LlavaModel
@@ -45,7 +45,7 @@ def _worker(out: Path) -> None:
     for data, model_parallel in MESHES:
         mesh = make_mesh(model_parallel, jax.devices()[:data * model_parallel])
         model = LlavaModel.from_pretrained(path, jnp.float32, mesh)
-        annotator = LlavaAnnotator(LlavaScorer(model, processor, cfg, mesh), cfg, batch_size(cfg, mesh))
+        annotator = LlavaAnnotator(LlavaScorer(model, processor, cfg, mesh), cfg, pairs_per_call(cfg, mesh))
         prob, label = annotator.annotate(pairs)
         tokens = greedy_generate(model, ids, mask, pixels, max_new_tokens=6, eos_id=2, mesh=mesh)
         sampled = sample_generate(model, ids, mask, pixels, keys=keys, temperature=1.0, top_p=0.9,
@@ -123,6 +123,22 @@ def test_bad_model_parallel_is_refused_by_name(results):
     assert "annotate.model_parallel=4" in kv_heads and "num_key_value_heads 2" in kv_heads
     with pytest.raises(ValueError, match="annotate.model_parallel"):
         AnnotateConfig(model_parallel=0)
+
+
+def test_13b_fits_16gb_devices_at_model_parallel_2():
+    """The memory table of docs/vlm.md, from shapes only: all but the norms and small embeddings are split."""
+    import jax.numpy as jnp
+
+    from sensei_jax.vlm.llava_config import LlavaConfig
+    from sensei_jax.vlm.model import abstract_model, parameter_bytes
+    from sensei_jax.vlm.sharding import bytes_per_device
+
+    model = abstract_model(LlavaConfig.llava_1_5_13b(), jnp.bfloat16)
+    whole = parameter_bytes(model)
+    assert bytes_per_device(model, 1) == whole and 26e9 < whole < 27e9
+    for n in (2, 4):
+        assert whole / n <= bytes_per_device(model, n) < whole / n * 1.001
+    assert bytes_per_device(model, 2) < 16e9 - 2e9  # room for activations and the KV cache
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sensei_jax import files
@@ -134,7 +133,8 @@ def _on_mesh(mesh: Mesh, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def _replicate(mesh: Mesh, tree):
-    return jax.tree.map(lambda x: replicated(mesh, np.asarray(x)), tree)
+    """Every leaf of `tree` (host or device arrays, the same on every host) replicated on the mesh."""
+    return jax.tree.map(lambda x: replicated(mesh, x), tree)
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -24,10 +24,10 @@ from PIL import Image
 
 from sensei_jax.annotators.base import check_pairs, label_from_prob
 from sensei_jax.annotators.config import AnnotateConfig
+from sensei_jax.global_arrays import replicated, rows_array, to_host
 from sensei_jax.reward.labels import Label
 from sensei_jax.vlm.config import VlmConfig
 from sensei_jax.vlm.processor import chat_prompt
-from sensei_jax.global_arrays import replicated, rows_array, to_host
 from sensei_jax.vlm.sharding import make_mesh
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -92,7 +92,7 @@ class LlavaScorer:
     """LLaVA as a `PairScorer`: the prompt and answer tokens of `annotate` (score mode), one prefill per order.
 
     With a `mesh` (`sharding.make_mesh`; the model loaded onto it) each batch's images are split over `data`, so
-    batches must hold a multiple of its data size (`batch_size`); the answers come back whole on every host."""
+    batches must hold a multiple of its data size (`pairs_per_call`); the answers come back whole on every host."""
 
     def __init__(self, model, processor, cfg: AnnotateConfig, mesh: Mesh | None = None):
         self.model, self.processor, self.cfg, self.mesh = model, processor, cfg, mesh
@@ -172,7 +172,7 @@ def _batches(images: np.ndarray, size: int):
         yield start, min(size, len(images) - start), chunk
 
 
-def batch_size(cfg: AnnotateConfig, mesh: Mesh | None) -> int:
+def pairs_per_call(cfg: AnnotateConfig, mesh: Mesh | None) -> int:
     """Pairs per compiled call: `annotate.batch_size`, rounded up to a multiple of the mesh's data axis."""
     if mesh is None:
         return cfg.batch_size
@@ -234,7 +234,7 @@ class StudyAnnotator:
 
     def __init__(self, model, processor, cfg: AnnotateConfig, mesh: Mesh | None = None):
         self.model, self.processor, self.cfg, self.mesh = model, processor, cfg, mesh
-        self.batch_size = batch_size(cfg, mesh)
+        self.batch_size = pairs_per_call(cfg, mesh)
         self.first_user = "<image>\n" + cfg.study_query
         eos = processor.tokenizer.token_to_id("</s>")
         self.eos = -1 if eos is None else eos
@@ -310,4 +310,4 @@ def from_config(vlm: VlmConfig, cfg: AnnotateConfig, devices: list | None = None
     processor = LlavaProcessor.from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
     if cfg.mode == "study":
         return StudyAnnotator(model, processor, cfg, mesh)
-    return LlavaAnnotator(LlavaScorer(model, processor, cfg, mesh), cfg, batch_size(cfg, mesh))
+    return LlavaAnnotator(LlavaScorer(model, processor, cfg, mesh), cfg, pairs_per_call(cfg, mesh))

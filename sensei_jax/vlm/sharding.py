@@ -71,15 +71,6 @@ def parameter_shardings(model_or_state, mesh: Mesh) -> dict[tuple, NamedSharding
             for path, leaf in nnx.to_flat_state(state)}
 
 
-def shard_model(model, mesh: Mesh):
-    """`model` (an in-memory LlavaModel, e.g. `random_model`) with every parameter moved to its sharding."""
-    graphdef, state = nnx.split(model)
-    shardings = parameter_shardings(state, mesh)
-    leaves = [(path, leaf.replace(jax.device_put(leaf[...], shardings[path])))
-              for path, leaf in nnx.to_flat_state(state)]
-    return nnx.merge(graphdef, nnx.from_flat_state(leaves))
-
-
 def bytes_per_device(model, model_parallel: int) -> int:
     """Parameter bytes one device holds of `model` (a LlavaModel, abstract from `model.abstract_model` or real)
     with the model axis of size `model_parallel`; shapes only, nothing allocated."""
