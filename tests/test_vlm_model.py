@@ -260,5 +260,18 @@ def test_attention_kernel_matches_the_einsum_formula(kv_heads):
     mask = causal_mask(jnp.asarray(valid))
     assert attention_implementation(jnp.float32, 8) == "xla"
     for m in (mask, None):
-        np.testing.assert_allclose(np.asarray(attention(q, k, v, m)), np.asarray(_einsum_attention(q, k, v, m)),
-                                   rtol=1e-5, atol=1e-6)
+        for kernel in ("auto", "xla"):
+            np.testing.assert_allclose(np.asarray(attention(q, k, v, m, kernel)),
+                                       np.asarray(_einsum_attention(q, k, v, m)), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="'flash'"):
+        attention(q, k, v, mask, "flash")
+
+
+def test_attention_kernel_setting_is_checked():
+    from sensei_jax import config as config_lib
+
+    assert config_lib.load(None, ["--vlm.attention", "xla"]).vlm.attention == "xla"
+    with pytest.raises(ValueError, match="vlm.attention"):
+        config_lib.load(None, ["--vlm.attention", "flash"])
+    with pytest.raises(ValueError, match="vlm.attention: unknown kernel 'flash'"):
+        LlavaModel(CFG, attention_kernel="flash", rngs=None)

@@ -306,7 +306,7 @@ def from_config(vlm: VlmConfig, cfg: AnnotateConfig, devices: list | None = None
         raise ValueError("the llava annotator needs a checkpoint: set --vlm.path DIR (a Hugging Face "
                          "llava-1.5 directory with config.json, safetensors, tokenizer.json)")
     mesh = make_mesh(cfg.model_parallel, devices)
-    model = LlavaModel.from_pretrained(vlm.path, DTYPES[vlm.dtype], mesh)
+    model = LlavaModel.from_pretrained(vlm.path, DTYPES[vlm.dtype], mesh, vlm.attention)
     processor = LlavaProcessor.from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
     if cfg.mode == "study":
         return StudyAnnotator(model, processor, cfg, mesh)

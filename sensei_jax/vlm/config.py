@@ -25,6 +25,9 @@ class VlmConfig:
     # Pad images to a square with the mean colour before the CLIP resize/crop, as original LLaVA-1.5 does
     # (needed for composite pair images, which the center crop would otherwise cut).
     pad_to_square: bool = True
+    # Attention kernel: "auto" takes cuDNN's fused attention on a GPU in bfloat16/float16 where cuDNN supports the
+    # shape, XLA's elsewhere; "xla" always XLA's (the way out if cuDNN fails on some GPU); "cudnn" insists.
+    attention: Literal["auto", "xla", "cudnn"] = "auto"
 
     def __post_init__(self):
         if self.image_size is not None and self.image_size < 8:

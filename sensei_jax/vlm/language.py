@@ -30,8 +30,9 @@ def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
 
 
 class LlamaAttention(nnx.Module):
-    def __init__(self, cfg: TextConfig, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: TextConfig, dtype, *, attention_kernel: str = "auto", rngs: nnx.Rngs):
         self.cfg = cfg
+        self.attention_kernel = attention_kernel
         d, heads, kv, size = cfg.hidden_size, cfg.num_attention_heads, cfg.kv_heads, cfg.head_size
         self.q_proj = linear(d, heads * size, cfg.attention_bias, dtype, rngs)
         self.k_proj = linear(d, kv * size, cfg.attention_bias, dtype, rngs)
@@ -50,7 +51,7 @@ class LlamaAttention(nnx.Module):
             cache = (jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), start),
                      jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), start))
             k, v = cache
-        out = attention(q, k, v, mask)
+        out = attention(q, k, v, mask, self.attention_kernel)
         return self.o_proj(out.reshape(batch, length, -1)), cache
 
 
@@ -65,9 +66,9 @@ class LlamaMlp(nnx.Module):
 
 
 class LlamaDecoderLayer(nnx.Module):
-    def __init__(self, cfg: TextConfig, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: TextConfig, dtype, *, attention_kernel: str = "auto", rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.self_attn = LlamaAttention(cfg, dtype, rngs=rngs)
+        self.self_attn = LlamaAttention(cfg, dtype, attention_kernel=attention_kernel, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.mlp = LlamaMlp(cfg, dtype, rngs=rngs)
 
@@ -80,11 +81,12 @@ class LlamaDecoderLayer(nnx.Module):
 class LlamaModel(nnx.Module):
     """Token embeddings, decoder layers and the final norm (the head lives in `LlavaModel`)."""
 
-    def __init__(self, cfg: TextConfig, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: TextConfig, dtype, *, attention_kernel: str = "auto", rngs: nnx.Rngs):
         self.cfg = cfg
         self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=dtype,
                                       embedding_init=INIT, rngs=rngs)
-        self.layers = nnx.List([LlamaDecoderLayer(cfg, dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)])
+        self.layers = nnx.List([LlamaDecoderLayer(cfg, dtype, attention_kernel=attention_kernel, rngs=rngs)
+                                for _ in range(cfg.num_hidden_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
     def __call__(self, embeds: jax.Array, positions: jax.Array, mask: jax.Array,

@@ -59,6 +59,9 @@ class RMSNorm(nnx.Module):
         return self.scale[...] * y.astype(x.dtype)
 
 
+ATTENTION_KERNELS = ("auto", "xla", "cudnn")
+
+
 def attention_implementation(dtype, head_size: int) -> str:
     """Which `jax.nn.dot_product_attention` kernel runs: cuDNN's fused attention on a GPU for half-precision
     inputs whose head size it supports (a multiple of 8, at most 128), XLA's einsum-softmax-einsum elsewhere (CPU,
@@ -69,15 +72,20 @@ def attention_implementation(dtype, head_size: int) -> str:
     return "xla"
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, kernel: str = "auto") -> jax.Array:
     """Scaled dot-product attention with grouped KV heads through `jax.nn.dot_product_attention` (softmax in
-    float32 in both kernels; see `attention_implementation`).
+    float32 in both kernels). `kernel`: "auto" (`attention_implementation`'s choice), "xla" or "cudnn" (forced:
+    cuDNN's errors are raised).
 
     q [B, T, N, H], k and v [B, S, K, H] with N a multiple of K, mask bool [B, T, S] (True = may attend) or None
     -> [B, T, N, H] in v's dtype. Every query row must keep at least one key (the callers' masks keep the diagonal).
     """
     mask = None if mask is None else mask[:, None]  # [B, 1, T, S]: the same mask for every head
-    if attention_implementation(q.dtype, q.shape[-1]) == "cudnn":
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {kernel!r}; known: {', '.join(ATTENTION_KERNELS)}")
+    if kernel == "cudnn":
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn").astype(v.dtype)
+    if kernel == "auto" and attention_implementation(q.dtype, q.shape[-1]) == "cudnn":
         try:
             return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn").astype(v.dtype)
         except (NotImplementedError, ValueError, RuntimeError):

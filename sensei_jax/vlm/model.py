@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from sensei_jax.vlm.language import KVCache, LlamaModel
-from sensei_jax.vlm.layers import activation, linear
+from sensei_jax.vlm.layers import ATTENTION_KERNELS, activation, linear
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.params import load_weights
 from sensei_jax.vlm.sharding import check_model_parallel, parameter_shardings
@@ -41,22 +41,28 @@ def causal_mask(attention_mask: jax.Array) -> jax.Array:
 
 
 class LlavaModel(nnx.Module):
-    """The whole model. Parameters live in `dtype` (float32, bfloat16 or float16); logits are float32."""
+    """The whole model. Parameters live in `dtype` (float32, bfloat16 or float16); logits are float32.
+    `attention_kernel` ("auto", "xla", "cudnn") is `layers.attention`'s choice of kernel."""
 
-    def __init__(self, cfg: LlavaConfig, dtype=jnp.float32, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: LlavaConfig, dtype=jnp.float32, *, attention_kernel: str = "auto", rngs: nnx.Rngs):
+        if attention_kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"vlm.attention: unknown kernel {attention_kernel!r}; known: "
+                             f"{', '.join(ATTENTION_KERNELS)}")
         self.config = cfg
-        self.vision_tower = ClipVisionTower(cfg.vision, cfg.vision_layers_used, dtype, rngs=rngs)
+        self.vision_tower = ClipVisionTower(cfg.vision, cfg.vision_layers_used, dtype,
+                                            attention_kernel=attention_kernel, rngs=rngs)
         self.multi_modal_projector = MultiModalProjector(cfg, dtype, rngs=rngs)
-        self.language_model = LlamaModel(cfg.text, dtype, rngs=rngs)
+        self.language_model = LlamaModel(cfg.text, dtype, attention_kernel=attention_kernel, rngs=rngs)
         if not cfg.text.tie_word_embeddings:
             self.lm_head = linear(cfg.text.hidden_size, cfg.text.vocab_size, False, dtype, rngs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype=jnp.float32, mesh=None) -> LlavaModel:
+    def from_pretrained(cls, path: str | Path, dtype=jnp.float32, mesh=None,
+                        attention_kernel: str = "auto") -> LlavaModel:
         """Loads a local Hugging Face LLaVA checkpoint directory (config.json + safetensors, any key layout), with
         the parameters cast to `dtype`; with a `mesh` (`sharding.make_mesh`) each parameter is loaded straight into
         its tensor-parallel sharding over the mesh's `model` axis."""
-        abstract = abstract_model(LlavaConfig.from_pretrained(path), dtype)
+        abstract = abstract_model(LlavaConfig.from_pretrained(path), dtype, attention_kernel)
         if mesh is None:
             return load_weights(abstract, path)
         check_model_parallel(abstract.config, mesh.shape["model"])
@@ -144,9 +150,9 @@ def parameter_bytes(model_or_state) -> int:
                    for x in jax.tree.leaves(nnx.state(model_or_state, nnx.Param))))
 
 
-def abstract_model(cfg: LlavaConfig, dtype=jnp.float32) -> LlavaModel:
+def abstract_model(cfg: LlavaConfig, dtype=jnp.float32, attention_kernel: str = "auto") -> LlavaModel:
     """A LlavaModel of shapes and dtypes only (`nnx.eval_shape`): nothing allocated, nothing compiled."""
-    return nnx.eval_shape(lambda: LlavaModel(cfg, dtype, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: LlavaModel(cfg, dtype, attention_kernel=attention_kernel, rngs=nnx.Rngs(0)))
 
 
 def random_model(cfg: LlavaConfig, dtype=jnp.float32, seed: int = 0, std: float = 0.02) -> LlavaModel:

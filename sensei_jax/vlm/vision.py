@@ -36,9 +36,10 @@ class ClipEmbeddings(nnx.Module):
 
 
 class ClipAttention(nnx.Module):
-    def __init__(self, cfg: VisionConfig, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, dtype, *, attention_kernel: str = "auto", rngs: nnx.Rngs):
         d = cfg.hidden_size
         self.heads = cfg.num_attention_heads
+        self.attention_kernel = attention_kernel
         self.q_proj = linear(d, d, True, dtype, rngs)
         self.k_proj = linear(d, d, True, dtype, rngs)
         self.v_proj = linear(d, d, True, dtype, rngs)
@@ -47,7 +48,8 @@ class ClipAttention(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         batch, length, d = x.shape
         split = lambda t: t.reshape(batch, length, self.heads, d // self.heads)  # noqa: E731
-        out = attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), mask=None)
+        out = attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), None,
+                        self.attention_kernel)
         return self.out_proj(out.reshape(batch, length, d))
 
 
@@ -64,9 +66,9 @@ class ClipMlp(nnx.Module):
 class ClipEncoderLayer(nnx.Module):
     """Pre-LN transformer block."""
 
-    def __init__(self, cfg: VisionConfig, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, dtype, *, attention_kernel: str = "auto", rngs: nnx.Rngs):
         self.layer_norm1 = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype)
-        self.self_attn = ClipAttention(cfg, dtype, rngs=rngs)
+        self.self_attn = ClipAttention(cfg, dtype, attention_kernel=attention_kernel, rngs=rngs)
         self.layer_norm2 = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype)
         self.mlp = ClipMlp(cfg, dtype, rngs=rngs)
 
@@ -82,10 +84,12 @@ class ClipVisionTower(nnx.Module):
     after it and the final `post_layernorm` are never built: they would be dead weight.
     """
 
-    def __init__(self, cfg: VisionConfig, num_layers: int, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: VisionConfig, num_layers: int, dtype, *, attention_kernel: str = "auto",
+                 rngs: nnx.Rngs):
         self.embeddings = ClipEmbeddings(cfg, dtype, rngs=rngs)
         self.pre_layrnorm = LayerNorm(cfg.hidden_size, cfg.layer_norm_eps, dtype)
-        self.layers = nnx.List([ClipEncoderLayer(cfg, dtype, rngs=rngs) for _ in range(num_layers)])
+        self.layers = nnx.List([ClipEncoderLayer(cfg, dtype, attention_kernel=attention_kernel, rngs=rngs)
+                                for _ in range(num_layers)])
 
     def __call__(self, pixels: jax.Array) -> jax.Array:
         """pixels [B, H, W, C] -> hidden state after the last built layer, [B, 1 + P, D]."""
