@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
 import os
 import platform
 import re
@@ -24,6 +25,8 @@ JAX_PLUGIN = re.compile(r"^(jax[-_](cuda|rocm)\d+[-_](plugin|pjrt)|libtpu)$")
 # The MJX implementation the Robodesk env passes to `mjx.put_model` (envs/robodesk/env.py). MJX runs it on the
 # first CUDA device JAX has, else on the CPU: Warp kernels run on a CUDA GPU or the CPU, never on a TPU.
 MJX_IMPL = "warp"
+# Where JAX logs what goes wrong while it finds its plugins and starts its backends.
+JAX_BACKEND_LOGGER = "jax._src.xla_bridge"
 # Environment variables that decide where JAX runs and how much accelerator memory XLA takes for itself.
 MEMORY_SETTINGS = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR",
                    "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "XLA_FLAGS")
@@ -79,10 +82,14 @@ def jax_facts() -> dict[str, Any]:
 
     `devices`: one dict per global device (id, platform, kind, process index); `memory`: `memory_stats()` of each
     local device where the backend keeps them (bytes_limit, bytes_in_use, peak_bytes_in_use), else None (the CPU).
+    `messages`: what JAX logged while starting its backends here (a CUDA plugin that failed to load, a GPU seen
+    without a CUDA jaxlib), kept out of the terminal; empty where the backends had started before.
     """
     import jax
 
-    devices = jax.devices()
+    messages: list[str] = []
+    with _logged(JAX_BACKEND_LOGGER, messages):
+        devices = jax.devices()
     memory = {}
     for device in jax.local_devices():
         stats = device.memory_stats()
@@ -99,7 +106,33 @@ def jax_facts() -> dict[str, Any]:
         "devices": [{"id": d.id, "platform": d.platform, "kind": d.device_kind, "process_index": d.process_index}
                     for d in devices],
         "memory": memory,
+        "messages": messages,
     }
+
+
+class _Collect(logging.Handler):
+    """Appends each record's message (and its exception's, if any) to a list."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        self.lines.append(record.getMessage() + (f": {error}" if error is not None else ""))
+
+
+@contextlib.contextmanager
+def _logged(name: str, lines: list[str]) -> Iterator[None]:
+    """Collects the warnings and errors of logger `name` inside the block into `lines`, not the terminal."""
+    logger, handler = logging.getLogger(name), _Collect(lines)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 @contextlib.contextmanager

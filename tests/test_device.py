@@ -110,7 +110,7 @@ def test_the_check_decides_from_what_jax_and_warp_report():
     message = decide("gpu", CPU_JAX, NO_DRIVER_WARP, versions={"jax": "0.10.2"})
     assert "no CUDA plugin of jax" in message and "no NVIDIA CUDA driver" in message and "--run.device cpu" in message
     message = decide("gpu", CPU_JAX, CUDA_WARP)
-    assert "jax-cuda13-plugin 0.10.2 is installed" in message and "Warp" not in message.split(". Install")[0]
+    assert "its CUDA plugin is installed (jax-cuda13-plugin 0.10.2)" in message and "Warp" not in message.split(". Install")[0]
     assert "JAX_PLATFORMS=cpu" in decide("gpu", CPU_JAX, CUDA_WARP, platforms="cpu")
     # A driver older than the CUDA Warp is built with; the same stack mismatch stops an env stage under `auto`.
     assert "12.8" in decide("gpu", GPU_JAX, OLD_DRIVER_WARP) and "needs 13.0" in decide("gpu", GPU_JAX, OLD_DRIVER_WARP)

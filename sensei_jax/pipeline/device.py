@@ -16,6 +16,7 @@ Querying JAX's devices starts its backends: the CLI calls `check` after `jax.dis
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable
 
 from sensei_jax import hardware
@@ -40,8 +41,9 @@ def jax_gpu_problem(jax_facts: dict[str, Any], versions: dict[str, str | None],
     plugins = [f"{name} {version}" for name, version in versions.items() if name.startswith("jax-cuda")]
     if not plugins:
         return f"JAX has no GPU backend ({where}; no CUDA plugin of jax is installed)"
-    return (f"JAX has no GPU backend ({where}) although {', '.join(plugins)} is installed: no GPU visible, or no "
-            f"NVIDIA driver {NVIDIA_DRIVER} or newer")
+    said = f"; JAX said: {jax_facts['messages'][-1]}" if jax_facts.get("messages") else ""
+    return (f"JAX has no GPU backend ({where}) although its CUDA plugin is installed ({', '.join(plugins)}): no GPU "
+            f"visible, or no NVIDIA driver {NVIDIA_DRIVER} or newer{said}")
 
 
 def warp_cuda_problem(warp_facts: dict[str, Any]) -> str | None:
@@ -114,8 +116,10 @@ def check(cfg: Config, command: str | None) -> None:
         _force_cpu()
         return
     uses_env = stages.STAGES[command].uses_env(cfg) if command is not None else True
+    jax_facts = hardware.jax_facts()
     found = problem(cfg.run.device, f"command '{command}'" if command is not None else "the pipeline", uses_env,
-                    hardware.jax_facts(), hardware.package_versions(), hardware.warp_facts,
-                    os.environ.get("JAX_PLATFORMS"))
+                    jax_facts, hardware.package_versions(), hardware.warp_facts, os.environ.get("JAX_PLATFORMS"))
     if found:
         raise ConfigError(found)
+    for message in jax_facts["messages"]:  # e.g. a CUDA plugin that failed to load: the run goes on without it
+        print(f"warning: JAX runs on {jax_facts['backend']}; while starting it said: {message}", file=sys.stderr)

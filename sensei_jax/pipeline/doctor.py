@@ -67,6 +67,7 @@ def render(facts: dict[str, Any], result: dict[str, Any]) -> str:
              f"jax       backend {jax_part['backend']} ({jax_part['platform_version']}), {jax_part['device_count']} x "
              f"{jax_part['device_kind']} ({jax_part['local_device_count']} local), process "
              f"{jax_part['process_index']} of {jax_part['process_count']}"]
+    lines += [f"          jax said: {message}" for message in jax_part["messages"]]
     for name, stats in jax_part["memory"].items():
         lines.append(f"          {name}: " + ("no memory stats on this backend" if stats is None else
                                               f"{_bytes(stats.get('bytes_limit'))} limit, "
