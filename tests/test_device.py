@@ -62,7 +62,7 @@ def test_a_paper_run_stops_at_start_without_a_gpu(tmp_path):
     start = time.time()
     result = subprocess.run([sys.executable, "-m", "sensei_jax.run", "collect", "--config",
                              str(CONFIGS / "robodesk_sensei.yaml"), "--run.root", str(tmp_path)],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120,
+                            capture_output=True, text=True, cwd=ROOT, timeout=60,
                             env=os.environ | {"PYTHONPATH": str(ROOT)})
     seconds = time.time() - start
     assert result.returncode == 2, result.stderr
