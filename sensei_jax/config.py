@@ -35,11 +35,15 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass
 class RunConfig:
-    """Where a run lives and how it is seeded."""
+    """Where a run lives, how it is seeded and what hardware it asks for."""
 
     name: str = "default"
     root: str = "runs"  # run folders are <root>/<name>
     seed: int = 0
+    # What every command checks before it starts (pipeline/device.py): `gpu` stops unless JAX has a GPU backend and
+    # Warp a CUDA device; `cpu` runs JAX on the CPU even where a GPU is; `tpu` stops unless JAX runs on a TPU (the
+    # MJX-Warp env never does); `auto` takes JAX's default backend.
+    device: Literal["auto", "cpu", "gpu", "tpu"] = "auto"
 
 
 @dataclasses.dataclass

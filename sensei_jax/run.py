@@ -18,7 +18,7 @@ import importlib
 import sys
 
 from sensei_jax import config as config_lib
-from sensei_jax.pipeline import stages
+from sensei_jax.pipeline import device, stages
 
 COMMANDS = stages.STAGES  # name -> Stage, pipeline stages first in run order, then the tools
 
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = config_lib.load(args.config, overrides)
+        device.check(cfg, args.command)  # run.device, before anything compiles (`config` and `doctor` are exempt)
     except config_lib.ConfigError as error:
         parser.exit(2, f"error: {error}\n")
 

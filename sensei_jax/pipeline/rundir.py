@@ -23,8 +23,8 @@ from sensei_jax import files
 from sensei_jax.pipeline import stages
 
 STAGES: tuple[str, ...] = stages.PIPELINE  # collect ... report, in run order (the registry in stages.py)
-# Keys that never change results: where the run lives.
-IGNORED_KEYS = ("run.name", "run.root")
+# Keys that never change results: where the run lives, and the hardware check (a run may move between machines).
+IGNORED_KEYS = ("run.name", "run.root", "run.device")
 
 
 class StageError(RuntimeError):

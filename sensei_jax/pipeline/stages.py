@@ -1,8 +1,10 @@
 """The stage registry: every command of `python -m sensei_jax.run`, read by the CLI, the runner and the run folder.
 
 A `Stage` names the module that implements it, the config sections it is the first to read (a change there
-invalidates it and every later stage of a finished run) and the folder it writes in the run folder. Pipeline
-stages run in the order listed here; tools (`train`, `transfer`, `env`, `config`) are commands beside the pipeline.
+invalidates it and every later stage of a finished run), the folder it writes in the run folder, and what the
+`run.device` check (pipeline/device.py) needs to know: whether it steps or renders the MJX-Warp env, and whether it
+is checked at all. Pipeline stages run in the order listed here; tools (`train`, `transfer`, `env`, `config`,
+`doctor`) are commands beside the pipeline.
 
 A stage module defines `run_stage(cfg, run_dir) -> summary` (pipeline stages; the JSON-able summary goes to
 status.json) and `main(args, cfg)` for its command, plus `add_arguments(parser)` for flags of its own (other
@@ -34,6 +36,10 @@ class Stage:
     command: str = "main"  # the module's function behind the command
     arguments: str | None = None  # the module's function adding the command's own flags, if it has any
     pipeline: bool = True  # part of `run` with no command (False: a tool)
+    # Steps or renders the MJX-Warp Robodesk env (which runs on a CUDA GPU or the CPU only), or a function of the
+    # config saying whether it does.
+    steps_env: bool | Callable[[Any], bool] = False
+    checks_device: bool = True  # the CLI applies the run.device check before the command (False: it reads no device)
 
     @property
     def output_folder(self) -> str:
@@ -42,6 +48,10 @@ class Stage:
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
 
+    def uses_env(self, cfg: Any) -> bool:
+        """Whether this command steps or renders the Robodesk env under config `cfg`."""
+        return self.steps_env(cfg) if callable(self.steps_env) else self.steps_env
+
     def function(self) -> Callable[[Any, Any], dict]:
         """The stage's `(cfg, run_dir) -> summary` function (imports its module)."""
         return getattr(self.load(), self.entry)
@@ -49,30 +59,34 @@ class Stage:
 
 REGISTRY: tuple[Stage, ...] = (
     Stage("collect", "sensei_jax.pipeline.collect",
-          "roll out the vectorized Robodesk env and store frames and states", sections=("run", "env", "collect")),
+          "roll out the vectorized Robodesk env and store frames and states", sections=("run", "env", "collect"),
+          steps_env=True),
     Stage("pairs", "sensei_jax.pipeline.pairs", "sample image pairs and re-render them for the annotator",
           # pairs re-render at the annotator's resolution, so the `vlm` section counts from here on
-          sections=("pairs", "interest", "vlm")),
+          sections=("pairs", "interest", "vlm"), steps_env=True),
     Stage("annotate", "sensei_jax.pipeline.annotate", "label image pairs with a VLM (llava), the oracle or at random",
           sections=("annotate",), arguments="add_arguments"),
     Stage("distill", "sensei_jax.pipeline.distill", "train the Motif reward model on the labelled pairs",
           sections=("reward",), arguments="add_arguments"),
     Stage("explore", "sensei_jax.pipeline.explore", "SENSEI exploration: DreamerV3 + Plan2Explore + semantic reward",
-          sections=("dreamer", "train", "explore"), arguments="add_arguments"),
+          sections=("dreamer", "train", "explore"), arguments="add_arguments", steps_env=True),
     Stage("baseline", "sensei_jax.pipeline.explore",
           "the explore stage with the disagreement-only behaviour (Plan2Explore), same budget and seed",
-          folder=f"explore/{BASELINE_BEHAVIOUR}", entry="run_baseline", command="main_baseline"),
+          folder=f"explore/{BASELINE_BEHAVIOUR}", entry="run_baseline", command="main_baseline", steps_env=True),
     Stage("evaluate", "sensei_jax.pipeline.evaluate", "interaction and success counts of the exploration runs",
-          sections=("evaluate",)),
+          sections=("evaluate",), steps_env=lambda cfg: cfg.evaluate.transfer),  # transfer trains in the env
     Stage("report", "sensei_jax.pipeline.report", "write report.md and the plots", sections=("report",)),
     Stage("train", "sensei_jax.pipeline.train", "plain DreamerV3 on a task reward", pipeline=False,
-          arguments="add_arguments"),
+          arguments="add_arguments", steps_env=lambda cfg: cfg.train.env == "robodesk"),  # not the toy env
     Stage("transfer", "sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint",
-          pipeline=False, arguments="add_arguments"),
+          pipeline=False, arguments="add_arguments", steps_env=True),
     Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False,
-          arguments="add_arguments"),
+          arguments="add_arguments", steps_env=True),
     Stage("config", "sensei_jax.pipeline.show_config", "print the resolved config (after base: files and overrides)",
-          pipeline=False),
+          pipeline=False, checks_device=False),
+    Stage("doctor", "sensei_jax.pipeline.doctor",
+          "what this machine runs on: JAX and Warp devices, CUDA, versions, memory, and a verdict",
+          pipeline=False, arguments="add_arguments", checks_device=False),
 )
 STAGES: dict[str, Stage] = {stage.name: stage for stage in REGISTRY}
 # The pipeline's stages in the order `run` executes them.
