@@ -134,3 +134,31 @@ def test_stop_after_ends_the_pipeline_after_that_stage(tmp_path, monkeypatch, ca
     assert ran == ["collect", "pairs", "annotate"]
     assert main(["--run.root", str(tmp_path), "--stop-after", "annotat"]) == 2
     assert "'annotat' is not a stage" in capsys.readouterr().err
+
+
+def test_a_multi_process_job_refuses_single_process_stages_until_they_are_done(tmp_path, monkeypatch, capsys):
+    from sensei_jax.pipeline import runner
+    from sensei_jax.run import main
+
+    ran = []
+
+    def stage(name):
+        def run_stage(cfg, run_dir):
+            ran.append(name)
+            return {"stage": name}
+
+        return run_stage
+
+    monkeypatch.setattr(runner, "stage_function", stage)
+    monkeypatch.setattr(runner, "_process_count", lambda: 2)
+    # collect renders on one node: a 2-process job stops before it, naming it and what to run instead.
+    assert main(["--run.root", str(tmp_path), "--stop-after", "annotate"]) == 2
+    err = capsys.readouterr().err
+    assert "'collect' runs in one process" in err and "python -m sensei_jax.run collect" in err
+    assert ran == []
+    # Once collect and pairs are done (by a one-process run), the multi-process job skips them and goes on.
+    monkeypatch.setattr(runner, "_process_count", lambda: 1)
+    assert main(["--run.root", str(tmp_path), "--stop-after", "pairs"]) == 0
+    monkeypatch.setattr(runner, "_process_count", lambda: 2)
+    assert main(["--run.root", str(tmp_path), "--stop-after", "distill"]) == 0
+    assert ran == ["collect", "pairs", "annotate", "distill"]

@@ -56,7 +56,10 @@ def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_afte
     run = rundir.open_run(cfg, force)
     log(f"run folder {run.path} (config {run.config_path})")
     summaries = {}
+    process_count = _process_count()
     for name in rundir.STAGES:
+        if not run.done(name):  # forced stages were forgotten by open_run
+            stages.check_process_count(name, cfg, process_count)
         fn = stage_function(name)
         try:
             summaries[name] = run.run(name, lambda fn=fn: fn(cfg, run.path), log=log)
@@ -67,6 +70,13 @@ def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_afte
         if name == stop_after:
             break
     return summaries
+
+
+def _process_count() -> int:
+    """The number of processes in this job (1 unless `jax.distributed` was initialised by the CLI)."""
+    import jax
+
+    return jax.process_count()
 
 
 def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str:

@@ -40,6 +40,9 @@ class Stage:
     # config saying whether it does.
     steps_env: bool | Callable[[Any], bool] = False
     checks_device: bool = True  # the CLI applies the run.device check before the command (False: it reads no device)
+    # Runs as one job over several processes (`jax.distributed`), or a function of the config saying whether it
+    # does. False: the stage runs in one process (one node, all its devices); a multi-process job refuses it.
+    multi_process: bool | Callable[[Any], bool] = True
 
     @property
     def output_folder(self) -> str:
@@ -52,6 +55,10 @@ class Stage:
         """Whether this command steps or renders the Robodesk env under config `cfg`."""
         return self.steps_env(cfg) if callable(self.steps_env) else self.steps_env
 
+    def runs_multi_process(self, cfg: Any) -> bool:
+        """Whether this command runs as one job over several processes under config `cfg`."""
+        return self.multi_process(cfg) if callable(self.multi_process) else self.multi_process
+
     def function(self) -> Callable[[Any, Any], dict]:
         """The stage's `(cfg, run_dir) -> summary` function (imports its module)."""
         return getattr(self.load(), self.entry)
@@ -60,10 +67,10 @@ class Stage:
 REGISTRY: tuple[Stage, ...] = (
     Stage("collect", "sensei_jax.pipeline.collect",
           "roll out the vectorized Robodesk env and store frames and states", sections=("run", "env", "collect"),
-          steps_env=True),
+          steps_env=True, multi_process=False),
     Stage("pairs", "sensei_jax.pipeline.pairs", "sample image pairs and re-render them for the annotator",
           # pairs re-render at the annotator's resolution, so the `vlm` section counts from here on
-          sections=("pairs", "interest", "vlm"), steps_env=True),
+          sections=("pairs", "interest", "vlm"), steps_env=True, multi_process=False),
     Stage("annotate", "sensei_jax.pipeline.annotate", "label image pairs with a VLM (llava), the oracle or at random",
           sections=("annotate",), arguments="add_arguments"),
     Stage("distill", "sensei_jax.pipeline.distill", "train the Motif reward model on the labelled pairs",
@@ -74,14 +81,15 @@ REGISTRY: tuple[Stage, ...] = (
           "the explore stage with the disagreement-only behaviour (Plan2Explore), same budget and seed",
           folder=f"explore/{BASELINE_BEHAVIOUR}", entry="run_baseline", command="main_baseline", steps_env=True),
     Stage("evaluate", "sensei_jax.pipeline.evaluate", "interaction and success counts of the exploration runs",
-          sections=("evaluate",), steps_env=lambda cfg: cfg.evaluate.transfer),  # transfer trains in the env
+          sections=("evaluate",), steps_env=lambda cfg: cfg.evaluate.transfer,  # transfer trains in the env
+          multi_process=lambda cfg: not cfg.evaluate.transfer),
     Stage("report", "sensei_jax.pipeline.report", "write report.md and the plots", sections=("report",)),
     Stage("train", "sensei_jax.pipeline.train", "plain DreamerV3 on a task reward", pipeline=False,
           arguments="add_arguments", steps_env=lambda cfg: cfg.train.env == "robodesk"),  # not the toy env
     Stage("transfer", "sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint",
-          pipeline=False, arguments="add_arguments", steps_env=True),
+          pipeline=False, arguments="add_arguments", steps_env=True, multi_process=False),
     Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False,
-          arguments="add_arguments", steps_env=True),
+          arguments="add_arguments", steps_env=True, multi_process=False),
     Stage("config", "sensei_jax.pipeline.show_config", "print the resolved config (after base: files and overrides)",
           pipeline=False, checks_device=False),
     Stage("doctor", "sensei_jax.pipeline.doctor",
@@ -106,6 +114,21 @@ def pipeline_index(name: str) -> int:
     if name not in PIPELINE:
         raise ValueError(f"unknown stage {name!r}; stages are {', '.join(PIPELINE)}")
     return PIPELINE.index(name)
+
+
+def check_process_count(name: str, cfg: Any, process_count: int) -> None:
+    """Refuses, in a job of several processes, a command that runs in one process only, naming what to do."""
+    if process_count > 1 and not get_command(name).runs_multi_process(cfg):
+        raise ValueError(
+            f"'{name}' runs in one process (one node, all its devices), but this job has {process_count} processes; "
+            f"run it alone first (`python -m sensei_jax.run {name} --config ...` on one node), then start the "
+            "multi-process job, which skips finished stages")
+
+
+def get_command(name: str) -> Stage:
+    if name not in STAGES:
+        raise ValueError(f"unknown command {name!r}; commands are {', '.join(STAGES)}")
+    return STAGES[name]
 
 
 def section_stage(section: str) -> str:
