@@ -135,7 +135,7 @@ class Explorer:
     def record_step(self, step, next_env, reward_model) -> dict[str, jax.Array]:
         """What the interaction log needs per step: 'interaction' [E, K], 'success' [E, J] bool, 'reward',
         'semantic' [E] f32, 'done' [E] bool, all of the transition this step made."""
-        info, n = next_env.info, self.num_envs
+        info, n = next_env.info, step["is_first"].shape[0]  # this device's worlds
         return {
             "interaction": jnp.stack([info["interaction_flags"][k] for k in self.interactions], -1)
             if self.interactions else jnp.zeros((n, 0), bool),
