@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = 512
-KILL_AFTER = 256  # the checkpoint after which the job is killed (saved every 128 steps)
+STEPS = 384
+KILL_AFTER = 128  # the checkpoint after which the job is killed (saved every 128 steps)
 
 
 def _free_port() -> int:
@@ -67,7 +67,8 @@ def _wait(processes: list[subprocess.Popen], timeout: float = 300) -> list[str]:
 
 def _train_command(root: Path) -> list[str]:
     return ["train", "--config", "configs/dreamer_tiny_cpu.yaml", "--steps", str(STEPS), "--run.root", str(root),
-            "--train.save_every", "128", "--train.progress", "false"]
+            "--train.save_every", "128", "--train.train_start", "128", "--train.train_ratio", "16",
+            "--train.progress", "false"]
 
 
 def test_doctor_sees_the_job_of_two_processes():
@@ -111,7 +112,7 @@ def test_a_job_writes_one_set_of_outputs(straight):
     steps = [row["step"] for row in _rows(straight)]
     assert steps == sorted(set(steps)) and steps[-1] == STEPS  # one writer: no row twice
     assert len(list(straight.glob("events.out.tfevents.*"))) == 1
-    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["384", "512"]
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["256", "384"]
 
 
 def test_killed_job_resumes_to_the_uninterrupted_result(straight, tmp_path):
