@@ -393,13 +393,13 @@ class Trainer:
 
     def initial_state(self) -> dict[str, Any]:
         """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}, laid out over the mesh."""
-        agent_state, loop = self._init_arrays(np.asarray(jax.random.PRNGKey(self.seed)))
+        agent_state, loop = self._init_arrays(np.int32(self.seed))  # host values only: eval_shape traces this
         replay_state = self.replay.init(NamedSharding(self.mesh, P("data")))
         counters = {"env_steps": np.zeros((), np.int64), "train_steps": np.zeros((), np.int64)}
         return {"agent": agent_state, "replay": replay_state, "loop": loop, "counters": counters}
 
-    def _initial_arrays(self, root: jax.Array) -> tuple[Any, LoopState]:
-        k_agent, k_loop = jax.random.split(root)
+    def _initial_arrays(self, seed: jax.Array) -> tuple[Any, LoopState]:
+        k_agent, k_loop = jax.random.split(jax.random.PRNGKey(seed))
         loop = jax.shard_map(self._local_loop, mesh=self.mesh, in_specs=P(), out_specs=self._loop_specs,
                              check_vma=False)(k_loop)
         return self.agent.init(k_agent), loop
