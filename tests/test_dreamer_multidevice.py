@@ -25,7 +25,6 @@ What must agree, and how closely:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
