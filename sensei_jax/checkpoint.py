@@ -14,7 +14,8 @@ class Checkpointer:
     """Numbered checkpoints under `directory`. Keeps the newest `max_to_keep`, or with `best_metric` the best ones.
 
     Saves are synchronous and atomic (orbax writes to a temporary folder and renames), so a killed process leaves
-    the previous checkpoint intact.
+    the previous checkpoint intact. In a job of several processes every process calls `save` and `restore`
+    (orbax coordinates them; each writes and reads the blocks of its own devices) on a folder they all see.
     """
 
     def __init__(self, directory: str | Path, max_to_keep: int | None = 2, best_metric: str | None = None,
@@ -45,7 +46,9 @@ class Checkpointer:
         return list(self._manager.all_steps())
 
     def restore(self, step: int | None = None, like: Any = None) -> Any:
-        """Restores `step` (default the latest). `like` is a pytree of the same structure giving shapes/dtypes."""
+        """Restores `step` (default the latest). `like` is a pytree of the same structure giving shapes/dtypes:
+        a jax array's leaf is read straight into that array's sharding (each process reads its own devices'
+        blocks, nothing is assembled on one device); a numpy leaf comes back as numpy."""
         step = self.latest_step if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
@@ -59,6 +62,8 @@ class Checkpointer:
 
 
 def _abstract(x: Any) -> Any:
-    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
-        return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
+    if isinstance(x, jax.Array):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    if isinstance(x, np.generic):
+        return np.asarray(x)
     return x

@@ -72,6 +72,17 @@ class Config:
 # ----------------------------------------------------------------------------------------------------------------
 # Building dataclasses from plain data, with type checks.
 
+_JOB_FLAGS = ("a job of several processes is set on the command line, before the command: --coordinator HOST:PORT "
+              "--num-processes N --process-id I, or --distributed auto (or the SENSEI_COORDINATOR, "
+              "SENSEI_NUM_PROCESSES, SENSEI_PROCESS_ID, SENSEI_DISTRIBUTED variables)")
+# Keys that once existed: a config still using one gets an error that says what replaced it.
+REMOVED_KEYS = {
+    "train.distributed": _JOB_FLAGS,
+    "train.coordinator_address": _JOB_FLAGS,
+    "train.num_processes": _JOB_FLAGS,
+    "train.process_id": _JOB_FLAGS,
+}
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -157,6 +168,8 @@ def merge(cfg: Any, data: dict[str, Any], prefix: str = "") -> Any:
     updates = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields and key in REMOVED_KEYS:
+            raise ConfigError(f"config key '{key}' was removed: {REMOVED_KEYS[key]}")
         if name not in fields:
             raise ConfigError(f"unknown config key '{key}' (known keys here: {', '.join(sorted(fields))})")
         current = getattr(cfg, name)

@@ -12,19 +12,33 @@ import numpy as np
 
 
 class MetricsWriter:
-    """Writes scalars (and optionally images/videos) under `logdir`. Appends, so a resumed run continues its file."""
+    """Writes scalars (and optionally images/videos) under `logdir`. Appends, so a resumed run continues its file.
 
-    def __init__(self, logdir: str | Path, tensorboard: bool = True):
+    In a job of several processes only process 0 writes (`active` defaults to that); the others' writers accept
+    every call and write nothing, so callers need no process checks.
+    """
+
+    def __init__(self, logdir: str | Path, tensorboard: bool = True, active: bool | None = None):
+        if active is None:
+            from sensei_jax.distributed import is_main_process
+
+            active = is_main_process()
         self.logdir = Path(logdir)
+        self.active = active
+        self._jsonl = None
+        self._tb = None
+        if not active:
+            return
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(self.logdir), flush_secs=30)
 
     def scalars(self, step: int, values: Mapping[str, Any], prefix: str = "") -> None:
+        if not self.active:
+            return
         row: dict[str, Any] = {"step": int(step), "time": time.time()}
         for name, value in values.items():
             value = float(np.asarray(value))
@@ -50,11 +64,15 @@ class MetricsWriter:
             self._tb.add_image(name, np.asarray(image), int(step), dataformats="HWC")
 
     def flush(self) -> None:
+        if self._jsonl is None:
+            return
         self._jsonl.flush()
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
+        if self._jsonl is None:
+            return
         self._jsonl.close()
         if self._tb is not None:
             self._tb.close()

@@ -9,6 +9,11 @@ The commands are the stage registry (`pipeline/stages.py`): each lives in a modu
 optionally `add_arguments(parser)`. This file dispatches, imports a command's module only when that command runs
 (so `--help` stays fast), and turns the errors a user can fix (a bad config, a missing or corrupt input file, a
 bad flag value) into one `error: ...` line on stderr and exit status 2, for every command alike.
+
+Several processes (hosts) run one job when given `--coordinator HOST:PORT --num-processes N --process-id I` before
+the command (or SENSEI_COORDINATOR, SENSEI_NUM_PROCESSES, SENSEI_PROCESS_ID), or `--distributed auto`
+(SENSEI_DISTRIBUTED=auto) for JAX's own cluster detection (SLURM, TPU pods). The job is joined here, before the
+device check or any command touches a device, because JAX fixes its device list when one is first used.
 """
 
 from __future__ import annotations
@@ -73,6 +78,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
                         help="rerun this stage (and the ones after it) even if its outputs are complete")
     parser.add_argument("--stop-after", metavar="STAGE",
                         help="with no command: stop the pipeline after this stage (e.g. distill)")
+    job = parser.add_argument_group("several processes (give these before the command)")
+    job.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="address of process 0's coordinator service (env SENSEI_COORDINATOR)")
+    job.add_argument("--num-processes", metavar="N", help="processes in the job (env SENSEI_NUM_PROCESSES)")
+    job.add_argument("--process-id", metavar="I", help="this process, 0 .. N-1 (env SENSEI_PROCESS_ID)")
+    job.add_argument("--distributed", choices=("auto", "off"),
+                     help="auto: let JAX detect the cluster (SLURM, TPU pods; env SENSEI_DISTRIBUTED)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, stage in COMMANDS.items():
         commands.add_parser(name, help=stage.help, allow_abbrev=False, add_help=False)
@@ -98,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             break
     args = parser.parse_args(head)
 
+    from sensei_jax import distributed  # imports jax: after argparse, so that `--help` stays fast
+
     try:
+        job = distributed.job_spec(args.coordinator, args.num_processes, args.process_id, args.distributed)
         cfg = config_lib.load(args.config, overrides)
+        distributed.initialize(job)  # before anything uses a device, the device check included
         device.check(cfg, args.command)  # run.device, before anything compiles (`config` and `doctor` are exempt)
-    except config_lib.ConfigError as error:
+    except (config_lib.ConfigError, distributed.DistributedError) as error:
         parser.exit(2, f"error: {error}\n")
 
     if args.command is None:

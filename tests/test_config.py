@@ -186,3 +186,9 @@ def test_siblings_differ_from_their_bases_in_exactly_the_keys_they_state(tmp_pat
         changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
         stated = set(flat_values(own))
         assert changed == stated, f"{path.name}: states {sorted(stated)}, changes {sorted(changed)}"
+
+
+def test_removed_keys_say_what_replaced_them():
+    for key in ("distributed", "coordinator_address", "num_processes", "process_id"):
+        with pytest.raises(config_lib.ConfigError, match=rf"train\.{key}' was removed: .*--coordinator HOST:PORT"):
+            config_lib.load(None, {"train": {key: None}})

@@ -12,9 +12,15 @@ Everything the run needs to continue lives in one pytree (agent state, replay, e
 accumulators, PRNG keys, counters) that is checkpointed with orbax, so a killed run resumes from its last save
 and repeats exactly the env steps after it (the same ones, by the same keys).
 
-With several local devices, the train step data-parallelizes over a 1-D mesh: replay streams are sharded over the
-devices, each device samples windows from its own streams, the agent state is replicated, and XLA inserts the
-gradient all-reduce. `jax.distributed.initialize` makes the same mesh span hosts.
+The loop runs on a 1-D mesh with axis `data` over the devices of every process (`jax.devices()`; one device is a
+mesh of one). Worlds are split over the devices: the collection step runs under `shard_map`, so each device steps,
+resets and stores only its own block of worlds (the env sees that block's world count), with its own replay
+streams. The train step is jitted with explicit shardings: each device samples windows from its own streams, the
+agent state is replicated and XLA inserts the gradient all-reduce. Random streams are per world (the world's key is
+folded from the global world index) and the replay batch is the same for any split (`Replay`'s stratified
+sampling), so the data a run collects does not depend on the device count. Arrays that leave the compiled calls
+come back through `distributed.to_host`; in a job of several processes only process 0 writes files, and
+checkpoints are saved by all processes and restored straight into their shardings.
 
 Stored per step (the DreamerV3 convention): the observation at step t, 'reward' received on arriving at it,
 'is_first', 'is_last', 'is_terminal', the 'action' the policy took at it, and, with `train.replay_context` 1, the
@@ -49,6 +55,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sensei_jax import progress
 from sensei_jax.checkpoint import Checkpointer
+from sensei_jax.distributed import is_main_process, replicated, tree_to_host
 from sensei_jax.dreamer.agent import Agent, first_nonfinite_loss
 from sensei_jax.dreamer.replay import Replay, ReplayState
 from sensei_jax.dreamer.train_config import TrainConfig
@@ -83,7 +90,7 @@ class LoopState:
     episode_return: jax.Array  # f32 [N]
     episode_length: jax.Array  # int32 [N]
     episode_log: dict[str, jax.Array]  # {name: f32 [N]} per-episode sums of the log hook
-    key: jax.Array  # uint32 [2] raw PRNG key of collection
+    key: jax.Array  # uint32 [N, 2]: each world's raw PRNG key of collection
 
 
 def select_worlds(mask: jax.Array, fresh: Any, current: Any) -> Any:
@@ -108,6 +115,24 @@ def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
+def make_mesh(cfg: TrainConfig) -> Mesh:
+    """The 1-D `data` mesh of a run: the first `cfg.devices` devices of every process (0: all), which must divide
+    the worlds and the batch evenly. A job of several processes always spans all of its devices."""
+    devices = jax.devices()
+    if cfg.devices:
+        if cfg.devices > len(devices):
+            raise ValueError(f"train.devices is {cfg.devices}, but only {len(devices)} devices exist")
+        if jax.process_count() > 1 and cfg.devices != len(devices):
+            raise ValueError(f"train.devices is {cfg.devices}, but a job of {jax.process_count()} processes spans "
+                             f"all of its {len(devices)} devices (set train.devices to 0)")
+        devices = devices[: cfg.devices]
+    if cfg.num_envs % len(devices) or cfg.batch_size % len(devices):
+        raise ValueError(f"train.num_envs ({cfg.num_envs}, worlds over all processes) and train.batch_size "
+                         f"({cfg.batch_size}) must divide by the number of devices ({len(devices)}), which each step "
+                         "an equal block of worlds and sample an equal share of the batch")
+    return Mesh(np.asarray(devices), ("data",))
+
+
 class Trainer:
     """Trains `agent` on a batched functional env (the `sensei_jax.envs.Env` contract).
 
@@ -129,7 +154,9 @@ class Trainer:
         self.seed = seed
         self.store_fn, self.log_fn, self.record_fn, self.hook_args = store_fn, log_fn, record_fn, hook_args
         self.num_envs = cfg.num_envs
-        self.mesh = self._make_mesh(cfg)
+        self.mesh = make_mesh(cfg)
+        self.local_envs = self.num_envs // self.mesh.size  # worlds per device
+        self.hook_args = jax.tree.map(lambda x: replicated(self.mesh, np.asarray(x)), hook_args)
         self.obs_spec = obs_space(env, cfg.obs_keys)
         self.obs_keys = tuple(self.obs_spec)
         self.replay = self._make_replay()
@@ -140,29 +167,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------
     # Construction
 
-    @staticmethod
-    def _make_mesh(cfg: TrainConfig) -> Mesh | None:
-        if cfg.distributed:
-            initialize_distributed(cfg)
-        devices = jax.devices() if cfg.distributed else jax.local_devices()
-        if cfg.devices:
-            if cfg.devices > len(devices):
-                raise ValueError(f"train.devices is {cfg.devices}, but only {len(devices)} devices exist")
-            devices = devices[: cfg.devices]
-        if len(devices) == 1:
-            return None
-        if cfg.batch_size % len(devices) or cfg.num_envs % len(devices):
-            raise ValueError(f"train.batch_size ({cfg.batch_size}) and train.num_envs ({cfg.num_envs}) must divide "
-                             f"by the number of devices ({len(devices)})")
-        return Mesh(np.asarray(devices), ("data",))
-
     def _step_spec(self) -> dict[str, jax.ShapeDtypeStruct]:
         """Shapes and dtypes of one stored step (per env), found by tracing the collection step abstractly."""
-        env_state = jax.eval_shape(lambda k: self.env.reset_batch(k, self.num_envs), jax.random.key(0))
-        carry = jax.eval_shape(lambda: self.agent.initial_carry(self.num_envs))
+        n = self.local_envs
+        env_state = jax.eval_shape(lambda k: self.env.reset_batch(k, n), jax.random.key(0))
+        carry = jax.eval_shape(lambda: self.agent.initial_carry(n))
         params = jax.eval_shape(self.agent.init, jax.random.key(0))
         obs = {k: env_state.obs[k] for k in self.obs_keys}
-        obs["is_first"] = jax.ShapeDtypeStruct((self.num_envs,), jnp.bool_)
+        obs["is_first"] = jax.ShapeDtypeStruct((n,), jnp.bool_)
         action, new_carry = jax.eval_shape(
             lambda p, c, o, k: self.agent.policy(p, c, o, k, self.cfg.policy_mode), params, carry, obs,
             jax.random.key(0))
@@ -177,7 +189,7 @@ class Trainer:
 
     def _stored_step(self, env_state: Any, obs: Mapping[str, jax.Array], action: jax.Array,
                      carry: Mapping[str, jax.Array], hook_args: Any) -> dict[str, jax.Array]:
-        n = self.num_envs
+        n = obs["is_first"].shape[0]  # this device's worlds
         classes = carry["stoch"].shape[-1]
         step = dict(obs)
         step["action"] = action.astype(jnp.float32)
@@ -205,40 +217,50 @@ class Trainer:
     # The compiled functions
 
     def _compile(self) -> None:
-        cfg, agent, env, replay = self.cfg, self.agent, self.env, self.replay
-        n = self.num_envs
+        cfg, agent, env, replay, mesh = self.cfg, self.agent, self.env, self.replay, self.mesh
         obs_keys = self.obs_keys
 
-        def reset_finished(done: jax.Array, stepped: Any, key: jax.Array) -> Any:
+        def reset_finished(done: jax.Array, stepped: Any, keys: jax.Array) -> Any:
             # Envs whose state holds buffers shared by all worlds (MJX-Warp contacts) can provide their own select.
             select = getattr(env, "select_worlds", select_worlds)
 
             def reset(stepped):
-                fresh = env.reset_batch(key, n)
+                fresh = self._reset_worlds(keys)
                 return jax.lax.cond(jnp.all(done), lambda: fresh, lambda: select(done, fresh, stepped))
 
             return jax.lax.cond(jnp.any(done), reset, lambda s: s, stepped)
 
-        def env_transition(loop: LoopState, action: jax.Array, key: jax.Array) -> tuple[Any, Any, jax.Array]:
+        def env_transition(loop: LoopState, action: jax.Array, keys: jax.Array) -> tuple[Any, Any, jax.Array]:
             """(next env state, the stepped state before resets, the worlds whose episode ended)."""
+            n = loop.is_first.shape[0]
             stepped = env.step(loop.env, action)
             if cfg.store_final_obs:  # worlds at their final observation restart instead of stepping on
                 done = jnp.asarray(loop.env.done, bool).reshape(n)
-                return reset_finished(done, stepped, key), stepped, done
+                return reset_finished(done, stepped, keys), stepped, done
             done = jnp.asarray(stepped.done, bool).reshape(n)
             if getattr(env, "auto_reset", False):
                 return stepped, stepped, done
-            return reset_finished(done, stepped, key), stepped, done
+            return reset_finished(done, stepped, keys), stepped, done
+
+        def act(agent_state, carry, obs, key, mode):
+            """The policy on one world (its own key), as a batch of one: vmapped over worlds, so that a world's
+            action does not depend on which other worlds share its device."""
+            one = lambda tree: jax.tree.map(lambda x: x[None], tree)  # noqa: E731
+            action, new_carry = agent.policy(agent_state, one(carry), one(obs), jax.random.wrap_key_data(key), mode)
+            return action[0], jax.tree.map(lambda x: x[0], new_carry)
 
         def collect_step(agent_state, hook_args, random, mode, carry_in, _):
             loop, replay_state = carry_in
-            key, k_policy, k_reset = jax.random.split(loop.key, 3)
+            n = loop.is_first.shape[0]  # this device's worlds
+            keys = jax.vmap(lambda k: jax.random.split(k, 3))(loop.key)  # [n, 3, 2]
+            key, k_policy, k_reset = keys[:, 0], keys[:, 1], keys[:, 2]
             obs = {k: loop.env.obs[k] for k in obs_keys}
             obs["is_first"] = loop.is_first
-            k_policy = jax.random.wrap_key_data(k_policy)
-            action, policy_carry = agent.policy(agent_state, loop.carry, obs, k_policy, mode)
+            action, policy_carry = jax.vmap(lambda c, o, k: act(agent_state, c, o, k, mode))(loop.carry, obs, k_policy)
             if random:
-                action = jax.random.uniform(k_policy, action.shape, jnp.float32, -1.0, 1.0)
+                size = action.shape[-1]
+                action = jax.vmap(lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (size,), jnp.float32,
+                                                               -1.0, 1.0))(k_policy)
                 policy_carry = {**policy_carry, "action": action}
             step = self._stored_step(loop.env, obs, action, policy_carry, hook_args)
             if replay_state is not None:
@@ -248,7 +270,7 @@ class Trainer:
             logged = {k: jnp.asarray(v, jnp.float32).reshape(n) for k, v in logged.items()}
             first = loop.is_first
             episode_log = {k: jnp.where(first, 0.0, loop.episode_log[k]) + v for k, v in logged.items()}
-            next_env, stepped, done = env_transition(loop, action, jax.random.wrap_key_data(k_reset))
+            next_env, stepped, done = env_transition(loop, action, k_reset)
             if cfg.store_final_obs:
                 episode_return = jnp.where(first, 0.0, loop.episode_return + step["reward"])
                 episode_length = jnp.where(first, 0, loop.episode_length + 1)
@@ -264,22 +286,34 @@ class Trainer:
                              episode_length=episode_length, episode_log=episode_log, key=key)
             return (loop, replay_state), outputs
 
-        def collect(agent_state, loop, replay_state, hook_args, random=False, mode=cfg.policy_mode):
+        def collect_local(agent_state, loop, replay_state, hook_args, random, mode):
             (loop, replay_state), outputs = jax.lax.scan(
                 lambda c, x: collect_step(agent_state, hook_args, random, mode, c, x), (loop, replay_state), None,
                 length=cfg.collect_steps)
             return loop, replay_state, outputs
 
-        context = cfg.replay_context
+        self._loop_specs = jax.tree.map(lambda x: P("data") if x.ndim else P(),
+                                        jax.eval_shape(lambda k: self._local_loop(k, 0), jnp.zeros(2, jnp.uint32)))
+        replay_specs = self._replay_specs()
+        compiled: dict[tuple[bool, str, bool], Callable] = {}
 
-        def sample(replay_state, key):
-            if self.mesh is not None:
-                return replay.sample_sharded(replay_state, key, self.mesh)
-            return replay.sample(replay_state, key)
+        def collect(agent_state, loop, replay_state, hook_args, random=False, mode=cfg.policy_mode):
+            """One collection call on every device's worlds; compiled once per (random, mode, with replay)."""
+            signature = (random, mode, replay_state is not None)
+            if signature not in compiled:
+                specs = (P(), self._loop_specs, replay_specs if replay_state is not None else P(), P())
+                out_specs = (self._loop_specs, specs[2], P(None, "data"))  # outputs [S, N, ...]
+                fn = jax.shard_map(lambda a, l, r, h: collect_local(a, l, r, h, random, mode), mesh=mesh,
+                                   in_specs=specs, out_specs=out_specs, check_vma=False)
+                compiled[signature] = jax.jit(fn, in_shardings=self._shardings(specs),
+                                              out_shardings=self._shardings(out_specs), donate_argnums=(1, 2))
+            return compiled[signature](agent_state, loop, replay_state, hook_args)
+
+        context = cfg.replay_context
 
         def train_step(agent_state, replay_state, key, step):
             k_sample, k_train = jax.random.split(jax.random.fold_in(key, step))
-            windows, (stream, slots) = sample(replay_state, k_sample)
+            windows, (stream, slots) = replay.sample_sharded(replay_state, k_sample, mesh)
             batch = {k: v[:, context:] for k, v in windows.items() if k not in LATENT_KEYS}
             if not context:  # every window starts from the initial state: no latent to read or write back
                 agent_state, metrics = agent.train(agent_state, batch, k_train)
@@ -289,28 +323,34 @@ class Trainer:
             agent_state, metrics, latents = agent.train(agent_state, batch, k_train, return_latents=True)
             # The fresh posteriors become the context of later windows (the reference's replay.update).
             latents = {"deter": latents["deter"], "stoch": latents["stoch"]}
-            if self.mesh is None:
-                replay_state = replay.update(replay_state, (stream, slots[:, context:]), latents)
-            else:
-                replay_state = self._update_sharded(replay_state, stream, slots[:, context:], latents)
+            replay_state = self._update_sharded(replay_state, stream, slots[:, context:], latents)
             return agent_state, replay_state, metrics
 
         def report(agent_state, replay_state, key):
             k_sample, k_report = jax.random.split(key)
-            windows, _ = replay.sample(replay_state, k_sample, batch_size=cfg.video_sequences)
+            stream, slots = replay._indices(replay_state, k_sample, jnp.arange(cfg.video_sequences),
+                                            cfg.video_sequences)
+            windows = replay.gather_sharded(replay_state, stream, slots, mesh)
             batch = {k: v[:, context:] for k, v in windows.items() if k not in LATENT_KEYS}
             if context:
                 batch["context"] = {"deter": windows["deter"][:, 0], "stoch": windows["stoch"][:, 0],
                                     "action": windows["action"][:, 0]}
             return agent.report(agent_state, batch, k_report)
 
-        self._collect = jax.jit(collect, donate_argnums=(1, 2), static_argnames=("random", "mode"))
-        if self.mesh is None:
-            self._train_step = jax.jit(train_step, donate_argnums=(0, 1))
-        else:
-            self._train_step = jax.jit(train_step, donate_argnums=(0, 1),
-                                       out_shardings=(self._replicated, self._replay_shardings(), self._replicated))
-        self._report = jax.jit(report)
+        replicated_ = self._replicated
+        replay_shardings = self._shardings(replay_specs)
+        self._collect = collect
+        self._train_step = jax.jit(train_step, donate_argnums=(0, 1),
+                                   in_shardings=(replicated_, replay_shardings, replicated_, replicated_),
+                                   out_shardings=(replicated_, replay_shardings, replicated_))
+        self._report = jax.jit(report, in_shardings=(replicated_, replay_shardings, replicated_),
+                               out_shardings=replicated_)
+        root_specs = (P(), self._loop_specs)
+        self._init_arrays = jax.jit(self._initial_arrays, in_shardings=replicated_,
+                                    out_shardings=self._shardings(root_specs))
+        self._init_loop = jax.jit(
+            jax.shard_map(self._local_loop, mesh=mesh, in_specs=P(), out_specs=self._loop_specs, check_vma=False),
+            in_shardings=replicated_, out_shardings=self._shardings(self._loop_specs))
 
     def _update_sharded(self, replay_state, stream, slots, latents):
         """Writes latents back into each device's own streams (indices from `sample_sharded` are shard-local)."""
@@ -329,69 +369,83 @@ class Trainer:
         return replay_state.replace(data={**replay_state.data, **written})
 
     @property
-    def _replicated(self) -> NamedSharding | None:
-        return None if self.mesh is None else NamedSharding(self.mesh, P())
+    def _replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
 
-    def _replay_shardings(self) -> ReplayState:
-        sharded = NamedSharding(self.mesh, P("data"))
-        return ReplayState(data={k: sharded for k in self.replay.specs}, position=self._replicated,
-                           filled=self._replicated)
+    def _shardings(self, specs: Any) -> Any:
+        """NamedShardings on the Trainer's mesh for a pytree of PartitionSpecs (or a prefix of one)."""
+        return jax.tree.map(lambda spec: NamedSharding(self.mesh, spec), specs,
+                            is_leaf=lambda x: isinstance(x, P))
+
+    def _replay_specs(self) -> ReplayState:
+        return ReplayState(data={k: P("data") for k in self.replay.specs}, position=P(), filled=P())
+
+    def _reset_worlds(self, keys: jax.Array) -> Any:
+        """Fresh worlds from per-world raw keys [n, 2]: one key per world where the env can (`reset_each`), else
+        the block's first key for `reset_batch`."""
+        reset_each = getattr(self.env, "reset_each", None)
+        if reset_each is not None:
+            return reset_each(jax.vmap(jax.random.wrap_key_data)(keys))
+        return self.env.reset_batch(jax.random.wrap_key_data(keys[0]), keys.shape[0])
 
     # ------------------------------------------------------------------------------------------------------------
     # State
 
     def initial_state(self) -> dict[str, Any]:
-        """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}."""
-        agent_state, loop = jax.jit(self._initial_arrays)(jax.random.PRNGKey(self.seed))
-        loop = loop.replace(episode_log=self._initial_episode_log())
-        replay_state = self.replay.init(None if self.mesh is None else NamedSharding(self.mesh, P("data")))
-        if self.mesh is not None:
-            agent_state = jax.device_put(agent_state, self._replicated)
+        """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}, laid out over the mesh."""
+        agent_state, loop = self._init_arrays(np.int32(self.seed))  # host values only: eval_shape traces this
+        replay_state = self.replay.init(NamedSharding(self.mesh, P("data")))
         counters = {"env_steps": np.zeros((), np.int64), "train_steps": np.zeros((), np.int64)}
         return {"agent": agent_state, "replay": replay_state, "loop": loop, "counters": counters}
 
-    def _initial_arrays(self, root: jax.Array) -> tuple[Any, LoopState]:
-        k_agent, k_env, k_loop = jax.random.split(root, 3)
-        return self.agent.init(k_agent), self._loop_state(k_env, k_loop)
+    def _initial_arrays(self, seed: jax.Array) -> tuple[Any, LoopState]:
+        k_agent, k_loop = jax.random.split(jax.random.PRNGKey(seed))
+        loop = jax.shard_map(self._local_loop, mesh=self.mesh, in_specs=P(), out_specs=self._loop_specs,
+                             check_vma=False)(k_loop)
+        return self.agent.init(k_agent), loop
 
-    def _loop_state(self, k_env: jax.Array, k_loop: jax.Array) -> LoopState:
-        """Fresh episodes in every world (the episode log is filled in by the caller, outside jit)."""
-        env_state = self.env.reset_batch(k_env, self.num_envs)
-        return LoopState(env=env_state, carry=self.agent.initial_carry(self.num_envs),
-                         is_first=jnp.ones(self.num_envs, bool), episode_return=jnp.zeros(self.num_envs),
-                         episode_length=jnp.zeros(self.num_envs, jnp.int32), episode_log={}, key=k_loop)
+    def _local_loop(self, key: jax.Array, first: Any = None) -> LoopState:
+        """One device's block of fresh worlds from the raw key `key` [2], its first world's global index `first`
+        (default: from the device's place on the `data` axis, inside `shard_map`). World i resets with, and
+        collects from, keys folded from its global index i, so its stream does not depend on the device count."""
+        n = self.local_envs
+        first = jax.lax.axis_index("data") * n if first is None else first
+        worlds = first + jnp.arange(n)
+        k_env, k_loop = jax.random.split(jax.random.wrap_key_data(key))
+        per_world = lambda k: jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(k, i)))(worlds)  # noqa: E731
+        env_state = self._reset_worlds(per_world(k_env))
+        return LoopState(env=env_state, carry=self.agent.initial_carry(n), is_first=jnp.ones(n, bool),
+                         episode_return=jnp.zeros(n), episode_length=jnp.zeros(n, jnp.int32),
+                         episode_log={k: jnp.zeros(n, jnp.float32) for k in self._log_names(env_state)},
+                         key=per_world(k_loop))
 
-    def _initial_episode_log(self) -> dict[str, jax.Array]:
+    def _log_names(self, env_state: Any) -> tuple[str, ...]:
         if self.log_fn is None:
-            return {}
-        env_state = jax.eval_shape(lambda k: self.env.reset_batch(k, self.num_envs), jax.random.key(0))
+            return ()
         obs = {k: env_state.obs[k] for k in self.obs_keys}
-        obs["is_first"] = jax.ShapeDtypeStruct((self.num_envs,), jnp.bool_)
-        shapes = jax.eval_shape(self.log_fn, env_state, obs, self.hook_args)
-        return {k: jnp.zeros(self.num_envs, jnp.float32) for k in shapes}
+        obs["is_first"] = jnp.ones(env_state.obs[self.obs_keys[0]].shape[0], bool)
+        return tuple(jax.eval_shape(self.log_fn, env_state, obs, self.hook_args))
 
     def fresh_loop(self, key: jax.Array) -> LoopState:
         """A loop state with fresh episodes in every world, from a raw PRNG key (e.g. for evaluation rollouts)."""
-        k_env, k_loop = jax.random.split(key)
-        loop = jax.jit(self._loop_state)(k_env, k_loop)
-        return loop.replace(episode_log=self._initial_episode_log())
+        return self._init_loop(np.asarray(jax.device_get(key), np.uint32))
 
     def rollout(self, agent_state: Any, loop: LoopState, mode: str = "eval") -> tuple[LoopState, dict[str, Any]]:
         """`collect_steps` steps of every world with the policy in `mode`, writing no replay. Returns the new loop
         state and the per-step outputs on the host ('is_last', 'return', 'length' [S, N], 'records' if any)."""
         loop, _, outputs = self._collect(agent_state, loop, None, self.hook_args, mode=mode)
-        return loop, jax.device_get(outputs)
+        return loop, tree_to_host(outputs)
 
     def save(self, checkpointer: Checkpointer, state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
+        """Saves the run state; every process calls it (each writes its own devices' blocks)."""
         checkpointer.save(int(state["counters"]["env_steps"]), _keys_to_data(state), metrics)
 
     def restore(self, checkpointer: Checkpointer, like: dict[str, Any], step: int | None = None) -> dict[str, Any]:
+        """The run state of checkpoint `step` (default the latest), each array read straight into the sharding of
+        its counterpart in `like` (a run state from `initial_state`), never whole onto one device."""
         restored = checkpointer.restore(step, like=_keys_to_data(like))
         state = _data_to_keys(restored, like)
         state["counters"] = {k: np.asarray(v, np.int64) for k, v in state["counters"].items()}
-        if self.mesh is not None:
-            state["agent"] = jax.device_put(state["agent"], self._replicated)
-            state["replay"] = jax.device_put(state["replay"], self._replay_shardings())
         return state
 
     # ------------------------------------------------------------------------------------------------------------
@@ -428,8 +482,8 @@ class Trainer:
         if resumed_from is not None:
             state = self.restore(checkpointer, state)
         env_steps, train_steps = int(state["counters"]["env_steps"]), int(state["counters"]["train_steps"])
-        train_key = jax.random.PRNGKey(self.seed + 1)
-        report_key = jax.random.PRNGKey(self.seed + 2)
+        train_key = np.asarray(jax.random.PRNGKey(self.seed + 1))
+        report_key = np.asarray(jax.random.PRNGKey(self.seed + 2))
         step_per_iter = cfg.collect_steps * self.num_envs
 
         returns: list[float] = []
@@ -453,7 +507,7 @@ class Trainer:
                 loop, replay_state, outputs = self._collect(state["agent"], state["loop"], state["replay"],
                                                             self.hook_args, random=random)
                 state["loop"], state["replay"] = loop, replay_state
-                outputs = jax.device_get(outputs)
+                outputs = tree_to_host(outputs)
                 if on_collect is not None:
                     on_collect(outputs, env_steps)
                 env_steps += step_per_iter
@@ -472,7 +526,7 @@ class Trainer:
                     pending.append(metrics)
                     train_steps += 1
                 if pending:
-                    fetched = jax.device_get(pending)
+                    fetched = tree_to_host(pending)
                     pending = []
                     summary["train_metrics"] = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                     for i, metrics in enumerate(fetched):
@@ -495,7 +549,7 @@ class Trainer:
                     elapsed = max(now - last_log["time"], 1e-9)
                     row["fps/env_steps_per_s"] = (env_steps - last_log["env_steps"]) / elapsed
                     row["fps/train_steps_per_s"] = (train_steps - last_log["train_steps"]) / elapsed
-                    row["replay/filled"] = float(self.num_envs * int(state["replay"].filled))
+                    row["replay/filled"] = float(self.num_envs * int(tree_to_host(state["replay"].filled)))
                     row["train_steps"] = float(train_steps)
                     if returns:
                         row.update({"episode/return": float(np.mean(returns)), "episode/return_max": max(returns),
@@ -511,10 +565,11 @@ class Trainer:
                     next_log = (env_steps // cfg.log_every + 1) * cfg.log_every
 
                 if next_video is not None and env_steps >= next_video and train_steps > 0:
-                    videos = jax.device_get(self._report(state["agent"], state["replay"],
-                                                         jax.random.fold_in(report_key, env_steps)))
-                    for name, video in videos.items():
-                        write_video(writer, self.logdir / "videos", env_steps, name, np.asarray(video))
+                    videos = tree_to_host(self._report(state["agent"], state["replay"],
+                                                       np.asarray(jax.random.fold_in(report_key, env_steps))))
+                    if is_main_process():
+                        for name, video in videos.items():
+                            write_video(writer, self.logdir / "videos", env_steps, name, np.asarray(video))
                     next_video = (env_steps // cfg.video_every + 1) * cfg.video_every
 
                 if env_steps >= next_save or env_steps >= total:
@@ -552,15 +607,6 @@ def write_video(writer: MetricsWriter, directory: Path, step: int, name: str, vi
     images = [Image.fromarray(frame.squeeze(-1) if frame.shape[-1] == 1 else frame) for frame in tiles]
     path = directory / f"{name.replace('/', '_')}_{step}.gif"
     images[0].save(path, save_all=True, append_images=images[1:], duration=100, loop=0)
-
-
-def initialize_distributed(cfg: TrainConfig) -> None:
-    """Joins a multi-host JAX job (coordinator address, process count and id from cfg or the cluster env)."""
-    kwargs = {k: v for k, v in (("coordinator_address", cfg.coordinator_address),
-                                ("num_processes", cfg.num_processes), ("process_id", cfg.process_id))
-              if v is not None}
-    if not jax.distributed.is_initialized():
-        jax.distributed.initialize(**kwargs)
 
 
 def _root_loss(metrics: Mapping[str, Any], fallback: str) -> str:

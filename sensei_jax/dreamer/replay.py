@@ -11,9 +11,12 @@ jittable, so the collection loop, the replay and the train step all run compiled
 the rest of the training state. With a mesh, streams are sharded over the data axis and each device samples only
 from its own streams (`sample_sharded`), so the buffer is never gathered across devices.
 
-Sampling is uniform over all windows that lie fully inside the written part of a stream, optionally mixed with a
-recency selector (probability proportional to 1 / age, as the reference's `Recency`), a fraction `recency` of the
-batch.
+Sampling is stratified over streams: with k = gcd(batch, streams), batch element b draws from the b-th of k equal
+groups of consecutive streams, and its stream and window come from its own key, `fold_in(key, b)`. So a batch is
+the same whichever way streams and batch rows are split over devices (any D dividing both puts each group on the
+device that holds its batch rows), and every stream is sampled equally often on average. Within its stream a
+window is uniform over the windows that lie fully inside the written part, optionally mixed with a recency
+selector (probability proportional to 1 / age, as the reference's `Recency`), a fraction `recency` of the batch.
 """
 
 from __future__ import annotations
@@ -89,14 +92,16 @@ class Replay:
         return ReplayState(data=data, position=jnp.zeros((), jnp.int32), filled=jnp.zeros((), jnp.int32))
 
     def add(self, state: ReplayState, step: dict[str, jax.Array]) -> ReplayState:
-        """Writes one step for every stream. step[k]: [E, ...] with the stored dtype (cast if needed)."""
+        """Writes one step for every stream of `state`. step[k]: [E, ...] with the stored dtype (cast if needed).
+        Inside `shard_map` the state and the step are one device's block of streams."""
         missing = set(self.specs) - set(step)
         if missing:
             raise KeyError(f"replay step lacks keys {sorted(missing)} (stores {sorted(self.specs)})")
         data = {}
         for k, spec in self.specs.items():
             value = jnp.asarray(step[k]).astype(spec.dtype)
-            expected = (self.num_streams, *spec.shape)
+            # The streams of this state: all of them, or one device's block inside `shard_map`.
+            expected = (state.data[k].shape[0], *spec.shape)
             if value.shape != expected:
                 raise ValueError(f"replay key '{k}' has shape {value.shape}, expected {expected}")
             data[k] = jax.lax.dynamic_update_index_in_dim(state.data[k], value, state.position, axis=1)
@@ -113,15 +118,15 @@ class Replay:
         Only call once `can_sample` holds; before that the windows would repeat the zero-initialized start.
         """
         batch_size = self.batch_size if batch_size is None else batch_size
-        stream, slots = self._indices(state, key, batch_size, self.num_streams)
+        stream, slots = self._indices(state, key, jnp.arange(batch_size), batch_size)
         batch = {k: v[stream[:, None], slots] for k, v in state.data.items()}
         return batch, (stream, slots)
 
     def sample_sharded(self, state: ReplayState, key: jax.Array, mesh: Mesh, axis: str = "data"
                        ) -> tuple[dict[str, jax.Array], tuple[jax.Array, jax.Array]]:
-        """As `sample`, but each of the D devices along `axis` draws batch_size / D windows from its own streams.
-
-        Returns the batch sharded along its batch axis; stream indices are local to each device's shard.
+        """The batch of `sample`, drawn by each of the D devices along `axis` for its own batch rows from its own
+        streams (no window crosses devices). Returns the batch sharded along its batch axis; the stream indices
+        are local to each device's block of streams.
         """
         devices = mesh.shape[axis]
         if self.batch_size % devices or self.num_streams % devices:
@@ -130,9 +135,11 @@ class Replay:
         local_batch, local_streams = self.batch_size // devices, self.num_streams // devices
 
         def local(data, position, filled, key):
-            key = jax.random.fold_in(key, jax.lax.axis_index(axis))
+            device = jax.lax.axis_index(axis)
+            rows = device * local_batch + jnp.arange(local_batch)
             local_state = ReplayState(data=data, position=position, filled=filled)
-            stream, slots = self._indices(local_state, key, local_batch, local_streams)
+            stream, slots = self._indices(local_state, key, rows, self.batch_size)
+            stream = stream - device * local_streams
             return {k: v[stream[:, None], slots] for k, v in data.items()}, stream, slots
 
         data_spec = {k: P(axis) for k in state.data}
@@ -140,6 +147,30 @@ class Replay:
                            out_specs=(data_spec, P(axis), P(axis)), check_vma=False)
         batch, stream, slots = fn(state.data, state.position, state.filled, key)
         return batch, (stream, slots)
+
+    def gather_sharded(self, state: ReplayState, stream: jax.Array, slots: jax.Array, mesh: Mesh,
+                       axis: str = "data") -> dict[str, jax.Array]:
+        """Windows at global indices (stream [V], slot [V, L]) from a replay sharded over `axis`, replicated on
+        every device: each device reads the windows of its own streams and a sum over devices assembles them, so
+        only the V windows cross devices (for a few report sequences, not for training batches)."""
+        local_streams = self.num_streams // mesh.shape[axis]
+
+        def local(data, stream, slots):
+            device = jax.lax.axis_index(axis)
+            mine = stream // local_streams == device
+            row = jnp.where(mine, stream - device * local_streams, 0)
+            out = {}
+            for k, v in data.items():
+                window = v[row[:, None], slots]
+                summable = jnp.float32 if jnp.issubdtype(v.dtype, jnp.floating) else jnp.int32
+                window = jnp.where(mine.reshape(mine.shape + (1,) * (window.ndim - 1)), window.astype(summable), 0)
+                out[k] = jax.lax.psum(window, axis).astype(v.dtype)
+            return out
+
+        data_spec = {k: P(axis) for k in state.data}
+        fn = jax.shard_map(local, mesh=mesh, in_specs=(data_spec, P(), P()), out_specs={k: P() for k in state.data},
+                           check_vma=False)
+        return fn(state.data, stream, slots)
 
     def update(self, state: ReplayState, indices: tuple[jax.Array, jax.Array],
                values: dict[str, jax.Array]) -> ReplayState:
@@ -152,23 +183,27 @@ class Replay:
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _indices(self, state: ReplayState, key: jax.Array, batch_size: int, num_streams: int
+    def _indices(self, state: ReplayState, key: jax.Array, rows: jax.Array, batch_size: int
                  ) -> tuple[jax.Array, jax.Array]:
-        stream_key, uniform_key, recent_key, mix_key = jax.random.split(key, 4)
-        stream = jax.random.randint(stream_key, (batch_size,), 0, num_streams)
-        # Windows are numbered by how many steps after the oldest stored step they start: 0 .. filled - length.
-        num_windows = jnp.maximum(state.filled - self.length + 1, 1)
-        uniform = jax.random.randint(uniform_key, (batch_size,), 0, num_windows)
-        if self.recency > 0.0:
-            # age a in [1, n] with p(a) ~ 1/a: the inverse CDF of the log-uniform distribution, floored.
-            u = jax.random.uniform(recent_key, (batch_size,))
-            age = jnp.floor(jnp.exp(u * jnp.log(num_windows.astype(jnp.float32) + 1.0))).astype(jnp.int32)
-            recent = num_windows - jnp.clip(age, 1, num_windows)
-            use_recent = jax.random.uniform(mix_key, (batch_size,)) < self.recency
-            start = jnp.where(use_recent, recent, uniform)
-        else:
-            start = uniform
-        oldest = (state.position - state.filled) % self.steps_per_stream
-        slots = (oldest + start[:, None] + jnp.arange(self.length)[None]) % self.steps_per_stream
-        return stream, slots.astype(jnp.int32)
+        """Global (stream [R], slot [R, L]) of the batch rows `rows` [R] of a batch of `batch_size` (see the
+        module docstring: row b draws from its group of streams with the key fold_in(key, b))."""
+        groups = math.gcd(batch_size, self.num_streams)
+        group_streams, rows_per_group = self.num_streams // groups, batch_size // groups
 
+        def one(row):
+            stream_key, uniform_key, recent_key, mix_key = jax.random.split(jax.random.fold_in(key, row), 4)
+            stream = (row // rows_per_group) * group_streams + jax.random.randint(stream_key, (), 0, group_streams)
+            # Windows are numbered by how many steps after the oldest stored step they start: 0 .. filled - length.
+            num_windows = jnp.maximum(state.filled - self.length + 1, 1)
+            start = jax.random.randint(uniform_key, (), 0, num_windows)
+            if self.recency > 0.0:
+                # age a in [1, n] with p(a) ~ 1/a: the inverse CDF of the log-uniform distribution, floored.
+                u = jax.random.uniform(recent_key, ())
+                age = jnp.floor(jnp.exp(u * jnp.log(num_windows.astype(jnp.float32) + 1.0))).astype(jnp.int32)
+                recent = num_windows - jnp.clip(age, 1, num_windows)
+                start = jnp.where(jax.random.uniform(mix_key, ()) < self.recency, recent, start)
+            oldest = (state.position - state.filled) % self.steps_per_stream
+            slots = (oldest + start + jnp.arange(self.length)) % self.steps_per_stream
+            return stream.astype(jnp.int32), slots.astype(jnp.int32)
+
+        return jax.vmap(one)(rows)

@@ -43,11 +43,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     progress: bool = True
 
-    devices: int = 0  # local devices to data-parallelize the train step over (0: all)
-    distributed: bool = False  # call jax.distributed.initialize() (multi-host; the coordinator from the env)
-    coordinator_address: str | None = None
-    num_processes: int | None = None
-    process_id: int | None = None
+    # Devices to spread the worlds, the replay and the batches over: the first `devices` of `jax.devices()`, which
+    # lists every process's devices in a multi-process job (0: all of them; a job of several processes uses all).
+    devices: int = 0
 
     def __post_init__(self):
         for name in ("steps", "num_envs", "batch_size", "batch_length", "replay_capacity", "collect_steps",

@@ -70,7 +70,11 @@ class PointReach:
                         info=self._info(position, target, step))
 
     def reset_batch(self, key: jax.Array, n: int) -> ToyState:
-        return jax.vmap(self.reset)(jax.random.split(key, n))
+        return self.reset_each(jax.random.split(key, n))
+
+    def reset_each(self, keys: jax.Array) -> ToyState:
+        """Fresh worlds, one per key of `keys` [N]: world i depends on keys[i] alone."""
+        return jax.vmap(self.reset)(keys)
 
     def step(self, state: ToyState, action: jax.Array) -> ToyState:
         """action: f32 [2] for one world, or [N, 2] for a batch from `reset_batch`; clipped to [-1, 1]."""

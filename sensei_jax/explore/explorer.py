@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sensei_jax import files
+from sensei_jax.distributed import is_main_process
 from sensei_jax.dreamer import loop as loop_lib
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.train_config import TrainConfig
@@ -135,7 +136,7 @@ class Explorer:
     def record_step(self, step, next_env, reward_model) -> dict[str, jax.Array]:
         """What the interaction log needs per step: 'interaction' [E, K], 'success' [E, J] bool, 'reward',
         'semantic' [E] f32, 'done' [E] bool, all of the transition this step made."""
-        info, n = next_env.info, self.num_envs
+        info, n = next_env.info, step["is_first"].shape[0]  # this device's worlds
         return {
             "interaction": jnp.stack([info["interaction_flags"][k] for k in self.interactions], -1)
             if self.interactions else jnp.zeros((n, 0), bool),
@@ -154,11 +155,13 @@ class Explorer:
         Returns the summary (also written to out_dir/summary.json)."""
         cfg, out_dir = self.cfg, Path(out_dir)
         steps = cfg.steps if steps is None else steps
+        writes = is_main_process()  # process 0 writes the files below; every process explores
         out_dir.mkdir(parents=True, exist_ok=True)
         spec = {"behaviour": cfg.behaviour, "tasks": list(self.tasks), "semantic": self.reward_model is not None,
                 "image_key": self.image_key, "num_envs": self.num_envs, "reward_model": self.reward_model_dir,
                 "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer)}
-        files.write_json(out_dir / "spec.json", spec)
+        if writes:
+            files.write_json(out_dir / "spec.json", spec)
         trainer = self.make_trainer(out_dir)
         log_ = InteractionLog(self.interactions, self.tasks, self.num_envs)
         episodes_file = out_dir / "episodes.jsonl"
@@ -170,7 +173,8 @@ class Explorer:
             log_.load(book["log"])
             curves = book.get("curves", [])
             # Episodes written after the checkpoint are collected again.
-            files.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
+            if writes:
+                files.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
             log(f"explore: resuming at step {book['step']} from {out_dir / 'checkpoints'}")
         writer = MetricsWriter(out_dir)
         next_log: int | None = None
@@ -182,7 +186,7 @@ class Explorer:
             finished = log_.add(records, first_step // self.num_envs)
             for episode in finished:
                 episode["step"] = chunk_end
-            if finished:
+            if finished and writes:
                 with open(episodes_file, "a") as f:
                     f.writelines(json.dumps(episode) + "\n" for episode in finished)
                 writer.scalars(chunk_end, {
@@ -202,7 +206,8 @@ class Explorer:
                                "interactions": totals})
 
         def on_save(step: int) -> None:
-            files.write_json(progress_file, {"step": step, "log": log_.state_dict(), "curves": curves})
+            if writes:
+                files.write_json(progress_file, {"step": step, "log": log_.state_dict(), "curves": curves})
 
         try:
             result = trainer.run(steps, writer, initial=state, on_collect=on_collect, on_save=on_save)
@@ -220,8 +225,9 @@ class Explorer:
                               if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
             "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
         }
-        files.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
-        files.write_json(out_dir / "summary.json", summary)
+        if writes:
+            files.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
+            files.write_json(out_dir / "summary.json", summary)
         self.state = trainer.state
         return summary
 

@@ -20,6 +20,7 @@ import jax
 
 from sensei_jax import config as config_lib
 from sensei_jax import files
+from sensei_jax.distributed import is_main_process
 from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.train_config import TrainConfig
@@ -96,7 +97,8 @@ def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_ep
     result = {"task": task, "behaviour": spec["behaviour"], "source": str(directory), "steps": training["steps"],
               "success_rate": evaluation["success_rate"][task], "mean_return": evaluation["mean_return"],
               "episodes": evaluation["episodes"], "train_success_steps": training["success"].get(task, 0)}
-    files.write_json(Path(out_dir) / "result.json", result)
+    if is_main_process():
+        files.write_json(Path(out_dir) / "result.json", result)
     log(f"transfer [{spec['behaviour']} -> {task}]: success rate {result['success_rate']:.2f} over "
         f"{result['episodes']} eval episodes")
     return result

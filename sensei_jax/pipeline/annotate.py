@@ -35,7 +35,7 @@ from sensei_jax import config as config_lib
 from sensei_jax import files, progress
 from sensei_jax.annotators.registry import ANNOTATORS
 from sensei_jax.config import Config
-from sensei_jax.global_arrays import barrier, from_writer, is_writer
+from sensei_jax.distributed import barrier, from_main_process, is_main_process
 from sensei_jax.reward.dataset import GROUND_TRUTH, PairDataset
 from sensei_jax.reward.labels import LABEL_NAMES, Label
 
@@ -59,7 +59,7 @@ def _partition_dir(out: Path, name: str, num_pairs: int, cfg: Config) -> Path:
     """The partition folder for label set `name`, emptied (by process 0) if its manifest belongs to another config
     or dataset."""
     folder = out / "partitions" / name
-    if not is_writer():
+    if not is_main_process():
         return folder
     manifest = {"num_pairs": num_pairs, "partition_size": cfg.annotate.partition_size,
                 "fingerprint": _fingerprint(cfg)}
@@ -105,7 +105,7 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
             part = _load_partition(path, min(size, num_pairs - start))
             if part is not None:
                 parts[i] = part
-    resumable = from_writer(np.array([i in parts for i in range(len(starts))], bool))
+    resumable = from_main_process(np.array([i in parts for i in range(len(starts))], bool))
     parts = {i: part for i, part in parts.items() if resumable[i]}
     for i in np.flatnonzero(resumable):  # found by process 0, unreadable here: a shared run folder is required
         if int(i) not in parts:
@@ -125,7 +125,7 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
         for key, value in getattr(annotator, "last_diagnostics", {}).items():
             if np.asarray(value).dtype != object:
                 part[key] = np.asarray(value)
-        if is_writer():
+        if is_main_process():
             files.write_npz(path, **part)
         parts[i] = part
         labelled += stop - start
@@ -134,7 +134,7 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
     seconds = time.perf_counter() - begin
     merged = {k: np.concatenate([parts[i][k] for i in range(len(starts))])
               for k in parts[0] if all(k in parts[i] for i in range(len(starts)))}
-    if is_writer():
+    if is_main_process():
         dataset.save_preferences(name, merged["label"], merged["prob_first"])
     summary = summarize(dataset, name, merged)
     summary.update(annotator=annotator.name, resumed_pairs=resumed, labelled_pairs=labelled, seconds=seconds,
@@ -142,7 +142,7 @@ def annotate_dataset(dataset: PairDataset, annotator, cfg: Config, out: Path) ->
     if cfg.annotate.annotator == "llava":
         summary.update(annotator.settings(), checkpoint=cfg.vlm.path, dtype=cfg.vlm.dtype,
                        model_parallel=cfg.annotate.model_parallel, processes=jax.process_count())
-    if is_writer():
+    if is_main_process():
         files.write_json(out / "summary.json", summary)
         plot_preferences(dataset, name, out / f"preferences_{name}.png")
     barrier(f"annotate {folder} written")
@@ -231,7 +231,7 @@ def intersect_views(dataset: PairDataset, views: dict[str, PairDataset], name: s
     own labels are kept as `<name>_<camera>`. Rewrites summary.json and the plot in `out` (process 0 writes)."""
     labels = {camera: view.load_preferences(name) for camera, view in views.items()}
     probs = {camera: view.load_prob_first(name) for camera, view in views.items()}
-    writes = is_writer()
+    writes = is_main_process()
     for camera in views:
         if writes:
             dataset.save_preferences(f"{name}_{camera}", labels[camera], probs[camera])

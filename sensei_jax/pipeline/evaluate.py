@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sensei_jax import files
+from sensei_jax import distributed, files
 from sensei_jax.config import Config
 from sensei_jax.pipeline import collection, rundir
 from sensei_jax.pipeline.transfer import transfer
@@ -122,7 +122,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             ratios[obj] = float(count / base) if base else None
     transfer = downstream_transfer(cfg, run_dir, list(dict.fromkeys(order))) if cfg.evaluate.transfer else None
     summary = {"runs": runs, "ratios": ratios, "transfer": transfer}
-    files.write_json(run_dir / "evaluate" / SUMMARY, summary)
+    if distributed.is_main_process():
+        files.write_json(run_dir / "evaluate" / SUMMARY, summary)
     return {"runs": {name: {"steps": r["steps"], "interactions": r["interactions"], "success": r["success"],
                             "mean_return": float(np.mean(r["episode_returns"])) if r["episode_returns"] else None}
                      for name, r in runs.items()}, "ratios": ratios,

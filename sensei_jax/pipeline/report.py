@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from sensei_jax import files
+from sensei_jax import distributed, files
 from sensei_jax.config import Config
 from sensei_jax.envs.robodesk import interest
 from sensei_jax.envs.robodesk.config import InterestConfig
@@ -243,6 +243,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
+    if not distributed.is_main_process():  # the report is host work on files: process 0 alone makes it
+        return {"report": str(run_dir / "report.md"), "figures": [], "missing": [], "made_by": "process 0"}
     run = rundir.RunDir(run_dir)
     status = run.read_status()["stages"]
     dpi = cfg.report.dpi

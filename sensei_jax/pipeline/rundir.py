@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sensei_jax import config as config_lib
+from sensei_jax import distributed
 from sensei_jax import files
 from sensei_jax.pipeline import stages
 
@@ -58,7 +59,10 @@ def first_affected_stage(keys: list[str]) -> str | None:
 
 
 class RunDir:
-    """One run folder. `stage_dir(name)` is where stage `name` writes; `status.json` says which stages are done."""
+    """One run folder. `stage_dir(name)` is where stage `name` writes; `status.json` says which stages are done.
+
+    In a job of several processes the folder must be on a filesystem they all see: process 0 alone creates,
+    writes and deletes here, and the others wait at a barrier until it has (they read the same files)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -90,7 +94,9 @@ class RunDir:
         return status
 
     def _write_status(self, status: dict[str, Any]) -> None:
-        files.write_json(self.status_path, status)
+        if distributed.is_main_process():
+            files.write_json(self.status_path, status)
+        distributed.barrier(f"status {self.status_path}")  # every process sees the new status from here on
 
     def done(self, name: str) -> bool:
         return self.read_status()["stages"].get(name, {}).get("state") == "done"
@@ -107,7 +113,9 @@ class RunDir:
         Raises `config_lib.ConfigError` when the config changed in a key a finished stage depends on and no
         forced stage covers it.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
+        if distributed.is_main_process():
+            self.path.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(f"mkdir {self.path}")
         new = config_lib.to_dict(cfg)
         forced_from = min((stage_index(s) for s in force), default=None)
         if forced_from is not None:
@@ -131,8 +139,10 @@ class RunDir:
                         f"the config of run {self.path} changed since stage '{stale[0]}' ran: {shown}. Pass "
                         f"--force {affected} to redo '{affected}' and the stages after it with the new config, or "
                         f"start a new run with --run.name NAME")
-        config_lib.save(cfg, self.config_path.with_suffix(".yaml.tmp"))
-        self.config_path.with_suffix(".yaml.tmp").replace(self.config_path)
+        if distributed.is_main_process():
+            config_lib.save(cfg, self.config_path.with_suffix(".yaml.tmp"))
+            self.config_path.with_suffix(".yaml.tmp").replace(self.config_path)
+        distributed.barrier(f"config {self.config_path}")
 
     def forget(self, stages: tuple[str, ...] | list[str]) -> None:
         """Marks `stages` as not done (status first, so a crash in between never leaves stale 'done' entries),
@@ -141,12 +151,14 @@ class RunDir:
         for name in stages:
             status["stages"].pop(name, None)
         self._write_status(status)
-        for name in stages:
-            for path in self.outputs(name):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
+        if distributed.is_main_process():
+            for name in stages:
+                for path in self.outputs(name):
+                    if path.is_dir():
+                        shutil.rmtree(path)
+                    elif path.exists():
+                        path.unlink()
+        distributed.barrier(f"forget {self.path} {' '.join(stages)}")
 
     def has_outputs(self, name: str) -> bool:
         """Whether stage `name` left anything on disk (finished or not)."""
@@ -184,7 +196,9 @@ class RunDir:
             self.forget(later)
         resumed = self.stage_dir(name).exists() and any(self.stage_dir(name).iterdir())
         log(f"[{name}] {'resuming' if resumed else 'running'} -> {self.stage_dir(name)}")
-        self.stage_dir(name).mkdir(parents=True, exist_ok=True)
+        if distributed.is_main_process():
+            self.stage_dir(name).mkdir(parents=True, exist_ok=True)
+        distributed.barrier(f"mkdir {self.stage_dir(name)}")
         start = time.time()
         summary = fn() or {}
         seconds = time.time() - start

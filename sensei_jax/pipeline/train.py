@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sensei_jax import config as config_lib
-from sensei_jax import files
+from sensei_jax import distributed, files
 from sensei_jax.config import Config
 
 
@@ -54,12 +54,14 @@ def build(cfg: Config, logdir: Path):
 def train_into(cfg: Config, logdir: Path) -> dict[str, Any]:
     """Trains (or resumes) the run of `cfg` in `logdir` and writes its summary.json."""
     logdir = Path(logdir)
-    logdir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(cfg, logdir / "config.yaml")
+    if distributed.is_main_process():  # process 0 writes; every process trains
+        logdir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(cfg, logdir / "config.yaml")
     _, _, trainer = build(cfg, logdir)
     summary = trainer.run()
     summary["task"] = cfg.env.task if cfg.train.env == "robodesk" else "point_reach"
-    files.write_json(logdir / "summary.json", summary)
+    if distributed.is_main_process():
+        files.write_json(logdir / "summary.json", summary)
     return summary
 
 

@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sensei_jax import files
 from sensei_jax.checkpoint import Checkpointer
-from sensei_jax.global_arrays import barrier, is_writer, replicated, rows_array, to_host
+from sensei_jax.distributed import barrier, is_main_process, replicated, rows_array, to_host
 from sensei_jax.hardware import describe as describe_hardware
 from sensei_jax.metrics import MetricsWriter
 from sensei_jax.progress import bar
@@ -243,7 +243,7 @@ def model_resolution_images(dataset: PairDataset, size: int, cache_dir: Path, ch
     record = {"source": str(dataset.directory.resolve()), "num_pairs": len(dataset),
               "source_shape": list(dataset.image_shape), "size": size,
               "source_mtime_ns": (dataset.directory / "images.npy").stat().st_mtime_ns}
-    if not is_writer():  # process 0 writes the cache (on the shared run folder); the others read it once written
+    if not is_main_process():  # process 0 writes the cache (on the shared run folder); the others read it once written
         barrier(f"resize cache {path}")
         return np.lib.format.open_memmap(path, mode="r")
     if record_path.is_file() and path.is_file() and files.read_json(record_path) == record:
@@ -297,7 +297,7 @@ def train(dataset: PairDataset, preferences: str, cfg: RewardConfig, out_dir: st
     out_dir = Path(out_dir)
     dataset.require_complete()
     mesh = data_mesh(devices, cfg.batch_size)
-    writes = is_writer()
+    writes = is_main_process()
     progress = progress and writes  # one progress bar, process 0's
     labels = dataset.load_preferences(preferences)
     model_cfg = RewardModelConfig.from_config(cfg)

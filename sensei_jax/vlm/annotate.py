@@ -24,7 +24,7 @@ from PIL import Image
 
 from sensei_jax.annotators.base import check_pairs, label_from_prob
 from sensei_jax.annotators.config import AnnotateConfig
-from sensei_jax.global_arrays import replicated, rows_array, to_host
+from sensei_jax.distributed import replicated, rows_array, to_host
 from sensei_jax.reward.labels import Label
 from sensei_jax.vlm.config import VlmConfig
 from sensei_jax.vlm.processor import chat_prompt

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sensei_jax.vlm.model import LlavaModel
-from sensei_jax.global_arrays import rows_array, to_host
+from sensei_jax.distributed import rows_array, to_host
 
 
 def nucleus_mask(logits: jax.Array, top_p: float | jax.Array) -> jax.Array:
