@@ -215,6 +215,12 @@ class Robodesk:
                                  njmax=self.constraints_per_world)
         return device_blocks.vary(jax.vmap(make)(jnp.arange(num_envs)))
 
+    def physics_bytes(self, num_envs: int) -> int:
+        """Device bytes of the MJX-Warp data of `num_envs` worlds (shapes only, nothing is allocated): what the
+        physics state costs beside the observations, for sizing worlds per device."""
+        shapes = jax.eval_shape(lambda: self._blank_data(int(num_envs)))
+        return int(sum(np.prod(x.shape, dtype=np.int64) * x.dtype.itemsize for x in jax.tree.leaves(shapes)))
+
     def _initial_qpos(self, key: jax.Array) -> jax.Array:
         """Robodesk's reset distribution for one world: qpos [nq] float32."""
         k = jax.random.split(key, 8)
