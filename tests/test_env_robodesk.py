@@ -313,3 +313,15 @@ def test_env_info_summarises_the_model():
     assert summary["task"] == "lift_ball" and summary["cameras"] == ["top", "right", "left"]
     assert summary["observation_spec"]["image"] == [[64, 64, 3], "uint8"]
     assert summary["physics_state_size"] == 93 and len(summary["tasks"]) == len(TASKS)
+
+
+def test_physics_memory_grows_linearly_with_the_world_count(env):
+    # The contact buffers are shared by the batch (contacts_per_world rows per world), so doubling the worlds
+    # doubles the bytes; buffers sized for the whole batch in every world would grow quadratically.
+    table = {n: env.physics_bytes(n) for n in (4, 16, 64)}
+    print("physics bytes per world count:", {n: f"{b / 1e6:.3f} MB ({b / n / 1e3:.1f} kB/world)"
+                                             for n, b in table.items()})
+    assert table[64] / table[16] == pytest.approx(4.0, rel=0.01)
+    assert table[16] / table[4] == pytest.approx(4.0, rel=0.01)
+    blank = jax.eval_shape(lambda: env._blank_data(16))
+    assert blank._impl.contact__frame.shape[0] == env.contacts_per_world * 16

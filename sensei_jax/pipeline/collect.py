@@ -15,7 +15,11 @@ replay, envs, counters; one, saved after every chunk), metrics.jsonl and TensorB
 
 A chunk is the unit of resumption. random: the stage restarts after the last complete chunk, from the saved carry,
 and the per-step random keys depend only on (seed, chunk, step), so a resumed collection equals an uninterrupted
-one. p2x: one compiled collection call of the loop is one chunk (`collect_steps = collect.chunk_steps`) and the
+one. One chunk is one compiled `lax.scan` whose records reach the host once, at its end; the worlds are split over
+the local devices (`shard_map` over a `data` axis, `env.num_envs` a multiple of the device count), and each
+device draws its worlds' rows of the same per-step random targets, so the walk does not depend on the device
+count. The carry holds the sharded env state, so a collection resumes on the device count it started with.
+p2x: one compiled collection call of the loop is one chunk (`collect_steps = collect.chunk_steps`) and the
 loop checkpoints after each, so a killed run resumes from the checkpoint of the last chunk whose training finished
 (agent, replay, envs and keys, so it repeats the same steps). A chunk already on disk is never rewritten: if the
 process died between writing a chunk and checkpointing after it, that chunk is collected again by the resumed
@@ -35,11 +39,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sensei_jax import files, progress
 from sensei_jax.config import Config
 from sensei_jax.envs.protocol import RestorableEnv
-from sensei_jax.envs.robodesk import TASKS, interest
+from sensei_jax.envs.robodesk import TASKS, device_blocks, interest
 from sensei_jax.pipeline import rundir
 from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, carry_path, chunk_path,
                                             complete_chunks, interaction_totals, load_carry, load_chunk, save_carry,
@@ -71,20 +76,53 @@ def step_record(env: RestorableEnv, states) -> dict[str, jax.Array]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The random-walk policy and the compiled step.
+# The random-walk policy, one compiled chunk over the worlds of all local devices.
 
 
-def build_step(env: RestorableEnv, action_smoothing: float):
-    """One policy step of all worlds: (states [B], actions f32 [B, A], key) -> (states, actions, records)."""
+def local_mesh(num_envs: int) -> Mesh:
+    """A 1-D `data` mesh over this process's devices, over which `num_envs` worlds are split evenly."""
+    devices = jax.local_devices()
+    if num_envs % len(devices):
+        raise ValueError(f"env.num_envs={num_envs} cannot be split evenly over the {len(devices)} local devices "
+                         f"({devices[0].platform}); choose a multiple of {len(devices)}")
+    return Mesh(np.array(devices), ("data",))
 
-    @jax.jit
-    def step(states, actions, key):
-        target = jax.random.uniform(key, actions.shape, minval=-1.0, maxval=1.0)
-        actions = (1.0 - action_smoothing) * actions + action_smoothing * target
-        states = env.step(states, actions)
-        return states, actions, step_record(env, states)
 
-    return step
+def build_reset(env: RestorableEnv, num_envs: int, mesh: Mesh):
+    """key -> the `num_envs` worlds of `env.reset_batch(key, num_envs)`, each device resetting its own block."""
+    local_envs = num_envs // mesh.shape["data"]
+    reset = jax.shard_map(lambda key: env.reset_batch(key, local_envs), mesh=mesh, in_specs=P(), out_specs=P("data"))
+    return jax.jit(reset)
+
+
+def build_chunk(env: RestorableEnv, action_smoothing: float, chunk_steps: int, mesh: Mesh):
+    """`chunk_steps` policy steps of all worlds in one compiled scan:
+    (states [B], actions f32 [B, A], chunk_key) -> (states, actions, records [T, B, ...]).
+
+    Step t's random targets are uniform(fold_in(chunk_key, t), [B, A]) for the whole batch; each device computes
+    them and keeps its worlds' rows (B x A floats, negligible next to a physics step), so the values do not
+    depend on how the worlds are split."""
+
+    def local_chunk(states, actions, chunk_key):
+        local_envs = actions.shape[0]
+        first_world = device_blocks.block_index() * local_envs
+        all_envs = local_envs * device_blocks.block_count()
+
+        def step(carry, t):
+            states, actions = carry
+            target = jax.random.uniform(jax.random.fold_in(chunk_key, t), (all_envs, actions.shape[1]),
+                                        minval=-1.0, maxval=1.0)
+            target = jax.lax.dynamic_slice_in_dim(target, first_world, local_envs)
+            actions = (1.0 - action_smoothing) * actions + action_smoothing * target
+            states = env.step(states, actions)
+            return (states, actions), step_record(env, states)
+
+        (states, actions), records = jax.lax.scan(step, (states, actions), jnp.arange(chunk_steps))
+        return states, actions, records
+
+    chunk = jax.shard_map(local_chunk, mesh=mesh, in_specs=(P("data"), P("data"), P()),
+                          out_specs=(P("data"), P("data"), P(None, "data")))
+    return jax.jit(chunk)
 
 
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
@@ -122,38 +160,40 @@ def collect_random(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]
     chunk_steps = cfg.collect.chunk_steps
     num_chunks = -(-cfg.collect.steps // chunk_steps)
     seed_key = jax.random.fold_in(jax.random.key(cfg.run.seed), 1)  # stream 1: collection
+    mesh = local_mesh(num_envs)
+    devices = mesh.shape["data"]
 
-    reset = compiled_once(env, "reset", lambda: jax.jit(env.reset_batch, static_argnums=1))
-    states = reset(jax.random.fold_in(seed_key, 0), num_envs)
-    actions = jnp.zeros((num_envs, env.action_size), jnp.float32)
+    worlds, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+    reset = compiled_once(env, f"reset/{num_envs}/{devices}", lambda: build_reset(env, num_envs, mesh))
+    states = reset(jax.device_put(jax.random.fold_in(seed_key, 0), replicated))
+    actions = jax.device_put(jnp.zeros((num_envs, env.action_size), jnp.float32), worlds)
     done_chunks = complete_chunks(out)
     if done_chunks:
-        states, actions = load_carry(carry_path(out, done_chunks - 1), states)
+        restored, actions = load_carry(carry_path(out, done_chunks - 1), states)
+        states = jax.tree.map(lambda x, like: jax.device_put(x, like.sharding), restored, states)
+        actions = jax.device_put(actions, worlds)
     smoothing = cfg.collect.action_smoothing
-    step = compiled_once(env, f"step/{smoothing}", lambda: build_step(env, smoothing))
+    chunk_fn = compiled_once(env, f"chunk/{smoothing}/{chunk_steps}/{num_envs}/{devices}",
+                             lambda: build_chunk(env, smoothing, chunk_steps, mesh)
+                             .lower(states, actions, jax.device_put(seed_key, replicated)).compile())
 
     total = num_chunks * chunk_steps * num_envs
     bar = progress.bar(total, desc="collect", unit="env step", initial=done_chunks * chunk_steps * num_envs)
-    start, stepped = None, 0  # the rate is measured from the second step on (the first one compiles)
+    seconds, stepped = 0.0, 0  # compiled above, so every chunk counts towards the rate
     record_shapes = None
     for chunk in range(done_chunks, num_chunks):
-        chunk_key = jax.random.fold_in(seed_key, chunk + 1)
-        rows: list[dict[str, np.ndarray]] = []
-        for t in range(chunk_steps):
-            states, actions, record = step(states, actions, jax.random.fold_in(chunk_key, t))
-            rows.append(jax.device_get(record))
-            bar.update(num_envs)
-            if start is None:
-                start = time.time()
-            else:
-                stepped += num_envs
-        chunk_data = {k: np.stack([row[k] for row in rows]) for k in CHUNK_KEYS}
-        record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
+        start = time.time()
+        chunk_key = jax.device_put(jax.random.fold_in(seed_key, chunk + 1), replicated)
+        states, actions, records = chunk_fn(states, actions, chunk_key)
+        chunk_data = {k: np.asarray(v) for k, v in jax.device_get(records).items()}
+        seconds += time.time() - start
+        stepped += chunk_steps * num_envs
+        record_shapes = {k: list(chunk_data[k].shape) for k in CHUNK_KEYS}
         write_chunk(out, chunk, chunk_data)
         save_carry(carry_path(out, chunk), states, actions)
+        bar.update(chunk_steps * num_envs)
         bar.set_postfix(chunk=f"{chunk + 1}/{num_chunks}")
     bar.close()
-    seconds = time.time() - start if start is not None else 0.0
 
     meta = _meta(cfg, out, num_chunks, record_shapes)
     if stepped:

@@ -45,7 +45,7 @@ from mujoco import mjx  # noqa: E402
 from mujoco.mjx._src import render_util  # noqa: E402
 from mujoco.mjx.warp import types as mjxw_types  # noqa: E402
 
-from sensei_jax.envs.robodesk import assets, ik, model, tasks  # noqa: E402
+from sensei_jax.envs.robodesk import assets, device_blocks, ik, model, tasks  # noqa: E402
 from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY  # noqa: E402
 
 ACTION_SIZE = 5
@@ -207,10 +207,19 @@ class Robodesk:
     # Reset
 
     def _blank_data(self, num_envs: int) -> mjx.Data:
+        """Fresh MJX-Warp data for `num_envs` worlds. The per-world fields get a world axis; the contact buffers
+        are shared by the batch, one buffer of `contacts_per_world * num_envs` rows (not one per world), so memory
+        grows linearly with the world count. Under `shard_map`, `num_envs` is this device's block."""
         def make(_):
             return mjx.make_data(self.mj_model, impl="warp", naconmax=self.contacts_per_world * num_envs,
                                  njmax=self.constraints_per_world)
-        return jax.vmap(make)(jnp.arange(num_envs))
+        return device_blocks.vary(jax.vmap(make)(jnp.arange(num_envs)))
+
+    def physics_bytes(self, num_envs: int) -> int:
+        """Device bytes of the MJX-Warp data of `num_envs` worlds (shapes only, nothing is allocated): what the
+        physics state costs beside the observations, for sizing worlds per device."""
+        shapes = jax.eval_shape(lambda: self._blank_data(int(num_envs)))
+        return int(sum(np.prod(x.shape, dtype=np.int64) * x.dtype.itemsize for x in jax.tree.leaves(shapes)))
 
     def _initial_qpos(self, key: jax.Array) -> jax.Array:
         """Robodesk's reset distribution for one world: qpos [nq] float32."""
@@ -243,10 +252,20 @@ class Robodesk:
         return self._unbatch(self._reset_worlds(key[None]))
 
     def reset_batch(self, key: jax.Array, num_envs: int) -> State:
-        """`num_envs` independent worlds, each reset from its own split of `key`. Leaves get a world axis [N]."""
+        """`num_envs` independent worlds, each reset from its own split of `key`. Leaves get a world axis [N].
+
+        Under `shard_map`, `num_envs` is this device's block of worlds and the blocks together are the worlds of
+        an unsharded `reset_batch(key, num_envs * blocks)`: each device takes its rows of the same key split."""
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        return self._reset_worlds(jax.random.split(_typed_key(key), int(num_envs)))
+        return self._reset_worlds(_block_keys(_typed_key(key), int(num_envs)))
+
+    def reset_worlds(self, keys: jax.Array) -> State:
+        """One world per PRNG key of `keys` [N]: for callers that hold per-world keys (e.g. sharded ones)."""
+        keys = _typed_key(keys)
+        if keys.ndim != 1:
+            raise ValueError(f"reset_worlds takes PRNG keys of shape [N], got shape {keys.shape}")
+        return self._reset_worlds(keys)
 
     def _reset_worlds(self, keys: jax.Array) -> State:
         rng, init = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
@@ -307,7 +326,7 @@ class Robodesk:
             data = jax.vmap(mjx.step, in_axes=(None, 0))(self.mjx_model, data)
             return (data, overflow | self._overflow(data)), None
 
-        overflow = jnp.zeros(ctrl.shape[0], bool)
+        overflow = device_blocks.vary(jnp.zeros(ctrl.shape[0], bool))
         (data, overflow), _ = jax.lax.scan(substep, (data, overflow), None, length=SUBSTEPS)
         # dm_control's Physics.step ends with mj_step1, so Robodesk reads positions (rewards, IK start, camera) of
         # the new qpos; mjx.step leaves them one substep behind. One forward pass per control step matches it.
@@ -333,7 +352,8 @@ class Robodesk:
             return (data, reward, solved | success, overflow | step_overflow), None
 
         n = action.shape[0]
-        carry = (state.data, jnp.zeros(n, jnp.float32), state.info["task_solved"], jnp.zeros(n, bool))
+        carry = device_blocks.vary((state.data, jnp.zeros(n, jnp.float32), state.info["task_solved"],
+                                    jnp.zeros(n, bool)))
         (data, reward, solved, overflow), _ = jax.lax.scan(repeat, carry, None, length=self.action_repeat)
 
         scene = self._scene(data, initial)
@@ -428,11 +448,13 @@ class Robodesk:
             obs.update(images)
         return obs, data
 
-    def _render_context(self, num_envs: int, views: tuple[tuple[str, int], ...]):
-        key = (num_envs, views)
+    def _render_context(self, num_envs: int, views: tuple[tuple[str, int], ...], slot: int = 0):
+        """The render context for `num_envs` worlds and `views`; `slot` tells apart the contexts of device blocks
+        that share a Warp device (see `device_blocks.render_slots`), since refitting and rendering write into it."""
+        key = (num_envs, views, slot)
         if key not in self._render_contexts:
             self._render_contexts[key] = mjx.create_render_context(
-                self.mj_model, nworld=num_envs, cam_active=[c for c, _ in views],
+                self.mj_model, nworld=num_envs, devices=device_blocks.warp_devices(), cam_active=[c for c, _ in views],
                 cam_res=[(s, s) for _, s in views], render_rgb=[True] * len(views),
                 render_depth=[False] * len(views), use_textures=True, use_shadows=self.shadows,
                 enabled_geom_groups=[0, 1, 2])
@@ -441,7 +463,8 @@ class Robodesk:
     def _render_views(self, data: mjx.Data, views: dict[str, tuple[str, int]]) -> tuple[dict, mjx.Data]:
         """Renders {obs name: (camera, size)} for all worlds: uint8 [N, size, size, 3] each.
 
-        A camera appears once per render context, so views are grouped into as few contexts as possible."""
+        A camera appears once per render context, so views are grouped into as few contexts as possible. Under
+        `shard_map` on CPU each device block renders with its own context, picked by a switch on the block index."""
         groups: list[dict[str, tuple[str, int]]] = []
         for name, view in views.items():
             for group in groups:
@@ -452,18 +475,24 @@ class Robodesk:
                 groups.append({name: view})
         images = {}
         n = data.qpos.shape[0]
+        slots = device_blocks.render_slots()
         for group in groups:
             ordered = tuple(group.values())
-            context = self._render_context(n, ordered).pytree()
+            contexts = [self._render_context(n, ordered, slot).pytree() for slot in range(slots)]
 
-            def render_one(d):
-                d = mjx.refit_bvh(self.mjx_model, d, context)
-                pixels, _, d = mjx.render(self.mjx_model, d, context)
-                return pixels, d
+            def render_with(context):
+                def render_one(d):
+                    d = mjx.refit_bvh(self.mjx_model, d, context)
+                    pixels, _, d = mjx.render(self.mjx_model, d, context)
+                    return pixels, d
+                return jax.vmap(render_one)
 
-            pixels, data = jax.vmap(render_one)(data)
+            if slots == 1:
+                pixels, data = render_with(contexts[0])(data)
+            else:
+                pixels, data = jax.lax.switch(device_blocks.block_index(), [render_with(c) for c in contexts], data)
             for index, name in enumerate(group):
-                rgb = render_util.get_rgb(context, index, pixels)
+                rgb = render_util.get_rgb(contexts[0], index, pixels)
                 images[name] = jnp.round(rgb * 255.0).astype(jnp.uint8)
         return images, data
 
@@ -520,7 +549,7 @@ class Robodesk:
         obs, data = self._observe(data)
         key = jax.random.key(0) if key is None else _typed_key(key)
         state = State(data=data, obs=obs, reward=jnp.zeros(n, jnp.float32),
-                      done=info["episode_step"] >= self.episode_length, info=info, rng=jax.random.split(key, n))
+                      done=info["episode_step"] >= self.episode_length, info=info, rng=_block_keys(key, n))
         return self._unbatch(state) if single else state
 
     # ------------------------------------------------------------------------------------------------------------
@@ -556,6 +585,16 @@ def _typed_key(key: jax.Array) -> jax.Array:
     if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
         raise ValueError(f"expected a PRNG key (jax.random.key), got dtype {key.dtype} shape {key.shape}")
     return jax.random.wrap_key_data(key)
+
+
+def _block_keys(key: jax.Array, num_envs: int) -> jax.Array:
+    """`split(key, num_envs)`, or under `shard_map` this device's `num_envs` rows of the split over all blocks,
+    so that a sharded batch draws the same per-world keys as the unsharded one."""
+    blocks = device_blocks.block_count()
+    if blocks == 1:
+        return jax.random.split(key, num_envs)
+    keys = jax.random.split(key, num_envs * blocks)
+    return jax.lax.dynamic_slice_in_dim(keys, device_blocks.block_index() * num_envs, num_envs)
 
 
 def _where(done: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
