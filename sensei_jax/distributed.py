@@ -112,6 +112,11 @@ def _integer(value: int | str, flag: str, variable: str) -> int:
 # Processes and global arrays.
 
 
+def process_count() -> int:
+    """The number of processes in this job (1 unless `initialize` joined a larger one)."""
+    return jax.process_count()
+
+
 def is_main_process() -> bool:
     """True in the one process that writes files (process 0)."""
     return jax.process_index() == 0

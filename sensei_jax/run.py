@@ -117,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_lib.load(args.config, overrides)
         distributed.initialize(job)  # before anything uses a device, the device check included
         device.check(cfg, args.command)  # run.device, before anything compiles (`config` and `doctor` are exempt)
-    except (config_lib.ConfigError, distributed.DistributedError) as error:
+        if job.enabled and args.command is not None:  # the pipeline checks each stage it still has to run
+            stages.check_process_count(args.command, cfg, distributed.process_count())
+    except (config_lib.ConfigError, distributed.DistributedError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
 
     if args.command is None:

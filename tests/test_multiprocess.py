@@ -77,6 +77,14 @@ def test_doctor_sees_the_job_of_two_processes():
         assert f"{index} of 2" in output, output
 
 
+def test_a_single_process_command_is_refused_by_a_job_of_two(tmp_path):
+    processes = _job(["collect", "--config", "configs/default.yaml", "--run.root", str(tmp_path)])
+    for process in processes:
+        output = process.communicate(timeout=120)[0]
+        assert process.returncode == 2 and "'collect' runs in one process" in output, output[-2000:]
+    assert not (tmp_path / "default" / "collect").exists()
+
+
 @pytest.mark.parametrize("flags,named", [
     (["--coordinator", "localhost:1234", "--num-processes", "2"], "missing: --process-id"),
     (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "2"], "--process-id must be in"),

@@ -381,11 +381,11 @@ class Trainer:
         return ReplayState(data={k: P("data") for k in self.replay.specs}, position=P(), filled=P())
 
     def _reset_worlds(self, keys: jax.Array) -> Any:
-        """Fresh worlds from per-world raw keys [n, 2]: one key per world where the env can (`reset_each`), else
+        """Fresh worlds from per-world raw keys [n, 2]: one key per world where the env can (`reset_worlds`), else
         the block's first key for `reset_batch`."""
-        reset_each = getattr(self.env, "reset_each", None)
-        if reset_each is not None:
-            return reset_each(jax.vmap(jax.random.wrap_key_data)(keys))
+        reset_worlds = getattr(self.env, "reset_worlds", None)
+        if reset_worlds is not None:
+            return reset_worlds(jax.vmap(jax.random.wrap_key_data)(keys))
         return self.env.reset_batch(jax.random.wrap_key_data(keys[0]), keys.shape[0])
 
     # ------------------------------------------------------------------------------------------------------------

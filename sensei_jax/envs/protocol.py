@@ -57,7 +57,7 @@ class Env(Protocol):
       select_worlds(mask bool [N], fresh, current) -> state: a per-world choice between two batched states, for
         states whose leaves are not all world-major (e.g. MJX-Warp buffers shared by all worlds); the Trainer's
         `select_worlds` (a `jnp.where` on world-major leaves) is used otherwise.
-      reset_each(keys [N] PRNG keys) -> state: fresh worlds, world i from keys[i] alone. With it, the Trainer's
+      reset_worlds(keys [N] PRNG keys) -> state: fresh worlds, world i from keys[i] alone. With it, the Trainer's
         worlds follow per-world random streams that do not depend on how worlds are split over devices; without
         it, each device resets its block of worlds with `reset_batch` from the key of the block's first world.
 

@@ -70,9 +70,9 @@ class PointReach:
                         info=self._info(position, target, step))
 
     def reset_batch(self, key: jax.Array, n: int) -> ToyState:
-        return self.reset_each(jax.random.split(key, n))
+        return self.reset_worlds(jax.random.split(key, n))
 
-    def reset_each(self, keys: jax.Array) -> ToyState:
+    def reset_worlds(self, keys: jax.Array) -> ToyState:
         """Fresh worlds, one per key of `keys` [N]: world i depends on keys[i] alone."""
         return jax.vmap(self.reset)(keys)
 
