@@ -115,9 +115,9 @@ def test_partial_outputs_of_an_unfinished_stage_are_discarded_when_its_config_ch
     assert not run.stage_dir("explore").exists()
 
 
-def test_stop_after_ends_the_pipeline_after_that_stage(tmp_path, monkeypatch, capsys):
+def _recording_stages(monkeypatch) -> list[str]:
+    """Replaces every stage by one that only records its name: the bookkeeping under test is the runner's loop."""
     from sensei_jax.pipeline import runner
-    from sensei_jax.run import main
 
     ran = []
 
@@ -128,8 +128,14 @@ def test_stop_after_ends_the_pipeline_after_that_stage(tmp_path, monkeypatch, ca
 
         return run_stage
 
-    # The bookkeeping under test is the runner's loop; each stage only records that it was called.
     monkeypatch.setattr(runner, "stage_function", stage)
+    return ran
+
+
+def test_stop_after_ends_the_pipeline_after_that_stage(tmp_path, monkeypatch, capsys):
+    from sensei_jax.run import main
+
+    ran = _recording_stages(monkeypatch)
     assert main(["--run.root", str(tmp_path), "--stop-after", "annotate"]) == 0
     assert ran == ["collect", "pairs", "annotate"]
     assert main(["--run.root", str(tmp_path), "--stop-after", "annotat"]) == 2
@@ -140,16 +146,7 @@ def test_a_multi_process_job_refuses_single_process_stages_until_they_are_done(t
     from sensei_jax.pipeline import runner
     from sensei_jax.run import main
 
-    ran = []
-
-    def stage(name):
-        def run_stage(cfg, run_dir):
-            ran.append(name)
-            return {"stage": name}
-
-        return run_stage
-
-    monkeypatch.setattr(runner, "stage_function", stage)
+    ran = _recording_stages(monkeypatch)
     monkeypatch.setattr(runner, "_process_count", lambda: 2)
     # collect renders on one node: a 2-process job stops before it, naming it and what to run instead.
     assert main(["--run.root", str(tmp_path), "--stop-after", "annotate"]) == 2
