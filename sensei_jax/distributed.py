@@ -166,6 +166,14 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def on_main_process(name: str, work: Callable[[], object]) -> None:
+    """Runs `work` (a file write, a folder created or deleted) in process 0 alone, then waits at barrier `name`,
+    so every process sees its effect from here on."""
+    if is_main_process():
+        work()
+    barrier(name)
+
+
 def from_main_process(array: np.ndarray) -> np.ndarray:
     """Process 0's value of a host array, on every process (e.g. which files process 0 found on disk)."""
     if jax.process_count() == 1:

@@ -152,7 +152,7 @@ class Trainer:
         self.cfg, self.agent, self.env = cfg, agent, env
         self.logdir = Path(logdir)
         self.seed = seed
-        self.store_fn, self.log_fn, self.record_fn, self.hook_args = store_fn, log_fn, record_fn, hook_args
+        self.store_fn, self.log_fn, self.record_fn = store_fn, log_fn, record_fn
         self.num_envs = cfg.num_envs
         self.mesh = make_mesh(cfg)
         self.local_envs = self.num_envs // self.mesh.size  # worlds per device
@@ -328,7 +328,7 @@ class Trainer:
 
         def report(agent_state, replay_state, key):
             k_sample, k_report = jax.random.split(key)
-            stream, slots = replay._indices(replay_state, k_sample, jnp.arange(cfg.video_sequences),
+            stream, slots = replay.window_indices(replay_state, k_sample, jnp.arange(cfg.video_sequences),
                                             cfg.video_sequences)
             windows = replay.gather_sharded(replay_state, stream, slots, mesh)
             batch = {k: v[:, context:] for k, v in windows.items() if k not in LATENT_KEYS}
@@ -348,9 +348,8 @@ class Trainer:
         root_specs = (P(), self._loop_specs)
         self._init_arrays = jax.jit(self._initial_arrays, in_shardings=replicated_,
                                     out_shardings=self._shardings(root_specs))
-        self._init_loop = jax.jit(
-            jax.shard_map(self._local_loop, mesh=mesh, in_specs=P(), out_specs=self._loop_specs, check_vma=False),
-            in_shardings=replicated_, out_shardings=self._shardings(self._loop_specs))
+        self._init_loop = jax.jit(self._sharded_loop, in_shardings=replicated_,
+                                  out_shardings=self._shardings(self._loop_specs))
 
     def _update_sharded(self, replay_state, stream, slots, latents):
         """Writes latents back into each device's own streams (indices from `sample_sharded` are shard-local)."""
@@ -400,9 +399,12 @@ class Trainer:
 
     def _initial_arrays(self, seed: jax.Array) -> tuple[Any, LoopState]:
         k_agent, k_loop = jax.random.split(jax.random.PRNGKey(seed))
-        loop = jax.shard_map(self._local_loop, mesh=self.mesh, in_specs=P(), out_specs=self._loop_specs,
-                             check_vma=False)(k_loop)
-        return self.agent.init(k_agent), loop
+        return self.agent.init(k_agent), self._sharded_loop(k_loop)
+
+    def _sharded_loop(self, key: jax.Array) -> LoopState:
+        """Fresh worlds on every device from the raw key `key` [2] (each device its own block, `_local_loop`)."""
+        return jax.shard_map(self._local_loop, mesh=self.mesh, in_specs=P(), out_specs=self._loop_specs,
+                             check_vma=False)(key)
 
     def _local_loop(self, key: jax.Array, first: Any = None) -> LoopState:
         """One device's block of fresh worlds from the raw key `key` [2], its first world's global index `first`

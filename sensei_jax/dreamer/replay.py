@@ -118,7 +118,7 @@ class Replay:
         Only call once `can_sample` holds; before that the windows would repeat the zero-initialized start.
         """
         batch_size = self.batch_size if batch_size is None else batch_size
-        stream, slots = self._indices(state, key, jnp.arange(batch_size), batch_size)
+        stream, slots = self.window_indices(state, key, jnp.arange(batch_size), batch_size)
         batch = {k: v[stream[:, None], slots] for k, v in state.data.items()}
         return batch, (stream, slots)
 
@@ -138,7 +138,7 @@ class Replay:
             device = jax.lax.axis_index(axis)
             rows = device * local_batch + jnp.arange(local_batch)
             local_state = ReplayState(data=data, position=position, filled=filled)
-            stream, slots = self._indices(local_state, key, rows, self.batch_size)
+            stream, slots = self.window_indices(local_state, key, rows, self.batch_size)
             stream = stream - device * local_streams
             return {k: v[stream[:, None], slots] for k, v in data.items()}, stream, slots
 
@@ -183,8 +183,8 @@ class Replay:
 
     # ------------------------------------------------------------------------------------------------------------
 
-    def _indices(self, state: ReplayState, key: jax.Array, rows: jax.Array, batch_size: int
-                 ) -> tuple[jax.Array, jax.Array]:
+    def window_indices(self, state: ReplayState, key: jax.Array, rows: jax.Array, batch_size: int
+                       ) -> tuple[jax.Array, jax.Array]:
         """Global (stream [R], slot [R, L]) of the batch rows `rows` [R] of a batch of `batch_size` (see the
         module docstring: row b draws from its group of streams with the key fold_in(key, b))."""
         groups = math.gcd(batch_size, self.num_streams)

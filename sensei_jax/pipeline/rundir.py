@@ -94,9 +94,7 @@ class RunDir:
         return status
 
     def _write_status(self, status: dict[str, Any]) -> None:
-        if distributed.is_main_process():
-            files.write_json(self.status_path, status)
-        distributed.barrier(f"status {self.status_path}")  # every process sees the new status from here on
+        distributed.on_main_process(f"status {self.status_path}", lambda: files.write_json(self.status_path, status))
 
     def done(self, name: str) -> bool:
         return self.read_status()["stages"].get(name, {}).get("state") == "done"
@@ -113,9 +111,7 @@ class RunDir:
         Raises `config_lib.ConfigError` when the config changed in a key a finished stage depends on and no
         forced stage covers it.
         """
-        if distributed.is_main_process():
-            self.path.mkdir(parents=True, exist_ok=True)
-        distributed.barrier(f"mkdir {self.path}")
+        distributed.on_main_process(f"mkdir {self.path}", lambda: self.path.mkdir(parents=True, exist_ok=True))
         new = config_lib.to_dict(cfg)
         forced_from = min((stage_index(s) for s in force), default=None)
         if forced_from is not None:
@@ -139,10 +135,11 @@ class RunDir:
                         f"the config of run {self.path} changed since stage '{stale[0]}' ran: {shown}. Pass "
                         f"--force {affected} to redo '{affected}' and the stages after it with the new config, or "
                         f"start a new run with --run.name NAME")
-        if distributed.is_main_process():
-            config_lib.save(cfg, self.config_path.with_suffix(".yaml.tmp"))
-            self.config_path.with_suffix(".yaml.tmp").replace(self.config_path)
-        distributed.barrier(f"config {self.config_path}")
+        distributed.on_main_process(f"config {self.config_path}", lambda: self._save_config(cfg))
+
+    def _save_config(self, cfg: config_lib.Config) -> None:
+        config_lib.save(cfg, self.config_path.with_suffix(".yaml.tmp"))
+        self.config_path.with_suffix(".yaml.tmp").replace(self.config_path)
 
     def forget(self, stages: tuple[str, ...] | list[str]) -> None:
         """Marks `stages` as not done (status first, so a crash in between never leaves stale 'done' entries),
@@ -151,14 +148,15 @@ class RunDir:
         for name in stages:
             status["stages"].pop(name, None)
         self._write_status(status)
-        if distributed.is_main_process():
-            for name in stages:
-                for path in self.outputs(name):
-                    if path.is_dir():
-                        shutil.rmtree(path)
-                    elif path.exists():
-                        path.unlink()
-        distributed.barrier(f"forget {self.path} {' '.join(stages)}")
+        distributed.on_main_process(f"forget {self.path} {' '.join(stages)}", lambda: self._delete_outputs(stages))
+
+    def _delete_outputs(self, stages: tuple[str, ...] | list[str]) -> None:
+        for name in stages:
+            for path in self.outputs(name):
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
 
     def has_outputs(self, name: str) -> bool:
         """Whether stage `name` left anything on disk (finished or not)."""
@@ -196,9 +194,8 @@ class RunDir:
             self.forget(later)
         resumed = self.stage_dir(name).exists() and any(self.stage_dir(name).iterdir())
         log(f"[{name}] {'resuming' if resumed else 'running'} -> {self.stage_dir(name)}")
-        if distributed.is_main_process():
-            self.stage_dir(name).mkdir(parents=True, exist_ok=True)
-        distributed.barrier(f"mkdir {self.stage_dir(name)}")
+        distributed.on_main_process(f"mkdir {self.stage_dir(name)}",
+                                    lambda: self.stage_dir(name).mkdir(parents=True, exist_ok=True))
         start = time.time()
         summary = fn() or {}
         seconds = time.time() - start
