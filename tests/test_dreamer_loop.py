@@ -187,3 +187,22 @@ def test_train_command_on_the_tiny_cpu_config(tmp_path):
     assert summary["env_steps"] == 320 and summary["train_steps"] == trainer_updates(320)
     assert (out / "config.yaml").is_file() and sorted(p.name for p in (out / "checkpoints").iterdir()) == ["256", "320"]
     assert any(r.get("loss/model") is not None for r in read_jsonl(out / "metrics.jsonl"))
+
+
+def test_collection_traces_once_for_prefill_and_policy(tmp_path, monkeypatch):
+    """Random prefill and policy collection are one compiled program, traced once for the whole run: the replay's
+    counters start with the sharding the compiled step returns them in (else its second call retraced), and
+    `random` is an argument of the program (else prefill and policy were two programs)."""
+    traces = []
+    stored_step = Trainer._stored_step
+
+    def counting(self, *args, **kwargs):  # runs once per trace of the collection step
+        traces.append(1)
+        return stored_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_stored_step", counting)
+    trainer = make_trainer(tmp_path, steps=8 * 8 * 4, train_start=10**6, random_steps=8 * 8 * 2)
+    traces.clear()  # building the Trainer evaluates the step's shapes once
+    summary = trainer.run()
+    assert summary["env_steps"] == 8 * 8 * 4
+    assert len(traces) == 1

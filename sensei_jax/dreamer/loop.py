@@ -257,11 +257,12 @@ class Trainer:
             obs = {k: loop.env.obs[k] for k in obs_keys}
             obs["is_first"] = loop.is_first
             action, policy_carry = jax.vmap(lambda c, o, k: act(agent_state, c, o, k, mode))(loop.carry, obs, k_policy)
-            if random:
-                size = action.shape[-1]
-                action = jax.vmap(lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (size,), jnp.float32,
-                                                               -1.0, 1.0))(k_policy)
-                policy_carry = {**policy_carry, "action": action}
+            # `random` is an argument, not a constant, so prefill and policy collection share one program.
+            size = action.shape[-1]
+            uniform = jax.vmap(lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (size,), jnp.float32,
+                                                            -1.0, 1.0))(k_policy)
+            action = jnp.where(random, uniform, action)
+            policy_carry = {**policy_carry, "action": action}
             step = self._stored_step(loop.env, obs, action, policy_carry, hook_args)
             if replay_state is not None:
                 replay_state = replay.add(replay_state, step)
@@ -295,19 +296,20 @@ class Trainer:
         self._loop_specs = jax.tree.map(lambda x: P("data") if x.ndim else P(),
                                         jax.eval_shape(lambda k: self._local_loop(k, 0), jnp.zeros(2, jnp.uint32)))
         replay_specs = self._replay_specs()
-        compiled: dict[tuple[bool, str, bool], Callable] = {}
+        compiled: dict[tuple[str, bool], Callable] = {}
 
         def collect(agent_state, loop, replay_state, hook_args, random=False, mode=cfg.policy_mode):
-            """One collection call on every device's worlds; compiled once per (random, mode, with replay)."""
-            signature = (random, mode, replay_state is not None)
+            """One collection call on every device's worlds; compiled once per (mode, with replay): whether the
+            actions are uniformly random (prefill) is an argument of the program."""
+            signature = (mode, replay_state is not None)
             if signature not in compiled:
-                specs = (P(), self._loop_specs, replay_specs if replay_state is not None else P(), P())
+                specs = (P(), self._loop_specs, replay_specs if replay_state is not None else P(), P(), P())
                 out_specs = (self._loop_specs, specs[2], P(None, "data"))  # outputs [S, N, ...]
-                fn = jax.shard_map(lambda a, l, r, h: collect_local(a, l, r, h, random, mode), mesh=mesh,
+                fn = jax.shard_map(lambda a, l, r, h, rand: collect_local(a, l, r, h, rand, mode), mesh=mesh,
                                    in_specs=specs, out_specs=out_specs, check_vma=False)
                 compiled[signature] = jax.jit(fn, in_shardings=self._shardings(specs),
                                               out_shardings=self._shardings(out_specs), donate_argnums=(1, 2))
-            return compiled[signature](agent_state, loop, replay_state, hook_args)
+            return compiled[signature](agent_state, loop, replay_state, hook_args, np.bool_(random))
 
         context = cfg.replay_context
 

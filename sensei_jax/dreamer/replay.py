@@ -84,12 +84,16 @@ class Replay:
             return {k: jnp.zeros((self.num_streams, self.steps_per_stream, *s.shape), s.dtype)
                     for k, s in self.specs.items()}
 
+        def empty():
+            return ReplayState(data=zeros(), position=jnp.zeros((), jnp.int32), filled=jnp.zeros((), jnp.int32))
+
         if sharding is None:
-            data = zeros()
-        else:
-            shardings = {k: sharding for k in self.specs}
-            data = jax.jit(zeros, out_shardings=shardings)()
-        return ReplayState(data=data, position=jnp.zeros((), jnp.int32), filled=jnp.zeros((), jnp.int32))
+            return empty()
+        # The counters too are laid out on the mesh (replicated): a compiled step returns them that way, and an
+        # input that differed only in its sharding would make the step's first two calls compile twice.
+        scalar = NamedSharding(sharding.mesh, P())
+        shardings = ReplayState(data={k: sharding for k in self.specs}, position=scalar, filled=scalar)
+        return jax.jit(empty, out_shardings=shardings)()
 
     def add(self, state: ReplayState, step: dict[str, jax.Array]) -> ReplayState:
         """Writes one step for every stream of `state`. step[k]: [E, ...] with the stored dtype (cast if needed).
