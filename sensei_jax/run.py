@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             break
     args = parser.parse_args(head)
 
-    from sensei_jax import distributed  # imports jax: after argparse, so that `--help` stays fast
+    from sensei_jax import compile_cache, distributed  # import jax: after argparse, so that `--help` stays fast
+
+    compile_cache.enable()  # compiled programs persist across stages, commands and reruns (before any compile)
 
     try:
         job = distributed.job_spec(args.coordinator, args.num_processes, args.process_id, args.distributed)

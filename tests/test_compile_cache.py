@@ -1,0 +1,36 @@
+"""The persistent compilation cache: where it lives, how it is turned off, and that the command line turns it on."""
+
+from pathlib import Path
+
+import jax
+import pytest
+
+from sensei_jax import compile_cache, run
+
+
+@pytest.fixture
+def restore_cache_config():
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    yield
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+
+
+def test_directory_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("SENSEI_JAX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert compile_cache.directory() == tmp_path / "sensei_jax" / "xla"
+    monkeypatch.setenv("SENSEI_JAX_CACHE", str(tmp_path / "elsewhere"))
+    assert compile_cache.directory() == tmp_path / "elsewhere"
+    for off in ("off", "OFF", "0", ""):
+        monkeypatch.setenv("SENSEI_JAX_CACHE", off)
+        assert compile_cache.directory() is None
+
+
+def test_the_command_line_turns_the_cache_on(monkeypatch, tmp_path, capsys, restore_cache_config):
+    monkeypatch.setenv("SENSEI_JAX_CACHE", str(tmp_path / "xla"))
+    jax.config.update("jax_compilation_cache_dir", None)
+    assert run.main(["config"]) == 0
+    capsys.readouterr()
+    assert Path(jax.config.jax_compilation_cache_dir) == tmp_path / "xla"
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
