@@ -347,9 +347,6 @@ class Trainer:
                                    out_shardings=(replicated_, replay_shardings, replicated_))
         self._report = jax.jit(report, in_shardings=(replicated_, replay_shardings, replicated_),
                                out_shardings=replicated_)
-        root_specs = (P(), self._loop_specs)
-        self._init_arrays = jax.jit(self._initial_arrays, in_shardings=replicated_,
-                                    out_shardings=self._shardings(root_specs))
         self._init_loop = jax.jit(self._sharded_loop, in_shardings=replicated_,
                                   out_shardings=self._shardings(self._loop_specs))
 
@@ -393,15 +390,35 @@ class Trainer:
     # State
 
     def initial_state(self) -> dict[str, Any]:
-        """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}, laid out over the mesh."""
-        agent_state, loop = self._init_arrays(np.int32(self.seed))  # host values only: eval_shape traces this
-        replay_state = self.replay.init(NamedSharding(self.mesh, P("data")))
-        counters = {"env_steps": np.zeros((), np.int64), "train_steps": np.zeros((), np.int64)}
-        return {"agent": agent_state, "replay": replay_state, "loop": loop, "counters": counters}
+        """The whole run state at step 0: {'agent', 'replay', 'loop', 'counters'}, laid out over the mesh.
 
-    def _initial_arrays(self, seed: jax.Array) -> tuple[Any, LoopState]:
-        k_agent, k_loop = jax.random.split(jax.random.PRNGKey(seed))
-        return self.agent.init(k_agent), self._sharded_loop(k_loop)
+        The agent's parameters are drawn on the host and then replicated over the mesh: compiling the draws of
+        every parameter into one program cost XLA 20-30 s on a CPU, for a program that runs once."""
+        k_agent, k_loop = self._initial_keys()
+        agent_state = jax.tree.map(lambda x: replicated(self.mesh, x), self.agent.init(k_agent))
+        replay_state = self.replay.init(NamedSharding(self.mesh, P("data")))
+        return {"agent": agent_state, "replay": replay_state, "loop": self._init_loop(k_loop),
+                "counters": self._initial_counters()}
+
+    def abstract_state(self) -> dict[str, Any]:
+        """Shapes, dtypes and shardings of `initial_state()`, computing nothing (e.g. a restore target)."""
+        k_agent, k_loop = self._initial_keys()
+        agent_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._replicated),
+                                   jax.eval_shape(self.agent.init, k_agent))
+        replay_state = jax.tree.map(lambda x, spec: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                         sharding=NamedSharding(self.mesh, spec)),
+                                    jax.eval_shape(self.replay.init), self._replay_specs())
+        return {"agent": agent_state, "replay": replay_state, "loop": jax.eval_shape(self._init_loop, k_loop),
+                "counters": self._initial_counters()}
+
+    def _initial_keys(self) -> tuple[jax.Array, np.ndarray]:
+        """The agent's PRNG key and the worlds' raw key [2] uint32, from the run's seed."""
+        k_agent, k_loop = jax.random.split(jax.random.PRNGKey(self.seed))
+        return k_agent, np.asarray(k_loop, np.uint32)
+
+    @staticmethod
+    def _initial_counters() -> dict[str, np.ndarray]:
+        return {"env_steps": np.zeros((), np.int64), "train_steps": np.zeros((), np.int64)}
 
     def _sharded_loop(self, key: jax.Array) -> LoopState:
         """Fresh worlds on every device from the raw key `key` [2] (each device its own block, `_local_loop`)."""

@@ -48,7 +48,7 @@ def restore_exploration(explorer: Explorer, source_explorer: Explorer, directory
     source = source_explorer.make_trainer(directory)
     ckpt = Checkpointer(directory / "checkpoints", max_to_keep=None)
     try:
-        restored = source.restore(ckpt, like=jax.eval_shape(source.initial_state))
+        restored = source.restore(ckpt, like=source.abstract_state())
     finally:
         ckpt.close()
     state = explorer.make_trainer(directory).initial_state()
