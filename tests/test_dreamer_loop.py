@@ -206,3 +206,21 @@ def test_collection_traces_once_for_prefill_and_policy(tmp_path, monkeypatch):
     summary = trainer.run()
     assert summary["env_steps"] == 8 * 8 * 4
     assert len(traces) == 1
+
+
+def test_initial_state_draws_parameters_on_the_host_and_abstract_state_matches_it(tmp_path):
+    """The agent's initial parameters are the host-drawn ones (`Agent.init` outside jit: no program compiles for
+    them), replicated over the mesh; `abstract_state` has the shape, dtype and sharding of every leaf."""
+    trainer = make_trainer(tmp_path)
+    state = trainer.initial_state()
+    k_agent, _ = trainer._initial_keys()
+    eager = trainer.agent.init(k_agent)
+    for got, want in zip(jax.tree.leaves(state["agent"]), jax.tree.leaves(eager)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+        assert got.sharding.is_fully_replicated
+    abstract = trainer.abstract_state()
+    assert jax.tree.structure(abstract) == jax.tree.structure(state)
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(abstract), jax.tree.leaves(state)):
+        assert (got.shape, got.dtype) == (want.shape, want.dtype), jax.tree_util.keystr(path)
+        if isinstance(got, jax.Array):
+            assert got.sharding == want.sharding, jax.tree_util.keystr(path)
