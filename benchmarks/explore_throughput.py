@@ -16,7 +16,8 @@ is the driver's rate without its host bookkeeping (episode log, metrics, checkpo
 on the env count (the batch is fixed), so with several counts it is timed at the first and reused ('train_from').
 The reward model is Motif's with random weights at the config's reward.image_size: the true cost of scoring every
 frame, meaningless values. Robodesk renders the reward view (env.reward_image_size) as the pipeline's explore
-stage does.
+stage does. The replay holds only the steps the timed calls write (its capacity does not change the cost of a write
+or a sample).
 """
 
 from __future__ import annotations
@@ -79,7 +80,11 @@ def measure(setup, num_envs: int, behaviour: str = "sensei", collect_calls: int 
     calls after a compiling one, then (unless `train_step_s` is given) `train_steps` train steps after a compiling
     one. Returns the rates, compile times and the composed explore_steps_per_s."""
     env, explore, dreamer, reward_model, image_key = setup
-    explore = dataclasses.replace(explore, behaviour=behaviour, prefill=0, log_every=10**9, checkpoint_every=10**9)
+    # A replay just big enough for the timed calls: writes and window sampling cost the same in any capacity, and
+    # the paper's 1M steps of 64x64 images would be 12 GB of device memory per env count.
+    capacity = num_envs * max(explore.collect_chunk, explore.batch_length + 1) * (collect_calls + 4)
+    explore = dataclasses.replace(explore, behaviour=behaviour, prefill=0, log_every=10**9, checkpoint_every=10**9,
+                                  replay_capacity=min(explore.replay_capacity, capacity))
     explorer = Explorer(explore, dreamer, env, num_envs, reward_model=reward_model, image_key=image_key)
     per_call = explore.collect_chunk * num_envs
     updates_per_step = explore.train_ratio / (explore.batch_size * explore.batch_length)

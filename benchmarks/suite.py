@@ -22,10 +22,10 @@ fatal. A benchmark that fails is recorded with its error and the suite exits 1 a
 
 The projected paper run is SENSEI's Robodesk exploration: 250K env steps at train ratio 512 with batches of 16 x 64,
 i.e. 125K updates. Its wall time is the collection at the measured explore collect rate (at the paper's env count,
-env.num_envs of the config, or the nearest measured) plus 125K medium DreamerV3 train steps at the measured step time
-(per precision), and, as a cross-check that includes SENSEI's own heads and ensemble, 250K steps at the measured
-explore_steps_per_s. Train steps measured on a smaller batch are scaled by the replayed steps they cover (the cpu
-and smoke profiles: a plumbing check, not a forecast).
+env.num_envs of the config, or the nearest measured) plus 125K medium DreamerV3 train steps at the measured step
+time (per precision), and, as a cross-check that includes SENSEI's own heads and ensemble, the same with the SENSEI
+agent's train step from the explore benchmark. Train steps measured on a smaller batch are scaled by the replayed
+steps they cover (the cpu and smoke profiles: a plumbing check, not a forecast).
 
 The gpu profile refuses to run on a machine without a GPU (4,096 Robodesk worlds would take hours on a CPU) unless
 `--allow-cpu` is given.
@@ -169,9 +169,11 @@ def project_paper_run(benchmarks: dict[str, dict], paper_envs: int) -> dict[str,
         out["train_h"][row["precision"]] = hours
         out["total_h"][row["precision"]] = out["collect_h"] + hours
     out["train_basis"] = {"preset": train[0]["preset"], "batch": train[0]["batch"]}
-    out["sensei_agent_h"] = PAPER["env_steps"] / nearest["explore_steps_per_s"] / 3600
-    out["sensei_agent_basis"] = {"preset": nearest["dreamer_preset"], "batch": nearest["batch"],
-                                 "train_ratio": nearest["train_ratio"]}
+    # The same with the SENSEI agent's own train step (world model, semantic and task heads, ensemble, critics).
+    scale = nearest["batch"][0] * nearest["batch"][1] / (PAPER["batch_size"] * PAPER["batch_length"])
+    out["sensei_agent_h"] = out["collect_h"] + updates * nearest["train_step_s"] / scale / 3600
+    out["sensei_agent_basis"] = {"preset": nearest["dreamer_preset"], "compute_dtype": nearest["compute_dtype"],
+                                 "batch": nearest["batch"]}
     return out
 
 
