@@ -15,7 +15,6 @@ same policy code), since CI has no reference venv: it says nothing about parity.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
