@@ -102,6 +102,16 @@ def test_vlm_throughput_smoke(smoke):
     assert row["image_tokens_per_image"] == (32 // 8) ** 2  # the tiny tower's 8-px patches
     _positive(row, "parameters", "flops_per_pair", "pairs_per_s", "seconds_per_call", "init_s")
     assert row["compile_s"] >= 0
+    # The suite's 224 px LLaVA-1.5-7B is the 336 px config with a 16x16 patch grid instead of 24x24.
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from vlm_throughput import PRESETS, with_image_size
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    base = PRESETS["7b"]()
+    assert (base.vision.image_size, base.image_seq_length) == (336, 24 * 24)
+    small = with_image_size(base, 224)
+    assert small.image_seq_length == 16 * 16 and small.text == base.text and small.vision.patch_size == 14
 
 
 def test_reward_throughput_smoke(smoke):
