@@ -1,6 +1,7 @@
 """Reward-model throughput: Bradley-Terry training pairs/s and inference images/s, printed as JSON.
 
     python benchmarks/reward_throughput.py [--sizes 64 224] [--steps 20] [--batch 32] [--infer-batch 256]
+    python benchmarks/reward_throughput.py --smoke   # 64x64, 2 steps of 4 pairs: that it runs (CI)
 
 For each input resolution (64: the agent's, 224: SENSEI's) it times, after compiling once:
   train_pairs_per_s          the jitted train step on batches already in memory (compute only)
@@ -12,7 +13,6 @@ For each input resolution (64: the agent's, 224: SENSEI's) it times, after compi
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +20,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
+import common
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.dataset import PairDataset, iterate_batches
 from sensei_jax.reward.model import RewardModel, RewardModelConfig, init_params
 from sensei_jax.reward.train import make_steps
-from sensei_jax.hardware import describe as describe_hardware
+
+SMOKE = {"sizes": [64], "steps": 2, "batch": 4, "infer_batch": 8}
 
 
 def timed(fn, repeats: int) -> float:
@@ -36,7 +38,12 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def bench_size(size: int, steps: int, batch: int, infer_batch: int, workdir: Path) -> dict:
+def measure(size: int, steps: int = 20, batch: int = 32, infer_batch: int = 256, workdir: Path | None = None) -> dict:
+    """Training and scoring of the reward model at `size` px (see the module docstring); the disk dataset goes to
+    `workdir` (default: a temporary directory)."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="reward_bench_") as tmp:
+            return measure(size, steps, batch, infer_batch, Path(tmp))
     cfg = RewardConfig(image_size=size, batch_size=batch)
     model_cfg = RewardModelConfig.from_config(cfg)
     optimizer, train_step, _ = make_steps(model_cfg, cfg.learning_rate, cfg.weight_decay)
@@ -76,10 +83,11 @@ def bench_size(size: int, steps: int, batch: int, infer_batch: int, workdir: Pat
     model = RewardModel(model_cfg, state["params"])
     score = jax.jit(lambda m, x: m.reward(x))
     frames = rng.integers(0, 256, size=(infer_batch, size, size, 3), dtype=np.uint8)
+    infer_compile_s = common.seconds(lambda: jax.block_until_ready(score(model, frames)))
     infer_s = timed(lambda: jax.block_until_ready(score(model, frames)), max(3, steps // 4))
     result = {
         "image_size": size, "parameters": int(sum(x.size for x in jax.tree.leaves(params))),
-        "train_batch": batch, "train_compile_s": round(compile_s, 2),
+        "train_batch": batch, "train_compile_s": round(compile_s, 2), "infer_compile_s": round(infer_compile_s, 2),
         "train_pairs_per_s": round(batch / step_s, 1),
         "train_pairs_per_s_disk": round(num_pairs / disk_s, 1),
         "infer_batch": infer_batch, "infer_images_per_s": round(infer_batch / infer_s, 1),
@@ -91,16 +99,19 @@ def bench_size(size: int, steps: int, batch: int, infer_batch: int, workdir: Pat
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--infer-batch", type=int, default=256)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="reward_bench_") as workdir:
-        results = [bench_size(size, args.steps, args.batch, args.infer_batch, Path(workdir)) for size in args.sizes]
-    print(json.dumps({"benchmark": "reward_throughput", "hardware": describe_hardware(), "results": results}, indent=2))
+    common.add_smoke(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.steps, args.batch, args.infer_batch = (SMOKE[k] for k in ("sizes", "steps", "batch",
+                                                                                    "infer_batch"))
+    results = [measure(size, args.steps, args.batch, args.infer_batch) for size in args.sizes]
+    common.emit(common.report("reward_throughput", results, smoke=args.smoke))
 
 
 if __name__ == "__main__":

@@ -457,6 +457,22 @@ class Trainer:
         loop, _, outputs = self._collect(agent_state, loop, None, self.hook_args, mode=mode)
         return loop, tree_to_host(outputs)
 
+    def collect(self, agent_state: Any, loop: LoopState, replay_state: ReplayState | None, *, random: bool = False,
+                mode: str | None = None) -> tuple[LoopState, ReplayState | None, dict[str, Any]]:
+        """One compiled collection call, as `run` makes it: `collect_steps` steps of every world with the policy in
+        `mode` (default cfg.policy_mode; uniform random actions with `random`), the hooks with the Trainer's
+        hook_args, each step written into `replay_state` (None: nothing stored). `loop` and `replay_state` are
+        donated. Returns (loop, replay_state, per-step outputs [S, N, ...] on the devices)."""
+        return self._collect(agent_state, loop, replay_state, self.hook_args, random=random,
+                             mode=self.cfg.policy_mode if mode is None else mode)
+
+    def train_step(self, agent_state: Any, replay_state: ReplayState, key: jax.Array,
+                   step: int) -> tuple[Any, ReplayState, dict[str, jax.Array]]:
+        """One compiled update, as `run` makes it: a batch of windows sampled from `replay_state` with `key` folded
+        with `step` (a raw PRNG key [2]), one `agent.train`, the fresh latents written back (replay_context 1).
+        `agent_state` and `replay_state` are donated. Returns (agent_state, replay_state, metrics on the devices)."""
+        return self._train_step(agent_state, replay_state, key, np.int32(step))
+
     def save(self, checkpointer: Checkpointer, state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Saves the run state; every process calls it (each writes its own devices' blocks)."""
         checkpointer.save(int(state["counters"]["env_steps"]), _keys_to_data(state), metrics)

@@ -51,7 +51,7 @@ def parse_study_answer(text: str) -> Label:
 
 
 @functools.partial(jax.jit, static_argnames=("images_per_prompt", "both_orders"))
-def _score(model, pixels, input_ids, last, candidates, images_per_prompt: int, both_orders: bool,
+def score_prompts(model, pixels, input_ids, last, candidates, images_per_prompt: int, both_orders: bool,
            context_pixels=None):
     """Log-probabilities of the candidate tokens after each prompt.
 
@@ -126,7 +126,7 @@ class LlavaScorer:
         self.input_ids[: len(ids)] = ids
 
     def _images(self, pairs: np.ndarray, both_orders: bool) -> np.ndarray:
-        """The uint8 images of one batch, in the order `_score` expects its pixels."""
+        """The uint8 images of one batch, in the order `score_prompts` expects its pixels."""
         if self.images_per_prompt == 2:
             return pairs.reshape(-1, *pairs.shape[2:])
         stacks = [composite(pairs, self.cfg.composite_gap)]
@@ -148,9 +148,10 @@ class LlavaScorer:
 
     def score(self, pairs, both_orders):
         context = None if self.context_pixels is None else self._constant(self.context_pixels)
-        logp, mass = _score(self.model, self._pixels(pairs, both_orders), self._constant(self.input_ids),
-                            self.length - 1, self._constant(self.candidates), images_per_prompt=self.images_per_prompt,
-                            both_orders=both_orders, context_pixels=context)
+        logp, mass = score_prompts(self.model, self._pixels(pairs, both_orders), self._constant(self.input_ids),
+                                   self.length - 1, self._constant(self.candidates),
+                                   images_per_prompt=self.images_per_prompt, both_orders=both_orders,
+                                   context_pixels=context)
         return to_host(logp).astype(np.float64), to_host(mass)
 
 
