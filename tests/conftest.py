@@ -8,3 +8,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from sensei_jax import compile_cache  # noqa: E402
 
 compile_cache.enable()
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per usable core, at most 4 (a worker holds JAX and its compiled programs, several GB)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 4))

@@ -87,9 +87,15 @@ def unpack_sdist(archive: Path, target: Path) -> Path:
         missing = _missing(staging)
         if missing:
             raise AssetsError(f"{archive} lacks the asset files {missing}")
+        if target.exists() and not _missing(target):
+            return target  # another process (a parallel test worker, a second job) provisioned it meanwhile
         if target.exists():
             shutil.rmtree(target)
-        os.replace(staging, target)  # atomic: a half-unpacked cache is never visible
+        try:
+            os.replace(staging, target)  # atomic: a half-unpacked cache is never visible
+        except OSError:
+            if _missing(target):  # not a concurrent provisioning that won the race
+                raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
