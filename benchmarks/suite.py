@@ -1,4 +1,4 @@
-"""Every benchmark in one process, one JSON: the throughput figures of issue #12 and the projected paper run.
+"""Every benchmark in one process, one JSON: the throughput figures the project tracks and the projected paper run.
 
     python benchmarks/suite.py --profile gpu [--out FILE] [--only env,vlm] [--vlm-path DIR]
     python benchmarks/suite.py --profile cpu      # the same at small sizes, <= 3 min on a 2-core CPU
@@ -10,7 +10,7 @@ Benchmarks (`--only` picks some, comma-separated), each the `measure` function o
   reward   Motif reward-model training pairs/s and scoring images/s (reward_throughput.py)
   train    DreamerV3 train step and collection, per precision (train_throughput.py)
   explore  SENSEI exploration steps/s at the train ratio, per env count (explore_throughput.py)
-Sizes per profile are in PROFILES below; the gpu profile's are issue #12's: the env at 1,024 and 4,096 worlds (64x64
+Sizes per profile are in PROFILES below; the gpu profile's are the project's GPU targets: the env at 1,024 and 4,096 worlds (64x64
 images on and off), a LLaVA-1.5-7B-shaped model (random bf16 weights, no download; `--vlm-path` times a local
 llava-hf checkpoint instead at its own image size) at 224 and 336 px, the reward model at 224, DreamerV3 medium in
 float32 and bfloat16, SENSEI on Robodesk (configs/robodesk_sensei.yaml) at 4, 16 and 64 envs.
