@@ -13,11 +13,12 @@ Benchmarks (`--only` picks some, comma-separated), each the `measure` function o
 Sizes per profile are in PROFILES below; the gpu profile's are the project's GPU targets: the env at 1,024 and 4,096
 worlds (64x64 images on and off), a LLaVA-1.5-7B-shaped model (random bf16 weights, no download; `--vlm-path` times a
 local llava-hf checkpoint instead at its own image size) at 224 and 336 px, the reward model at 224, DreamerV3 medium
-in float32 and bfloat16, SENSEI on Robodesk (configs/robodesk_sensei.yaml) at 4, 16 and 64 envs. One progress line per
-benchmark goes to stderr; the JSON (hardware, per-benchmark results with compile times apart from the rates, wall
-times, the budget check, the projected paper run) goes to stdout and to `--out`. The budget is the profile's wall-time
-limit (gpu 8 min, cpu 3 min, compilation included); running over it is reported, not fatal. A benchmark that fails is
-recorded with its error and the suite exits 1 after writing the JSON.
+in float32 and bfloat16, SENSEI on Robodesk (configs/robodesk_sensei.yaml) at 4, 16 and 64 envs.
+
+One progress line per benchmark goes to stderr; the JSON (hardware, per-benchmark results with compile times apart
+from the rates, wall times, the budget check, the projected paper run) goes to stdout and to `--out`. The budget is
+the profile's wall-time limit (gpu 8 min, cpu 3 min, compilation included); running over it is reported, not fatal. A
+benchmark that fails is recorded with its error and the suite exits 1 after writing the JSON.
 
 The projected paper run is SENSEI's Robodesk exploration: 250K env steps at train ratio 512 with batches of 16 x 64,
 i.e. 125K updates. Its wall time is the collection at the measured explore collect rate (at the paper's env count,
