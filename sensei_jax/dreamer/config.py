@@ -55,6 +55,10 @@ class DreamerConfig:
     compute_dtype: Literal["float32", "bfloat16"] = "float32"  # matmuls/convs; norms, losses and params stay f32
     cnn_kernel: int = 4  # encoder: stride-2 convs; decoder: x2 nearest upsampling followed by a conv
     cnn_minres: int = 4
+    # Channels of the CNN stages as multiples of cnn_depth, first (highest resolution) stage first; one entry per
+    # stride-2 stage (log2(image side / cnn_minres) of them). Empty: cnn_depth * (1, 2, 4, ...). The 2024
+    # reference uses (2, 3, 4, 4) with kernel 5 (its size1m: cnn_depth 4, i.e. channels 8, 12, 16, 16).
+    cnn_mults: tuple[int, ...] = ()
 
     # --- sequence model. `block` (2024 reference): three normed input projections and a block GRU of `blocks`
     # groups. `dense` (2023 reference, SENSEI's fork): one normed projection of [stoch, action], then a plain GRU
@@ -145,6 +149,10 @@ class DreamerConfig:
                 raise ValueError(f"dreamer.{name} must be positive, got {getattr(size, name)}")
         if self.rssm_core == "block" and size.deter % self.blocks:
             raise ValueError(f"dreamer.deter ({size.deter}) must be divisible by dreamer.blocks ({self.blocks})")
+        if any(int(m) < 1 for m in self.cnn_mults):
+            raise ValueError(f"dreamer.cnn_mults must be positive integers, got {list(self.cnn_mults)}")
+        if self.cnn_kernel < 1:
+            raise ValueError(f"dreamer.cnn_kernel must be positive, got {self.cnn_kernel}")
         if self.twohot_bins < 3:
             raise ValueError(f"dreamer.twohot_bins must be at least 3, got {self.twohot_bins}")
         if not 0 <= self.retnorm_low < self.retnorm_high <= 100:

@@ -150,16 +150,30 @@ def _image_stages(shape: tuple[int, ...], minres: int) -> int:
     return stages
 
 
-class ImageEncoder(nnx.Module):
-    """uint8 images [..., H, W, C] -> features [..., minres^2 * depth * 2^(stages-1)].
+def stage_channels(shape: tuple[int, ...], depth: int, minres: int, mults: tuple[int, ...] = ()) -> list[int]:
+    """Channels of the CNN stages, highest resolution first: depth * mults, or depth * (1, 2, 4, ...) when empty."""
+    stages = _image_stages(shape, minres)
+    if not mults:
+        return [depth * 2**i for i in range(stages)]
+    if len(mults) != stages:
+        raise ValueError(
+            f"dreamer.cnn_mults {list(mults)} has {len(mults)} entries, but images of shape {tuple(shape)} with "
+            f"cnn_minres {minres} take {stages} stride-2 stages (log2({shape[0]} / {minres})); give one multiplier "
+            f"per stage")
+    return [depth * int(m) for m in mults]
 
-    Stride-2 convs with channels depth * (1, 2, 4, ...), each followed by Norm and SiLU, down to minres x minres.
+
+class ImageEncoder(nnx.Module):
+    """uint8 images [..., H, W, C] -> features [..., minres^2 * (channels of the last stage)].
+
+    Stride-2 convs with channels depth * mults (default (1, 2, 4, ...)), each followed by Norm and SiLU, down to
+    minres x minres.
     """
 
     def __init__(self, shape: tuple[int, int, int], depth: int, kernel: int, minres: int, norm: str, *,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 mults: tuple[int, ...] = (), dtype=jnp.float32, rngs: nnx.Rngs):
         stages = _image_stages(shape, minres)
-        channels = [shape[2]] + [depth * 2**i for i in range(stages)]
+        channels = [shape[2]] + stage_channels(shape, depth, minres, mults)
         self.convs = nnx.Dict({
             f"c{i}": Conv(channels[i], channels[i + 1], kernel, 2, bias=False, dtype=dtype, rngs=rngs)
             for i in range(stages)})
@@ -176,14 +190,15 @@ class ImageEncoder(nnx.Module):
 class ImageDecoder(nnx.Module):
     """features [..., F] -> images [..., H, W, C] float32 in about [0, 1].
 
-    Linear to minres x minres x (depth * 2^(stages-1)), then per stage: x2 nearest upsampling, conv, Norm, SiLU;
-    the last conv maps to C channels. Output + 0.5, so zero output means mid-grey.
+    Linear to minres x minres x (the encoder's last channels), then per stage: x2 nearest upsampling, conv, Norm,
+    SiLU, with the encoder's channels in reverse; the last conv maps to C channels. Output + 0.5, so zero output
+    means mid-grey.
     """
 
     def __init__(self, in_size: int, shape: tuple[int, int, int], depth: int, kernel: int, minres: int, norm: str,
-                 *, dtype=jnp.float32, rngs: nnx.Rngs):
+                 *, mults: tuple[int, ...] = (), dtype=jnp.float32, rngs: nnx.Rngs):
         stages = _image_stages(shape, minres)
-        channels = [depth * 2**i for i in reversed(range(stages))] + [shape[2]]
+        channels = stage_channels(shape, depth, minres, mults)[::-1] + [shape[2]]
         self.minres = minres
         self.first_channels = channels[0]
         self.linear = Linear(in_size, minres * minres * channels[0], dtype=dtype, rngs=rngs)

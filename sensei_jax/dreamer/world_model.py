@@ -60,7 +60,7 @@ class WorldModel(nnx.Module):
 
         self.image_encoders = nnx.Dict({
             k: ImageEncoder(tuple(obs_space[k][0]), size.cnn_depth, cfg.cnn_kernel, cfg.cnn_minres, cfg.norm,
-                            dtype=dtype, rngs=rngs) for k in self.enc_images})
+                            mults=cfg.cnn_mults, dtype=dtype, rngs=rngs) for k in self.enc_images})
         embed = sum(e.out_size for e in self.image_encoders.values())
         width = sum(self.vector_sizes[k] for k in self.enc_vectors)
         self.vector_encoder = nnx.data(
@@ -72,7 +72,7 @@ class WorldModel(nnx.Module):
         feat = size.feat_size
         self.image_decoders = nnx.Dict({
             k: ImageDecoder(feat, tuple(obs_space[k][0]), size.cnn_depth, cfg.cnn_kernel, cfg.cnn_minres, cfg.norm,
-                            dtype=dtype, rngs=rngs) for k in self.dec_images})
+                            mults=cfg.cnn_mults, dtype=dtype, rngs=rngs) for k in self.dec_images})
         width = sum(self.vector_sizes[k] for k in self.dec_vectors)
         self.vector_decoder = nnx.data(
             VectorDecoder(feat, width, size.units, size.layers, cfg.norm, dtype=dtype, rngs=rngs) if width else None)
