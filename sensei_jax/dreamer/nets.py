@@ -141,6 +141,64 @@ class Conv(nnx.Module):
             y = y + self.bias[...].astype(self.dtype)
         return y.reshape(batch + y.shape[1:])
 
+    def upsampled(self, x: jax.Array) -> jax.Array:
+        """conv(x2 nearest upsampling of x), computed without the upsampled tensor: [..., H, W, I] -> [..., 2H, 2W, O].
+
+        Output pixel (2i + p, 2j + q) of the conv over the repeated image reads only low-resolution pixels near
+        (i, j), each through the sum of the kernel taps that land on it. So each of the four output phases (p, q) is
+        a small conv at the input's resolution with summed taps (3x3 for kernel 5, 2x2 for kernel 3), and the
+        phases interleave into the output: 2.8x (kernel 5) or 2.25x (kernel 3) fewer multiply-adds than the conv
+        at the upsampled size, and no 4x larger input to store for the backward pass. Same function as
+        `self(jnp.repeat(jnp.repeat(x, 2, -3), 2, -2))` up to float summation order (tests pin it at 1e-5).
+        """
+        if self.stride != 1:
+            raise ValueError("Conv.upsampled needs a stride-1 conv")
+        batch = x.shape[:-3]
+        x = x.reshape((-1,) + x.shape[-3:]).astype(self.dtype)
+        kernel = self.kernel[...]
+        size = kernel.shape[0]
+        phases = [_phase_taps(size, p) for p in (0, 1)]  # (first offset, [taps, size] 0/1 summing matrix)
+        if phases[0][0] == phases[1][0] and phases[0][1].shape == phases[1][1].shape:
+            # Both phases read the same window (odd kernel 4n+1, e.g. 5): one conv with the four phases' kernels
+            # side by side on the output channels.
+            lo, m0 = phases[0]
+            m1 = phases[1][1]
+            mats = np.stack([m0, m1])  # [2 phases, taps, size]
+            k4 = jnp.einsum("pad,qbe,deio->abipqo", mats, mats, kernel)
+            k4 = k4.reshape(k4.shape[:3] + (-1,)).astype(self.dtype)
+            pad = [(-lo, m0.shape[0] - 1 + lo)] * 2
+            y = jax.lax.conv_general_dilated(x, k4, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = y.reshape(y.shape[:3] + (2, 2, -1))  # [N, H, W, p, q, O]
+        else:
+            rows = []
+            for lo_p, mp in phases:
+                cols = []
+                for lo_q, mq in phases:
+                    kpq = jnp.einsum("ad,be,deio->abio", mp, mq, kernel).astype(self.dtype)
+                    pad = [(-lo_p, mp.shape[0] - 1 + lo_p), (-lo_q, mq.shape[0] - 1 + lo_q)]
+                    cols.append(jax.lax.conv_general_dilated(x, kpq, (1, 1), pad,
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")))
+                rows.append(jnp.stack(cols, -2))  # [N, H, W, q, O]
+            y = jnp.stack(rows, -3)  # [N, H, W, p, q, O]
+        n, h, w = y.shape[:3]
+        y = jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(n, 2 * h, 2 * w, y.shape[-1])
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y.reshape(batch + y.shape[1:])
+
+
+def _phase_taps(size: int, phase: int) -> tuple[int, np.ndarray]:
+    """For a stride-1 SAME conv of width `size` over a x2 nearest-upsampled axis: output 2i + phase reads upsampled
+    positions 2i + phase - (size - 1) // 2 + d (d < size), i.e. low-resolution positions i + floor((phase - pad +
+    d) / 2). Returns (the lowest offset, a [taps, size] float32 matrix summing the kernel taps per offset)."""
+    pad = (size - 1) // 2
+    offsets = [(phase - pad + d) // 2 for d in range(size)]
+    lo = offsets[0]
+    mat = np.zeros((offsets[-1] - lo + 1, size), np.float32)
+    for d, o in enumerate(offsets):
+        mat[o - lo, d] = 1.0
+    return lo, mat
+
 
 def _image_stages(shape: tuple[int, ...], minres: int) -> int:
     height, width = shape[:2]
@@ -164,7 +222,7 @@ def stage_channels(shape: tuple[int, ...], depth: int, minres: int, mults: tuple
 
 
 class ImageEncoder(nnx.Module):
-    """uint8 images [..., H, W, C] -> features [..., minres^2 * (channels of the last stage)].
+    """uint8 images [..., H, W, C] -> features [..., minres^2 * depth * 2^(stages-1)].
 
     Stride-2 convs with channels depth * mults (default (1, 2, 4, ...)), each followed by Norm and SiLU, down to
     minres x minres.
@@ -213,8 +271,7 @@ class ImageDecoder(nnx.Module):
         x = x.reshape(x.shape[:-1] + (self.minres, self.minres, self.first_channels))
         stages = len(self.convs)
         for i in range(stages):
-            x = jnp.repeat(jnp.repeat(x, 2, axis=-3), 2, axis=-2)
-            x = self.convs[f"c{i}"](x)
+            x = self.convs[f"c{i}"].upsampled(x)  # = conv(repeat(repeat(x, 2, -3), 2, -2)), see Conv.upsampled
             if i < stages - 1:
                 x = jax.nn.silu(self.norms[f"n{i}"](x))
         return x.astype(jnp.float32) + 0.5

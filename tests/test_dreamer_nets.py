@@ -1,0 +1,70 @@
+"""How the DreamerV3 CNNs are computed: the sub-pixel decoder conv and the reference-shaped channels (cnn_mults)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sensei_jax.dreamer.agent import Agent
+from sensei_jax.dreamer.config import DreamerConfig
+from sensei_jax.dreamer.nets import Conv, ImageDecoder, ImageEncoder
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_subpixel_upsampled_conv_equals_repeat_then_conv(kernel):
+    # The decoder computes conv(x2 nearest upsampling) as four low-resolution phase convs with summed taps; the
+    # values and the gradients in the input and in every parameter must match the direct form.
+    conv = Conv(6, 5, kernel, 1, rngs=nnx.Rngs(0))
+    conv.bias[...] = jnp.linspace(-1.0, 1.0, 5)
+    graph, params = nnx.split(conv)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, 8, 8, 6)).astype(np.float32))
+    target = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 16, 16, 5)).astype(np.float32))
+
+    def direct(p, x):
+        return nnx.merge(graph, p)(jnp.repeat(jnp.repeat(x, 2, -3), 2, -2))
+
+    def subpixel(p, x):
+        return nnx.merge(graph, p).upsampled(x)
+
+    want, got = direct(params, x), subpixel(params, x)
+    assert got.shape == want.shape == (2, 3, 16, 16, 5)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    loss = lambda f: lambda p, x: jnp.sum((f(p, x) - target) ** 2)  # noqa: E731
+    g_want = jax.grad(loss(direct), (0, 1))(params, x)
+    g_got = jax.grad(loss(subpixel), (0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
+        # Gradients are sums over ~1500 products (magnitudes up to ~1e3): compare at float32 precision of the scale.
+        np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()), rtol=0)
+
+
+def test_image_decoder_convolves_at_low_resolution_and_matches_repeat_then_conv():
+    dec = ImageDecoder(24, (32, 32, 3), 4, 5, 4, "rms", mults=(2, 3, 4), rngs=nnx.Rngs(0))
+    feat = jnp.asarray(np.random.default_rng(0).normal(size=(2, 24)).astype(np.float32))
+    x = dec.linear(feat).reshape((2, 4, 4, dec.first_channels))
+    for i in range(len(dec.convs)):
+        x = dec.convs[f"c{i}"](jnp.repeat(jnp.repeat(x, 2, -3), 2, -2))
+        if i < len(dec.convs) - 1:
+            x = jax.nn.silu(dec.norms[f"n{i}"](x))
+    np.testing.assert_allclose(dec(feat), x + 0.5, atol=1e-5, rtol=1e-5)
+    # No conv reads an upsampled tensor: every conv input is at most half the image side (16 of 32).
+    jaxpr = jax.make_jaxpr(dec)(feat).jaxpr
+    sides = [e.invars[0].aval.shape[1] for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    assert sides == [4, 8, 16], sides
+
+
+def test_cnn_mults_set_the_channels_and_are_validated():
+    enc = ImageEncoder((64, 64, 3), 4, 5, 4, "rms", mults=(2, 3, 4, 4), rngs=nnx.Rngs(0))
+    assert [enc.convs[f"c{i}"].kernel.shape for i in range(4)] == [
+        (5, 5, 3, 8), (5, 5, 8, 12), (5, 5, 12, 16), (5, 5, 16, 16)]
+    assert enc.out_size == 4 * 4 * 16
+    dec = ImageDecoder(10, (64, 64, 3), 4, 5, 4, "rms", mults=(2, 3, 4, 4), rngs=nnx.Rngs(0))
+    assert [dec.convs[f"c{i}"].kernel.shape for i in range(4)] == [
+        (5, 5, 16, 16), (5, 5, 16, 12), (5, 5, 12, 8), (5, 5, 8, 3)]
+    # The default (no mults) keeps depth * 2^i.
+    enc = ImageEncoder((64, 64, 3), 4, 4, 4, "rms", rngs=nnx.Rngs(0))
+    assert [enc.convs[f"c{i}"].kernel.shape[-1] for i in range(4)] == [4, 8, 16, 32]
+    with pytest.raises(ValueError, match=r"dreamer.cnn_mults \[2, 3, 4\] has 3 entries.*4 stride-2 stages"):
+        Agent(DreamerConfig.tiny(cnn_mults=(2, 3, 4)), {"image": ((64, 64, 3), np.uint8)}, 2)
+    with pytest.raises(ValueError, match="dreamer.cnn_mults must be positive"):
+        DreamerConfig.tiny(cnn_mults=(2, 0))
