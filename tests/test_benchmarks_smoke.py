@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = ("env_throughput", "env_reference_parity", "vlm_throughput", "reward_throughput", "train_throughput",
-           "explore_throughput", "suite")
+           "explore_throughput", "suite", "dreamer_vs_reference")
 
 # Runs each named script's main in this one process; writes <out>/<name>.json: its printed JSON, or the error.
 _DRIVER = r"""
@@ -139,6 +139,22 @@ def test_explore_throughput_smoke(smoke):
     # The driver's rate: a collection plus the updates the train ratio owes, per policy step.
     expected = 1 / (1 / row["collect_steps_per_s"] + row["updates_per_step"] * row["train_step_s"])
     assert row["explore_steps_per_s"] == pytest.approx(expected)
+
+
+def test_dreamer_vs_reference_smoke(smoke):
+    # Ours only, at a tiny size with the reference's CNN options (multipliers, kernel 5): the compiled train step
+    # runs and the JSON carries the figures the side-by-side run reports.
+    report = _report(smoke, "dreamer_vs_reference")
+    assert report["benchmark"] == "dreamer_vs_reference"
+    ours = report["ours"]
+    assert ours["config"]["cnn_mults"] == [1, 2] and ours["config"]["cnn_kernel"] == 5
+    assert ours["batch"] == [2, 8] and len(ours["steps"]) == 2
+    _positive(ours, "params", "flops_per_step", "compile_s", "seconds_per_step")
+    assert ours["min"] <= ours["seconds_per_step"] <= ours["max"]
+    # Without --smoke the reference's path is required, with a message that says so.
+    run = subprocess.run([sys.executable, str(BENCHMARKS / "dreamer_vs_reference.py")], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--reference PATH is required" in run.stderr
 
 
 def test_suite_smoke(smoke):
