@@ -68,3 +68,31 @@ def test_cnn_mults_set_the_channels_and_are_validated():
         Agent(DreamerConfig.tiny(cnn_mults=(2, 3, 4)), {"image": ((64, 64, 3), np.uint8)}, 2)
     with pytest.raises(ValueError, match="dreamer.cnn_mults must be positive"):
         DreamerConfig.tiny(cnn_mults=(2, 0))
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_strided_conv_as_dense_conv_over_space_to_depth_equals_the_strided_conv(kernel):
+    # The encoder runs its stride-2 convs after the first as stride-1 convs over 2x2 space-to-depth blocks; values
+    # and gradients must match the strided conv.
+    conv = Conv(6, 5, kernel, 2, rngs=nnx.Rngs(0))
+    conv.bias[...] = jnp.linspace(-1.0, 1.0, 5)
+    graph, params = nnx.split(conv)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, 16, 16, 6)).astype(np.float32))
+    target = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 8, 8, 5)).astype(np.float32))
+    strided = lambda p, x: nnx.merge(graph, p)(x)  # noqa: E731
+    dense = lambda p, x: nnx.merge(graph, p).strided_as_dense(x)  # noqa: E731
+    np.testing.assert_allclose(dense(params, x), strided(params, x), atol=1e-5, rtol=1e-5)
+    loss = lambda f: lambda p, x: jnp.sum((f(p, x) - target) ** 2)  # noqa: E731
+    g_want = jax.grad(loss(strided), (0, 1))(params, x)
+    g_got = jax.grad(loss(dense), (0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
+        np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()), rtol=0)
+
+
+def test_image_encoder_matches_strided_convs():
+    enc = ImageEncoder((32, 32, 3), 4, 5, 4, "rms", mults=(2, 3, 4), rngs=nnx.Rngs(0))
+    image = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype(np.uint8))
+    x = image.astype(jnp.float32) / 255.0 - 0.5
+    for i in range(len(enc.convs)):
+        x = jax.nn.silu(enc.norms[f"n{i}"](enc.convs[f"c{i}"](x)))
+    np.testing.assert_allclose(enc(image), x.reshape((2, -1)), atol=1e-5, rtol=1e-5)

@@ -187,6 +187,40 @@ class Conv(nnx.Module):
         return y.reshape(batch + y.shape[1:])
 
 
+    def strided_as_dense(self, x: jax.Array) -> jax.Array:
+        """This stride-2 SAME conv computed as a stride-1 conv over the 2x2 space-to-depth of x: [..., H, W, I] ->
+        [..., H / 2, W / 2, O], same function as `self(x)` up to float summation order.
+
+        Output o reads input rows 2o - pad + d (d < kernel); row 2b + r is channel block r of space-to-depth row b,
+        so each output reads block rows o + floor((d - pad) / 2) through a kernel whose taps are the original ones
+        placed by (offset, parity) and zeros elsewhere (3x3 blocks for kernel 5). XLA's CPU backend runs the
+        backward pass of a strided conv (its input gradient is an lhs-dilated conv) on a slow generic path; the
+        stride-1 form's backward passes are ordinary convs.
+        """
+        if self.stride != 2:
+            raise ValueError("Conv.strided_as_dense needs a stride-2 conv")
+        batch = x.shape[:-3]
+        n_h, n_w, chans = x.shape[-3:]
+        if n_h % 2 or n_w % 2:
+            raise ValueError(f"Conv.strided_as_dense needs an even height and width, got {x.shape[-3:]}")
+        x = x.reshape((-1, n_h // 2, 2, n_w // 2, 2, chans)).astype(self.dtype)
+        x = jnp.transpose(x, (0, 1, 3, 2, 4, 5)).reshape((-1, n_h // 2, n_w // 2, 4 * chans))
+        size = self.kernel.shape[0]
+        pad = (size - 2) // 2  # SAME for stride 2 over an even size pads size - 2 in total, the smaller half first
+        blocks = [(d - pad) // 2 for d in range(size)]
+        lo = blocks[0]
+        mat = np.zeros((blocks[-1] - lo + 1, 2, size), np.float32)  # [block offset, parity, tap]
+        for d, b in enumerate(blocks):
+            mat[b - lo, (d - pad) % 2, d] = 1.0
+        kernel = jnp.einsum("apd,bqe,deio->abpqio", mat, mat, self.kernel[...])
+        kernel = kernel.reshape(kernel.shape[:2] + (4 * chans, -1)).astype(self.dtype)
+        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), [(-lo, mat.shape[0] - 1 + lo)] * 2,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y.reshape(batch + y.shape[1:])
+
+
 def _phase_taps(size: int, phase: int) -> tuple[int, np.ndarray]:
     """For a stride-1 SAME conv of width `size` over a x2 nearest-upsampled axis: output 2i + phase reads upsampled
     positions 2i + phase - (size - 1) // 2 + d (d < size), i.e. low-resolution positions i + floor((phase - pad +
@@ -241,7 +275,12 @@ class ImageEncoder(nnx.Module):
     def __call__(self, image: jax.Array) -> jax.Array:
         x = image.astype(jnp.float32) / 255.0 - 0.5
         for i in range(len(self.convs)):
-            x = jax.nn.silu(self.norms[f"n{i}"](self.convs[f"c{i}"](x)))
+            # After the first stage, the stride-2 convs run as stride-1 convs over space-to-depth blocks (see
+            # Conv.strided_as_dense: faster backward passes on XLA's CPU backend). The first stage keeps the
+            # strided form: with 3 input channels its dense form costs more than it saves.
+            conv = self.convs[f"c{i}"]
+            x = conv.strided_as_dense(x) if i > 0 else conv(x)
+            x = jax.nn.silu(self.norms[f"n{i}"](x))
         return x.reshape(x.shape[:-3] + (-1,))
 
 
