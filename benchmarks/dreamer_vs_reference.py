@@ -1,6 +1,6 @@
 """The DreamerV3 train step side by side with the reference (danijar/dreamerv3) at its size1m shape.
 
-    python benchmarks/dreamer_vs_reference.py --reference /tmp/scratch/dv3 --reference-python /tmp/scratch/dv3venv/bin/python
+    python benchmarks/dreamer_vs_reference.py --reference PATH --reference-python VENV/bin/python
     python benchmarks/dreamer_vs_reference.py --reference PATH --build-venv [--reference-venv DIR]   # build its venv
     python benchmarks/dreamer_vs_reference.py --smoke          # ours only, tiny, seconds (CI)
 
@@ -278,6 +278,7 @@ def main() -> None:
     if args.reference is None:
         parser.error("--reference PATH is required (or --smoke)")
 
+    load_at_start = describe_hardware().get("load_average_1min")  # the machine may be shared: load before and after
     python = reference_python(args)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dreamer_vs_reference_"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -290,7 +291,8 @@ def main() -> None:
     ours.time(args.steps // 2)
     mine = summary(ours.times)
     result = {
-        "benchmark": "dreamer_vs_reference", "hardware": describe_hardware(), "precision": args.precision,
+        "benchmark": "dreamer_vs_reference", "hardware": describe_hardware(), "load_average_1min_at_start":
+        load_at_start, "precision": args.precision,
         "batch": [args.batch_size, args.batch_length], "observations": "image 64x64x3 uint8 only",
         "action": f"continuous, {args.action_size}-D",
         "ours": {"config": _cfg_dict(cfg), "params": ours.params, "flops_per_step": ours.flops,
