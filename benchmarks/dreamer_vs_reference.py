@@ -177,7 +177,8 @@ def prepare_reference(source: Path, workdir: Path, action_size: int) -> Path:
 
 def run_reference(python: str, copy: Path, logdir: Path, args) -> dict:
     """Runs the reference for --reference-seconds and reads its windows; returns its figures."""
-    cmd = [python, "dreamerv3/main.py", "--logdir", str(logdir), "--task", "dummy_cont", "--jax.platform", "cpu",
+    cmd = [python, "dreamerv3/main.py", "--logdir", str(logdir), "--task", "dummy_cont",
+           "--jax.platform", args.reference_platform,
            "--jax.prealloc", "False", "--batch_size", str(args.batch_size), "--batch_length", str(args.batch_length),
            "--run.train_ratio", "32", "--run.log_every", str(args.reference_window), "--logger.outputs", "jsonl",
            "--configs", "size1m", "--jax.compute_dtype", args.precision]
@@ -247,7 +248,7 @@ def summary(times: list[float]) -> dict:
             "steps": [round(t, 4) for t in times]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", type=Path, help="checkout of danijar/dreamerv3 (commit e3f0224...)")
     parser.add_argument("--reference-python", help="python of an environment with the reference's requirements")
@@ -258,19 +259,20 @@ def main() -> None:
     parser.add_argument("--reference-seconds", type=float, default=600.0, help="at most this long for the reference")
     parser.add_argument("--reference-windows", type=int, default=6, help="log windows to average after the first")
     parser.add_argument("--reference-window", type=int, default=30, help="seconds per log window of the reference")
+    parser.add_argument("--reference-platform", default="cpu", help="the reference's --jax.platform (cpu, cuda)")
     parser.add_argument("--steps", type=int, default=8, help="our timed train steps (half before, half after)")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batch-length", type=int, default=64)
     parser.add_argument("--action-size", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="ours only, tiny model and batch (seconds)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.smoke:
         cfg = our_config(args.precision, smoke=True)
         ours = Ours(cfg, 2, 8, 16, args.action_size)
         ours.time(max(1, min(args.steps, 2)))
-        print(json.dumps({"benchmark": "dreamer_vs_reference", "mode": "smoke", "hardware": describe_hardware(),
+        print(json.dumps({"benchmark": "dreamer_vs_reference", "smoke": True, "hardware": describe_hardware(),
                           "ours": {"config": _cfg_dict(cfg), "batch": [2, 8], "image": [16, 16, 3],
                                    "params": ours.params, "flops_per_step": ours.flops,
                                    "compile_s": ours.compile_s, **summary(ours.times)}}, indent=2))
@@ -291,8 +293,8 @@ def main() -> None:
     ours.time(args.steps // 2)
     mine = summary(ours.times)
     result = {
-        "benchmark": "dreamer_vs_reference", "hardware": describe_hardware(), "load_average_1min_at_start":
-        load_at_start, "precision": args.precision,
+        "benchmark": "dreamer_vs_reference", "smoke": False, "hardware": describe_hardware(),
+        "load_average_1min_at_start": load_at_start, "precision": args.precision,
         "batch": [args.batch_size, args.batch_length], "observations": "image 64x64x3 uint8 only",
         "action": f"continuous, {args.action_size}-D",
         "ours": {"config": _cfg_dict(cfg), "params": ours.params, "flops_per_step": ours.flops,

@@ -8,7 +8,7 @@ from flax import nnx
 
 from sensei_jax.dreamer.agent import Agent
 from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.dreamer.nets import Conv, ImageDecoder, ImageEncoder
+from sensei_jax.dreamer.nets import BlockLinear, Conv, ImageDecoder, ImageEncoder
 
 
 @pytest.mark.parametrize("kernel", [3, 4, 5])
@@ -96,3 +96,12 @@ def test_image_encoder_matches_strided_convs():
     for i in range(len(enc.convs)):
         x = jax.nn.silu(enc.norms[f"n{i}"](enc.convs[f"c{i}"](x)))
     np.testing.assert_allclose(enc(image), x.reshape((2, -1)), atol=1e-5, rtol=1e-5)
+
+
+def test_block_linear_equals_the_block_diagonal_einsum():
+    # BlockLinear runs one matmul per group; it must stay the block-diagonal map einsum('...gi,gio->...go') + bias.
+    layer = BlockLinear(32, 48, 4, rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.asarray(np.random.default_rng(3).normal(size=(4, 12)).astype(np.float32))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 5, 4, 8)).astype(np.float32))
+    want = jnp.einsum("...gi,gio->...go", x, layer.kernel[...]) + layer.bias[...]
+    np.testing.assert_allclose(layer(x), want, atol=1e-5, rtol=1e-5)
