@@ -5,8 +5,9 @@ labelled by one visible feature: the agent's blob further toward the top-right c
 that reward must spend more steps in the corner than disagreement-only Plan2Explore with the same budget and seed.
 
 The outcome depends on the seed. Corner steps (SENSEI vs P2X) for seeds 0-3, measured on a 2-core CPU:
-  - with the initial parameters drawn on the host (the Trainer since it stopped compiling the draws):
-    663 vs 634, 38 vs 27, 427 vs 897, 191 vs 113 (only seed 3 passes the 1.5x bar);
+  - with the initial parameters drawn on the host (the Trainer since it stopped compiling the draws) and the
+    block-linear layers as one matmul per group: 663 vs 634, 41 vs 27, 427 vs 897, 207 vs 113 (only seed 3
+    passes the 1.5x bar);
   - with per-world random streams and stratified replay sampling (the Trainer since its mesh rework):
     152 vs 481, 102 vs 15, 265 vs 853, 254 vs 94 (seeds 1 and 3 pass the 1.5x bar);
   - before that rework: 890 vs 496, 116 vs 67, 636 vs 890, 327 vs 78 (seeds 0, 1 and 3 pass).
