@@ -4,10 +4,6 @@ the command line uses: `~/.cache/sensei_jax/xla`, moved by SENSEI_JAX_CACHE) so 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Tests run tiny programs, so their time is mostly XLA compiling them: LLVM's cheaper optimization level compiles
-# faster (a compile-bound file ran 13% faster). Tests only; the command line and benchmarks keep XLA's defaults.
-os.environ["XLA_FLAGS"] = " ".join(filter(None, [
-    os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=1", "--xla_llvm_disable_expensive_passes=true"]))
 
 from sensei_jax import compile_cache  # noqa: E402
 
@@ -15,10 +11,9 @@ compile_cache.enable()
 
 
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto`: one worker more than the usable cores (a worker often waits: on its subprocesses, on a
-    single-threaded compile), at most 4 (each holds JAX and its compiled programs, several GB)."""
+    """`-n auto`: one worker per usable core, at most 4 (a worker holds JAX and its compiled programs, several GB)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores + 1, 4))
+    return max(1, min(cores, 4))
 
 
 # Files that take minutes on a 2-core CPU (`--durations`): the workers start them before the short files, so no
