@@ -34,3 +34,22 @@ def seconds(fn: Callable[[], Any]) -> float:
     begin = time.perf_counter()
     fn()
     return time.perf_counter() - begin
+
+
+def time_train_steps(trainer: Any, state: dict[str, Any], steps: int) -> tuple[float, float]:
+    """(compile seconds, seconds per step) of `trainer.train_step` on the run state `state` (updated in place): one
+    first call that compiles, then `steps` timed calls."""
+    import jax
+
+    key = jax.random.PRNGKey(1)
+
+    def train(i):
+        state["agent"], state["replay"], metrics = trainer.train_step(state["agent"], state["replay"], key, i)
+        return metrics
+
+    compile_s = seconds(lambda: jax.block_until_ready(train(0)))
+    begin = time.perf_counter()
+    for i in range(steps):
+        metrics = train(i + 1)
+    jax.block_until_ready(metrics)
+    return compile_s, (time.perf_counter() - begin) / steps

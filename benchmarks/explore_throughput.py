@@ -108,18 +108,7 @@ def measure(setup, num_envs: int, behaviour: str = "sensei", collect_calls: int 
             collect()
         result["collect_steps_per_s"] = collect_calls * per_call / (time.perf_counter() - begin)
         if train_step_s is None:
-            key = jax.random.PRNGKey(1)
-
-            def train(i):
-                state["agent"], state["replay"], metrics = trainer.train_step(state["agent"], state["replay"], key, i)
-                return metrics
-
-            result["train_compile_s"] = common.seconds(lambda: jax.block_until_ready(train(0)))
-            begin = time.perf_counter()
-            for i in range(train_steps):
-                metrics = train(i + 1)
-            jax.block_until_ready(metrics)
-            train_step_s = (time.perf_counter() - begin) / train_steps
+            result["train_compile_s"], train_step_s = common.time_train_steps(trainer, state, train_steps)
             result["train_from"] = "measured"
         else:
             result["train_from"] = "reused"

@@ -87,18 +87,7 @@ def measure(preset: str = "medium", env: str = "point_reach", precision: str = "
         elapsed = time.perf_counter() - begin
         result["env_steps_per_s"] = collect_calls * cfg.collect_steps * cfg.num_envs / elapsed
 
-        key = jax.random.PRNGKey(1)
-
-        def train(i):
-            state["agent"], state["replay"], metrics = trainer.train_step(state["agent"], state["replay"], key, i)
-            return metrics
-
-        result["train_compile_s"] = common.seconds(lambda: jax.block_until_ready(train(0)))
-        begin = time.perf_counter()
-        for i in range(train_steps):
-            metrics = train(i + 1)
-        jax.block_until_ready(metrics)
-        seconds = (time.perf_counter() - begin) / train_steps
+        result["train_compile_s"], seconds = common.time_train_steps(trainer, state, train_steps)
         result["train_step_s"] = seconds
         result["train_steps_per_s"] = 1.0 / seconds
         result["replayed_steps_per_s"] = cfg.batch_size * cfg.batch_length / seconds
