@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from sensei_jax import compile_cache
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = ("env_throughput", "env_reference_parity", "vlm_throughput", "reward_throughput", "train_throughput",
@@ -45,10 +47,12 @@ for name in sys.argv[3:]:
 
 
 def _env() -> dict[str, str]:
-    cache = os.environ.get("SENSEI_JAX_CACHE", str(Path.home() / ".cache" / "sensei_jax" / "xla"))
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1.0",  # as tests/conftest.py
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cache = compile_cache.directory()  # the tests' cache (tests/conftest.py), for the scripts that set none
+    if cache is not None:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1.0")
+    return env
 
 
 @pytest.fixture(scope="module")

@@ -191,7 +191,6 @@ class Conv(nnx.Module):
             y = y + self.bias[...].astype(self.dtype)
         return y.reshape(batch + y.shape[1:])
 
-
     def strided_as_dense(self, x: jax.Array) -> jax.Array:
         """This stride-2 SAME conv computed as a stride-1 conv over the 2x2 space-to-depth of x: [..., H, W, I] ->
         [..., H / 2, W / 2, O], same function as `self(x)` up to float summation order.
@@ -269,8 +268,8 @@ class ImageEncoder(nnx.Module):
 
     def __init__(self, shape: tuple[int, int, int], depth: int, kernel: int, minres: int, norm: str, *,
                  mults: tuple[int, ...] = (), dtype=jnp.float32, rngs: nnx.Rngs):
-        stages = _image_stages(shape, minres)
         channels = [shape[2]] + stage_channels(shape, depth, minres, mults)
+        stages = len(channels) - 1
         self.convs = nnx.Dict({
             f"c{i}": Conv(channels[i], channels[i + 1], kernel, 2, bias=False, dtype=dtype, rngs=rngs)
             for i in range(stages)})
@@ -299,8 +298,8 @@ class ImageDecoder(nnx.Module):
 
     def __init__(self, in_size: int, shape: tuple[int, int, int], depth: int, kernel: int, minres: int, norm: str,
                  *, mults: tuple[int, ...] = (), dtype=jnp.float32, rngs: nnx.Rngs):
-        stages = _image_stages(shape, minres)
         channels = stage_channels(shape, depth, minres, mults)[::-1] + [shape[2]]
+        stages = len(channels) - 1
         self.minres = minres
         self.first_channels = channels[0]
         self.linear = Linear(in_size, minres * minres * channels[0], dtype=dtype, rngs=rngs)

@@ -52,7 +52,7 @@ def parse_study_answer(text: str) -> Label:
 
 @functools.partial(jax.jit, static_argnames=("images_per_prompt", "both_orders"))
 def score_prompts(model, pixels, input_ids, last, candidates, images_per_prompt: int, both_orders: bool,
-           context_pixels=None):
+                  context_pixels=None):
     """Log-probabilities of the candidate tokens after each prompt.
 
     pixels [M, h, w, 3]: two-image layout, M = 2B (the pair's images in order) and the prompts are (A, B) then,
