@@ -19,6 +19,7 @@ from sensei_jax.annotators.config import AnnotateConfig
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.dreamer.train_config import TrainConfig
+from sensei_jax.envs.minihack.config import MiniHackConfig
 from sensei_jax.envs.robodesk.config import InterestConfig, RobodeskConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
 from sensei_jax.reward.config import RewardConfig
@@ -44,6 +45,9 @@ class RunConfig:
     # Warp a CUDA device; `cpu` runs JAX on the CPU even where a GPU is; `tpu` stops unless JAX runs on a TPU (the
     # MJX-Warp env never does); `auto` takes JAX's default backend.
     device: Literal["auto", "cpu", "gpu", "tpu"] = "auto"
+    # The environment of the pipeline: Robodesk on MJX (section `env`) or MiniHack, NetHack stepped by worker
+    # processes on the host (section `minihack`).
+    domain: Literal["robodesk", "minihack"] = "robodesk"
 
 
 @dataclasses.dataclass
@@ -52,6 +56,7 @@ class Config:
 
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     env: RobodeskConfig = dataclasses.field(default_factory=RobodeskConfig)
+    minihack: MiniHackConfig = dataclasses.field(default_factory=MiniHackConfig)
     dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     explore: ExploreConfig = dataclasses.field(default_factory=ExploreConfig)
@@ -323,6 +328,12 @@ def check_sections(cfg: Config) -> Config:
     if view is not None and view != trained:
         raise ConfigError(f"env.reward_image_size ({view}) and reward.image_size ({trained}) must be equal: the "
                           "reward model scores the env's reward view at the resolution it is trained at")
+    if cfg.run.domain == "minihack":
+        native = cfg.minihack.reward_image_size
+        if cfg.reward.image_size != native:
+            raise ConfigError(f"reward.image_size ({cfg.reward.image_size}) must be {native} with run.domain "
+                              f"minihack: the reward model scores the native {native}x{native} crop "
+                              f"(minihack.crop {cfg.minihack.crop} tiles of 16 px)")
     return cfg
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 
 from sensei_jax.envs.robodesk.config import InterestConfig
-from sensei_jax.envs.robodesk.interest import interest
+from sensei_jax.envs.robodesk.interest import compare, interest
 from sensei_jax.pipeline.config import PairsConfig
 from sensei_jax.pipeline.pairs import CONTRASTIVE, UNIFORM, plan_pairs
 
@@ -35,7 +35,7 @@ def test_heuristic_classes_follow_sensei():
 def test_contrastive_pairs_put_the_good_frame_in_the_labelled_slot():
     cfg = PairsConfig(contrastive=200, uniform=50)
     labels = interest(_features(), InterestConfig())
-    plan = plan_pairs(labels, cfg, InterestConfig(), np.random.default_rng(0))
+    plan = plan_pairs(labels, cfg, lambda a, b: compare(a, b, InterestConfig()), np.random.default_rng(0))
     assert not plan["fallback"]
     index, truth, kind = plan["index"], plan["ground_truth"], plan["kind"]
     assert index.shape == (250, 2) and truth.dtype == np.int8
@@ -57,7 +57,8 @@ def test_fallback_quantiles_when_no_frame_is_strictly_good():
     features = _features()
     features["distance"][0, 0] = 0.2  # nothing within 0.122 m any more
     cfg = PairsConfig(contrastive=50, fallback_quantile=0.2)
-    plan = plan_pairs(interest(features, InterestConfig()), cfg, InterestConfig(), np.random.default_rng(1))
+    plan = plan_pairs(interest(features, InterestConfig()), cfg, lambda a, b: compare(a, b, InterestConfig()),
+                      np.random.default_rng(1))
     assert plan["fallback"]
     rows = np.arange(50)
     preferred = plan["index"][rows, plan["ground_truth"]]

@@ -1,9 +1,11 @@
-"""The privileged-state oracle: labels a pair by SENSEI's heuristic on the simulator states behind its images.
+"""The privileged-state oracles: label a pair by a heuristic on the states behind its images, never the pixels.
 
-Each state is restored in the Robodesk environment, its features are read from `env.scene()` and the State's
-interaction flags (`interest.state_features`), and the two frames' heuristic scores are compared
-(`interest.compare`): the same heuristic, score and tie margin that give the pair sampler's ground truth. It never
-looks at the pixels.
+Robodesk (`OracleAnnotator`): each state is restored in the Robodesk environment, its features are read from
+`env.scene()` and the State's interaction flags (`interest.state_features`), and the two frames' heuristic scores
+are compared (`interest.compare`): the same heuristic, score and tie margin that give the pair sampler's ground
+truth. MiniHack (`MiniHackOracle`): NetHack states cannot be restored, so the pairs carry the features the env
+computed from inventory, screen and messages at each step, and the task's heuristic scores those
+(`envs.minihack.tasks`).
 """
 
 from __future__ import annotations
@@ -58,3 +60,25 @@ class OracleAnnotator:
             raise ValueError(f"states must be [N, 2, S], got {states.shape}")
         score = self.scores(states.reshape(-1, states.shape[-1])).reshape(len(states), 2)
         return interest.compare(score[:, 0], score[:, 1], self.cfg)
+
+
+class MiniHackOracle:
+    """The MiniHack task heuristic (`envs.minihack.tasks.interest_score`) on the features stored with each frame:
+    key in the inventory beats none, and so on."""
+
+    name = "oracle"
+
+    def __init__(self, task: str):
+        from sensei_jax.envs.minihack import tasks
+
+        self.task, self.tasks = task, tasks
+
+    def annotate(self, images, states=None):
+        if states is None:
+            raise ValueError("the MiniHack oracle needs the stored features of the pairs (states [N, 2, F])")
+        states = np.asarray(states, np.float32)
+        if states.ndim != 3 or states.shape[1] != 2:
+            raise ValueError(f"states must be [N, 2, F], got {states.shape}")
+        score = np.asarray(self.tasks.interest_score(self.task, states.reshape(-1, states.shape[-1])))
+        score = score.reshape(len(states), 2)
+        return self.tasks.compare(score[:, 0], score[:, 1])

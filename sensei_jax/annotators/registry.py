@@ -12,12 +12,17 @@ ANNOTATORS = ("llava", "oracle", "random")
 
 def make_annotator(cfg, env=None) -> Annotator:
     """The annotator configured by `cfg.annotate` (and `cfg.vlm` for llava, `cfg.interest` for the oracle). The
-    oracle restores states in `env` (built from `cfg.env` without rendering when not given)."""
+    Robodesk oracle restores states in `env` (built from `cfg.env` without rendering when not given); MiniHack's
+    (`run.domain: minihack`) scores the stored features by `minihack.task`'s heuristic."""
     kind = cfg.annotate.annotator
     if kind == "random":
         from sensei_jax.annotators.chance import RandomAnnotator
 
         return RandomAnnotator(cfg.annotate)
+    if kind == "oracle" and getattr(cfg.run, "domain", "robodesk") == "minihack":
+        from sensei_jax.annotators.oracle import MiniHackOracle
+
+        return MiniHackOracle(cfg.minihack.task)
     if kind == "oracle":
         from sensei_jax.annotators.oracle import OracleAnnotator
 

@@ -10,7 +10,9 @@ One iteration is
 
 Everything the run needs to continue lives in one pytree (agent state, replay, env state, policy carry, episode
 accumulators, PRNG keys, counters) that is checkpointed with orbax, so a killed run resumes from its last save
-and repeats exactly the env steps after it (the same ones, by the same keys).
+and repeats exactly the env steps after it (the same ones, by the same keys). Envs stepped on the host (`host_stepped`,
+e.g. MiniHack's NetHack worlds) cannot be saved: a resumed run keeps agent, replay and counters and starts fresh
+episodes.
 
 The loop runs on a 1-D mesh with axis `data` over the devices of every process (`jax.devices()`; one device is a
 mesh of one). Worlds are split over the devices: the collection step runs under `shard_map`, so each device steps,
@@ -42,6 +44,7 @@ constants of the program):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -157,6 +160,11 @@ class Trainer:
         self.mesh = make_mesh(cfg)
         self.local_envs = self.num_envs // self.mesh.size  # worlds per device
         self.hook_args = jax.tree.map(lambda x: replicated(self.mesh, np.asarray(x)), hook_args)
+        self.host_stepped = bool(getattr(env, "host_stepped", False))
+        if self.host_stepped and (cfg.store_final_obs or not getattr(env, "auto_reset", False)):
+            raise ValueError(f"{type(env).__name__} steps its worlds on the host and restarts them itself: it needs "
+                             "train.store_final_obs false and an env with auto_reset (the loop cannot reset a "
+                             "subset of host worlds)")
         self.obs_spec = obs_space(env, cfg.obs_keys)
         self.obs_keys = tuple(self.obs_spec)
         self.replay = self._make_replay()
@@ -259,8 +267,12 @@ class Trainer:
             action, policy_carry = jax.vmap(lambda c, o, k: act(agent_state, c, o, k, mode))(loop.carry, obs, k_policy)
             # `random` is an argument, not a constant, so prefill and policy collection share one program.
             size = action.shape[-1]
-            uniform = jax.vmap(lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (size,), jnp.float32,
-                                                            -1.0, 1.0))(k_policy)
+            if agent.discrete:  # a uniformly drawn one-hot action, as the discrete actor emits
+                uniform = jax.vmap(lambda k: jax.nn.one_hot(jax.random.randint(jax.random.wrap_key_data(k), (), 0,
+                                                                               size), size))(k_policy)
+            else:
+                uniform = jax.vmap(lambda k: jax.random.uniform(jax.random.wrap_key_data(k), (size,), jnp.float32,
+                                                                -1.0, 1.0))(k_policy)
             action = jnp.where(random, uniform, action)
             policy_carry = {**policy_carry, "action": action}
             step = self._stored_step(loop.env, obs, action, policy_carry, hook_args)
@@ -378,9 +390,12 @@ class Trainer:
     def _replay_specs(self) -> ReplayState:
         return ReplayState(data={k: P("data") for k in self.replay.specs}, position=P(), filled=P())
 
-    def _reset_worlds(self, keys: jax.Array) -> Any:
+    def _reset_worlds(self, keys: jax.Array, worlds: jax.Array | None = None) -> Any:
         """Fresh worlds from per-world raw keys [n, 2]: one key per world where the env can (`reset_worlds`), else
-        the block's first key for `reset_batch`."""
+        the block's first key for `reset_batch`. A host-stepped env also gets the worlds' global indices `worlds`
+        [n], which say which of its host worlds to restart."""
+        if self.host_stepped:
+            return self.env.reset_worlds(jax.vmap(jax.random.wrap_key_data)(keys), worlds)
         reset_worlds = getattr(self.env, "reset_worlds", None)
         if reset_worlds is not None:
             return reset_worlds(jax.vmap(jax.random.wrap_key_data)(keys))
@@ -434,7 +449,7 @@ class Trainer:
         worlds = first + jnp.arange(n)
         k_env, k_loop = jax.random.split(jax.random.wrap_key_data(key))
         per_world = lambda k: jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(k, i)))(worlds)  # noqa: E731
-        env_state = self._reset_worlds(per_world(k_env))
+        env_state = self._reset_worlds(per_world(k_env), worlds)
         return LoopState(env=env_state, carry=self.agent.initial_carry(n), is_first=jnp.ones(n, bool),
                          episode_return=jnp.zeros(n), episode_length=jnp.zeros(n, jnp.int32),
                          episode_log={k: jnp.zeros(n, jnp.float32) for k in self._log_names(env_state)},
@@ -454,8 +469,9 @@ class Trainer:
     def rollout(self, agent_state: Any, loop: LoopState, mode: str = "eval") -> tuple[LoopState, dict[str, Any]]:
         """`collect_steps` steps of every world with the policy in `mode`, writing no replay. Returns the new loop
         state and the per-step outputs on the host ('is_last', 'return', 'length' [S, N], 'records' if any)."""
-        loop, _, outputs = self._collect(agent_state, loop, None, self.hook_args, mode=mode)
-        return loop, tree_to_host(outputs)
+        with self._host_errors():
+            loop, _, outputs = self._collect(agent_state, loop, None, self.hook_args, mode=mode)
+            return loop, tree_to_host(outputs)
 
     def collect(self, agent_state: Any, loop: LoopState, replay_state: ReplayState | None, *, random: bool = False,
                 mode: str | None = None) -> tuple[LoopState, ReplayState | None, dict[str, Any]]:
@@ -472,6 +488,18 @@ class Trainer:
         with `step` (a raw PRNG key [2]), one `agent.train`, the fresh latents written back (replay_context 1).
         `agent_state` and `replay_state` are donated. Returns (agent_state, replay_state, metrics on the devices)."""
         return self._train_step(agent_state, replay_state, key, np.int32(step))
+
+    @contextlib.contextmanager
+    def _host_errors(self):
+        """A failed host step (e.g. a crashed MiniHack worker) surfaces from the compiled call as the runtime's
+        callback error; re-raise the env's own exception (`env.host_error`), whose message says what happened."""
+        try:
+            yield
+        except jax.errors.JaxRuntimeError as error:
+            cause = getattr(self.env, "host_error", None) if self.host_stepped else None
+            if cause is None:
+                raise
+            raise cause from error
 
     def save(self, checkpointer: Checkpointer, state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Saves the run state; every process calls it (each writes its own devices' blocks)."""
@@ -519,6 +547,10 @@ class Trainer:
         if resumed_from is not None:
             state = self.restore(checkpointer, state)
         env_steps, train_steps = int(state["counters"]["env_steps"]), int(state["counters"]["train_steps"])
+        if resumed_from is not None and self.host_stepped:
+            # Host worlds (NetHack) cannot be saved: the run goes on from fresh episodes, new keys per resume step.
+            k_loop = self._initial_keys()[1]
+            state["loop"] = self._init_loop(np.asarray(jax.random.fold_in(k_loop, env_steps), np.uint32))
         train_key = np.asarray(jax.random.PRNGKey(self.seed + 1))
         report_key = np.asarray(jax.random.PRNGKey(self.seed + 2))
         step_per_iter = cfg.collect_steps * self.num_envs
@@ -541,10 +573,11 @@ class Trainer:
         try:
             while env_steps < total:
                 random = env_steps < cfg.random_steps
-                loop, replay_state, outputs = self._collect(state["agent"], state["loop"], state["replay"],
-                                                            self.hook_args, random=random)
-                state["loop"], state["replay"] = loop, replay_state
-                outputs = tree_to_host(outputs)
+                with self._host_errors():
+                    loop, replay_state, outputs = self._collect(state["agent"], state["loop"], state["replay"],
+                                                                self.hook_args, random=random)
+                    state["loop"], state["replay"] = loop, replay_state
+                    outputs = tree_to_host(outputs)
                 if on_collect is not None:
                     on_collect(outputs, env_steps)
                 env_steps += step_per_iter

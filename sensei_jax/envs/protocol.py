@@ -4,7 +4,7 @@ Envs are functional and batched, in the style of MuJoCo Playground and Brax: `re
 functions of their inputs, traced into the callers' compiled programs, and every leaf of a batched state has the
 world axis first. `Env` is all the Trainer needs; `RestorableEnv` adds saving, restoring, re-rendering and
 describing a world, which collection, pair sampling and the state oracle need. `Robodesk` satisfies both, the toy
-`PointReach` satisfies `Env`.
+`PointReach` and the host-stepped `MiniHack` satisfy `Env`.
 
 Only types are imported, so reading the contract (or annotating with it) never imports jax.
 """
@@ -60,6 +60,13 @@ class Env(Protocol):
       reset_worlds(keys [N] PRNG keys) -> state: fresh worlds, world i from keys[i] alone. With it, the Trainer's
         worlds follow per-world random streams that do not depend on how worlds are split over devices; without
         it, each device resets its block of worlds with `reset_batch` from the key of the block's first world.
+      host_stepped: bool (default False). True if the worlds live outside JAX (MiniHack's NetHack processes) and
+        `step` reaches them through a host callback. Such an env must reset itself (`auto_reset`), its
+        `reset_worlds(keys, worlds)` also takes the global world indices int32 [N] to restart, and its worlds
+        cannot be checkpointed: a resumed run starts fresh episodes. When a host step fails, the env keeps its
+        exception as `host_error`, which the Trainer raises in place of the runtime's callback error.
+      discrete_actions: bool (default False). True if actions are one-hot float32 [N, action_size] (the env takes
+        the argmax) for a discrete actor.
 
     Envs conventionally also offer a single-world `reset(key)`; nothing in the library requires it.
     """

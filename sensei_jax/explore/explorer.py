@@ -108,7 +108,8 @@ class Explorer:
             space[sensei.TASK_KEY.format(t)] = ((), np.dtype(np.float32))
         self.obs_space = space
         self.action_size = int(env.action_size)
-        self.agent = sensei.build_agent(dreamer, explore, space, self.action_size, tasks=self.tasks, task=task)
+        self.agent = sensei.build_agent(dreamer, explore, space, self.action_size, tasks=self.tasks, task=task,
+                                        discrete=bool(getattr(env, "discrete_actions", False)))
         self.train_cfg = train_config(explore, num_envs, train, self.obs_keys)
         self.trainer: loop_lib.Trainer | None = None
 
@@ -171,6 +172,8 @@ class Explorer:
         if resumed:
             book = files.read_json(progress_file)
             log_.load(book["log"])
+            if getattr(self.env, "host_stepped", False):  # host worlds restart on resume: no episode is in flight
+                log_.reset_current()
             curves = book.get("curves", [])
             # Episodes written after the checkpoint are collected again.
             if writes:
@@ -219,6 +222,10 @@ class Explorer:
             "behaviour": cfg.behaviour, "steps": result["env_steps"], "num_envs": self.num_envs,
             "interactions": totals["interactions"], "success": totals["success"],
             "episodes": len(log_.episodes), "episode_returns": [e["return"] for e in log_.episodes],
+            # Finished episodes in which each flag was set at least once (MiniHack's measure: key picked up, door
+            # opened, ...), and each task succeeded.
+            "episodes_with": {k: sum(e["interactions"][k] > 0 for e in log_.episodes) for k in self.interactions},
+            "episodes_succeeded": {t: sum(e["success"][t] > 0 for e in log_.episodes) for t in self.tasks},
             "semantic_returns": [e["semantic_return"] for e in log_.episodes], "curves": curves,
             "fps": result["env_steps_per_s"], "train_steps": result["train_steps"],
             "final_metrics": {k: v for k, v in metrics.items()

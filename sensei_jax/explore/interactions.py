@@ -66,6 +66,11 @@ class InteractionLog:
         return {"totals": self.totals.tolist(), "success_totals": self.success_totals.tolist(),
                 "current": {k: v.tolist() for k, v in self.current.items()}, "episodes": self.episodes}
 
+    def reset_current(self) -> None:
+        """Forgets the episodes in flight (their envs restarted)."""
+        for value in self.current.values():
+            value[:] = 0
+
     def load(self, state: dict[str, Any]) -> None:
         """Restores `state_dict()` (the checkpoint restores the envs too, so episodes in flight go on)."""
         self.totals = np.asarray(state["totals"], np.int64)

@@ -196,7 +196,7 @@ def ensemble_module(cfg: ExploreConfig, dreamer: DreamerConfig, action_size: int
 
 
 def build_agent(dreamer: DreamerConfig, cfg: ExploreConfig, obs_space: Mapping[str, Any], action_size: int,
-                tasks: tuple[str, ...] = (), task: str | None = None) -> Agent:
+                tasks: tuple[str, ...] = (), task: str | None = None, discrete: bool = False) -> Agent:
     """The exploring agent (task None) or a downstream task agent (task given) over the same world model.
 
     Both carry the semantic head (when the replay has the semantic reward), one sparse success head per name in `tasks` and the
@@ -220,5 +220,5 @@ def build_agent(dreamer: DreamerConfig, cfg: ExploreConfig, obs_space: Mapping[s
         sources = {f"task_{task}": task_reward_source(task)}
         weighting = None
     dreamer = dataclasses.replace(dreamer, reward_scales={k: 1.0 for k in sources})
-    return Agent(dreamer, obs_space, action_size, reward_sources=sources, weighting=weighting, extra_heads=heads,
-                 extra_modules=extras)
+    return Agent(dreamer, obs_space, action_size, discrete, reward_sources=sources, weighting=weighting,
+                 extra_heads=heads, extra_modules=extras)

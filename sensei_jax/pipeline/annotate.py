@@ -52,6 +52,8 @@ def _fingerprint(cfg: Config) -> str:
         parts["vlm"] = config_lib.to_dict(cfg.vlm)
     if cfg.annotate.annotator == "oracle":
         parts["interest"] = config_lib.to_dict(cfg.interest)
+        if cfg.run.domain == "minihack":
+            parts["interest"] = {"minihack_task": cfg.minihack.task}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,4 +1,9 @@
-"""Stage `collect`: exploration rollouts with the vectorized Robodesk env, stored as frames and simulator states.
+"""Stage `collect`: exploration rollouts with the vectorized env, stored as frames and simulator states.
+
+MiniHack (`run.domain: minihack`) stores the native 80x80 crop and the oracle's features of every step instead
+(NetHack cannot restore a world: the pairs stage copies frames instead of re-rendering them); its `random` policy
+draws uniform discrete actions, and a resumed collection keeps its finished chunks and goes on from fresh
+episodes. The rest of this docstring describes Robodesk.
 
 SENSEI drew its annotation pairs from the replay of Plan2Explore runs (3.2M transitions). Two policies:
   `collect.policy: random` (default) a smooth random walk in action space, which already reaches the objects on a
@@ -46,14 +51,38 @@ from sensei_jax.config import Config
 from sensei_jax.envs.protocol import RestorableEnv
 from sensei_jax.envs.robodesk import TASKS, device_blocks, interest
 from sensei_jax.pipeline import rundir
-from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, carry_path, chunk_path,
-                                            complete_chunks, interaction_totals, load_carry, load_chunk, save_carry,
-                                            write_chunk)
-from sensei_jax.pipeline.envs import compiled_once, make_env
+from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, MINIHACK_CHUNK_KEYS,
+                                            carry_path, chunk_path, complete_chunks, interaction_totals, load_carry,
+                                            load_chunk, save_carry, write_chunk)
+from sensei_jax.pipeline.envs import compiled_once, is_minihack, make_env, num_envs as world_count
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # What is stored per step.
+
+
+def minihack_record(env, states) -> dict[str, jax.Array]:
+    """A MiniHack step as stored (MINIHACK_CHUNK_KEYS): the 80x80 crop the annotator sees and the oracle's
+    features instead of a simulator state, which NetHack cannot restore. Arrays [B, ...]."""
+    flags, success = states.info["interaction_flags"], states.info["success"]
+    num = states.reward.shape[0]
+    return {
+        "image": states.obs["reward_image"].astype(jnp.uint8),
+        "state": states.info["features"].astype(jnp.float32),
+        "interaction": jnp.stack([flags[name] for name in flags], axis=-1).astype(bool),
+        "success": jnp.stack([success[name] for name in sorted(success)], axis=-1).astype(bool)
+        if success else jnp.zeros((num, 0), bool),
+        "reward": states.reward.astype(jnp.float32),
+        "done": states.done.astype(bool),
+        "episode_step": states.info["episode_step"].astype(jnp.int32),
+    }
+
+
+def record_fn(cfg: Config):
+    """(what one step stores, its keys) for the run's domain."""
+    if is_minihack(cfg):
+        return minihack_record, MINIHACK_CHUNK_KEYS
+    return step_record, CHUNK_KEYS
 
 
 def step_record(env: RestorableEnv, states) -> dict[str, jax.Array]:
@@ -125,12 +154,68 @@ def build_chunk(env: RestorableEnv, action_smoothing: float, chunk_steps: int, m
     return jax.jit(chunk)
 
 
+def build_host_chunk(env, chunk_steps: int):
+    """MiniHack's random policy: `chunk_steps` steps of uniformly random discrete actions in one compiled scan (the
+    NetHack worlds step in the env's worker processes, through its host callback).
+    (states, chunk_key) -> (states, records [T, B, ...])."""
+
+    def chunk(states, chunk_key):
+        def step(states, t):
+            num = states.reward.shape[0]
+            index = jax.random.randint(jax.random.fold_in(chunk_key, t), (num,), 0, env.action_size)
+            states = env.step(states, jax.nn.one_hot(index, env.action_size))
+            return states, minihack_record(env, states)
+
+        return jax.lax.scan(step, states, jnp.arange(chunk_steps))
+
+    return jax.jit(chunk)
+
+
+def collect_host_random(cfg: Config, env, out: Path) -> dict[str, Any]:
+    """MiniHack's random policy, chunk by chunk. NetHack worlds cannot be saved, so a resumed collection keeps the
+    finished chunks and goes on from fresh episodes (seeded by the chunk it resumes at). Returns meta.json."""
+    num_envs, chunk_steps = cfg.minihack.num_envs, cfg.collect.chunk_steps
+    num_chunks = -(-cfg.collect.steps // chunk_steps)
+    seed_key = jax.random.fold_in(jax.random.key(cfg.run.seed), 1)  # stream 1: collection
+    done_chunks = 0
+    while chunk_path(out, done_chunks).exists():
+        done_chunks += 1
+    states = env.reset_batch(jax.random.fold_in(seed_key, 10_000 + done_chunks), num_envs)
+    chunk_fn = compiled_once(env, f"host_chunk/{chunk_steps}", lambda: build_host_chunk(env, chunk_steps))
+    bar = progress.bar(num_chunks * chunk_steps * num_envs, desc="collect", unit="env step",
+                       initial=done_chunks * chunk_steps * num_envs)
+    seconds, stepped, record_shapes = 0.0, 0, None
+    for chunk in range(done_chunks, num_chunks):
+        start = time.time()
+        try:
+            states, records = chunk_fn(states, jax.random.fold_in(seed_key, chunk + 1))
+            chunk_data = {k: np.asarray(v) for k, v in jax.device_get(records).items()}
+        except jax.errors.JaxRuntimeError as error:  # a failed host step: raise the env's own error
+            if getattr(env, "host_error", None) is None:
+                raise
+            raise env.host_error from error
+        if chunk > done_chunks:  # the first chunk of a process compiles
+            seconds += time.time() - start
+            stepped += chunk_steps * num_envs
+        record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
+        write_chunk(out, chunk, chunk_data, MINIHACK_CHUNK_KEYS)
+        bar.update(chunk_steps * num_envs)
+        bar.set_postfix(chunk=f"{chunk + 1}/{num_chunks}")
+    bar.close()
+    meta = _meta(cfg, out, num_chunks, record_shapes, env)
+    if stepped:
+        meta["env_steps_per_second"] = stepped / max(seconds, 1e-9)
+    return meta
+
+
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     out = Path(run_dir) / "collect"
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(cfg)
     if cfg.collect.policy == "p2x":
         meta = collect_p2x(cfg, env, out)
+    elif is_minihack(cfg):
+        meta = collect_host_random(cfg, env, out)
     else:
         meta = collect_random(cfg, env, out)
     files.write_json(out / "meta.json", meta)
@@ -143,13 +228,22 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return summary
 
 
-def _meta(cfg: Config, out: Path, num_chunks: int, record_shapes: dict | None) -> dict[str, Any]:
-    meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "num_envs": cfg.env.num_envs,
-            "policy": cfg.collect.policy, "interaction_names": list(INTERACTION_NAMES),
-            "distance_names": list(DISTANCE_NAMES), "success_names": sorted(TASKS),
-            "image_size": cfg.env.image_size, "camera": cfg.env.camera}
+def _meta(cfg: Config, out: Path, num_chunks: int, record_shapes: dict | None, env=None) -> dict[str, Any]:
+    if is_minihack(cfg):
+        probe = jax.eval_shape(lambda k: env.reset_batch(k, 1), jax.random.key(0))
+        meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "num_envs": cfg.minihack.num_envs,
+                "policy": cfg.collect.policy, "domain": "minihack", "task": cfg.minihack.task,
+                "interaction_names": list(probe.info["interaction_flags"]),
+                "success_names": sorted(probe.info["success"]), "image_size": cfg.minihack.reward_image_size,
+                "camera": "crop"}
+    else:
+        meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "num_envs": cfg.env.num_envs,
+                "policy": cfg.collect.policy, "domain": "robodesk", "interaction_names": list(INTERACTION_NAMES),
+                "distance_names": list(DISTANCE_NAMES), "success_names": sorted(TASKS),
+                "image_size": cfg.env.image_size, "camera": cfg.env.camera}
     if record_shapes is None:
-        record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0).items()}
+        keys = MINIHACK_CHUNK_KEYS if is_minihack(cfg) else CHUNK_KEYS
+        record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0, keys).items()}
     meta["chunk_shapes"] = record_shapes
     return meta
 
@@ -207,8 +301,9 @@ def collect_p2x(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
     from sensei_jax.explore.explorer import Explorer
     from sensei_jax.metrics import MetricsWriter
 
-    num_envs, chunk_steps = cfg.env.num_envs, cfg.collect.chunk_steps
+    num_envs, chunk_steps = world_count(cfg), cfg.collect.chunk_steps
     num_chunks = -(-cfg.collect.steps // chunk_steps)
+    record_step, keys = record_fn(cfg)
     per_chunk = chunk_steps * num_envs  # env steps of all worlds in one chunk (the loop counts these)
     total = num_chunks * per_chunk
     settings = dataclasses.replace(cfg.explore, behaviour="p2x", steps=total, collect_chunk=chunk_steps,
@@ -218,7 +313,7 @@ def collect_p2x(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
     agent_dir = out / "agent"
 
     def record(step, next_env, hook_args):  # the state the action led to, before any reset: as the random walk
-        return step_record(env, next_env)
+        return record_step(env, next_env)
 
     trainer = explorer.make_trainer(agent_dir, record_fn=record)
     record_shapes: dict[str, list[int]] | None = None
@@ -231,10 +326,10 @@ def collect_p2x(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
                                     f"a chunk boundary ({per_chunk} env steps): rerun with --force collect")
         chunk = first_step // per_chunk
         records = outputs["records"]
-        chunk_data = {k: np.asarray(records[k]) for k in CHUNK_KEYS}
+        chunk_data = {k: np.asarray(records[k]) for k in keys}
         record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
         if not chunk_path(out, chunk).exists():  # a finished chunk is never rewritten
-            write_chunk(out, chunk, chunk_data)
+            write_chunk(out, chunk, chunk_data, keys)
         if timing["start"] is None:
             timing["start"] = time.time()  # measured from the second chunk on (the first one compiles)
         else:
@@ -245,7 +340,7 @@ def collect_p2x(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
         result = trainer.run(total, writer, on_collect=on_collect)
     finally:
         writer.close()
-    meta = _meta(cfg, out, num_chunks, record_shapes)
+    meta = _meta(cfg, out, num_chunks, record_shapes, env)
     if timing["stepped"]:
         meta["env_steps_per_second"] = timing["stepped"] / max(time.time() - timing["start"], 1e-9)
     meta["train_steps"] = int(result["train_steps"])

@@ -1,6 +1,8 @@
 """The collect stage's on-disk format: chunks of frames and simulator states, the carries that resume them, meta.json.
 
-The counterpart of `reward/dataset.py` for the collection. `run_dir/collect/` holds:
+The counterpart of `reward/dataset.py` for the collection. `run_dir/collect/` holds (MiniHack: the first seven
+keys, `image` the 80x80 crop the annotator sees, `state` the oracle's features, `interaction` and `success` named
+in meta.json, no carries):
 
     chunk_00000.npz ...   one file per `collect.chunk_steps` policy steps of all worlds (written atomically):
         image        uint8   [T, B, H, W, 3]  the agent's observation
@@ -38,6 +40,9 @@ INTERACTION_NAMES = INTERACTIONS  # drawer, slide, red/green/blue button, ball, 
 DISTANCE_NAMES = interest.TARGETS  # the `distance` columns: the targets of SENSEI's interestingness heuristic
 CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "episode_step", "distance", "drawer_qpos",
               "stack_error")
+# MiniHack stores no simulator state (NetHack worlds cannot be restored): `image` is the annotator's view itself
+# (the native 80x80 crop) and `state` the oracle's features of that step (`envs.minihack.tasks`).
+MINIHACK_CHUNK_KEYS = CHUNK_KEYS[:7]
 
 
 def chunk_path(directory: Path, index: int) -> Path:
@@ -89,9 +94,11 @@ def complete_chunks(directory: Path) -> int:
 
 
 
-def write_chunk(directory: Path, index: int, data: dict[str, np.ndarray]) -> None:
-    """Writes chunk `index` (arrays [T, B, ...] under CHUNK_KEYS) atomically."""
-    files.write_npz(chunk_path(directory, index), **{k: data[k] for k in CHUNK_KEYS})
+def write_chunk(directory: Path, index: int, data: dict[str, np.ndarray],
+                keys: tuple[str, ...] = CHUNK_KEYS) -> None:
+    """Writes chunk `index` (arrays [T, B, ...] under `keys`, Robodesk's CHUNK_KEYS or MINIHACK_CHUNK_KEYS)
+    atomically."""
+    files.write_npz(chunk_path(directory, index), **{k: data[k] for k in keys})
 
 
 def read_meta(directory: Path) -> dict[str, Any]:
@@ -144,7 +151,9 @@ def load_collection(directory: Path, keys: tuple[str, ...]) -> dict[str, np.ndar
 
 
 def interaction_totals(directory: Path) -> dict[str, int]:
+    """Steps with each interaction flag set, summed over the collection (names from meta.json)."""
+    names = read_meta(directory).get("interaction_names", INTERACTION_NAMES)
     flags = load_collection(directory, ("interaction",))["interaction"]
-    return {name: int(flags[:, i].sum()) for i, name in enumerate(INTERACTION_NAMES)}
+    return {name: int(flags[:, i].sum()) for i, name in enumerate(names)}
 
 

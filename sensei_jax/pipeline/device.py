@@ -30,7 +30,7 @@ NVIDIA_DRIVER = "R580"
 
 
 def jax_gpu_problem(jax_facts: dict[str, Any], versions: dict[str, str | None],
-                    platforms: str | None = None) -> str | None:
+                    platforms: str | None = None, warp_needed: bool = True) -> str | None:
     """Why JAX has no GPU backend (None: it has one), from `hardware.jax_facts()`, `hardware.package_versions()`
     and the JAX_PLATFORMS setting `platforms`."""
     if jax_facts["backend"] == "gpu":
@@ -80,10 +80,12 @@ def problem(requested: str, command: str, uses_env: bool, jax_facts: dict[str, A
     """What stops `command` (its name for messages, e.g. "command 'collect'") from running as run.device
     `requested` asks (not `cpu`, which `check` handles), or None. `uses_env`: it steps or renders the MJX-Warp env.
     `warp_facts` gives `hardware.warp_facts()`; it is called only where Warp matters (importing Warp takes a second).
+    `warp_needed` False (a MiniHack run: NetHack steps on the host) asks nothing of Warp.
     """
     backend = jax_facts["backend"]
     if requested == "gpu":
-        missing = [p for p in (jax_gpu_problem(jax_facts, versions, platforms), warp_cuda_problem(warp_facts())) if p]
+        missing = [p for p in (jax_gpu_problem(jax_facts, versions, platforms),
+                               warp_cuda_problem(warp_facts()) if warp_needed else None) if p]
         if missing:
             return (f"run.device is 'gpu' but {'; and '.join(missing)}. Install the CUDA build with `{GPU_INSTALL}` "
                     f"(NVIDIA driver {NVIDIA_DRIVER} or newer), or pass --run.device cpu to run on the CPU "
@@ -115,10 +117,12 @@ def check(cfg: Config, command: str | None) -> None:
     if cfg.run.device == "cpu":
         _force_cpu()
         return
-    uses_env = stages.STAGES[command].uses_env(cfg) if command is not None else True
+    robodesk = cfg.run.domain == "robodesk"
+    uses_env = stages.STAGES[command].uses_env(cfg) if command is not None else robodesk
     jax_facts = hardware.jax_facts()
     found = problem(cfg.run.device, f"command '{command}'" if command is not None else "the pipeline", uses_env,
-                    jax_facts, hardware.package_versions(), hardware.warp_facts, os.environ.get("JAX_PLATFORMS"))
+                    jax_facts, hardware.package_versions(), hardware.warp_facts, os.environ.get("JAX_PLATFORMS"),
+                    warp_needed=robodesk)
     if found:
         raise ConfigError(found)
     for message in jax_facts["messages"]:  # e.g. a CUDA plugin that failed to load: the run goes on without it

@@ -60,6 +60,8 @@ def read_exploration(path: Path) -> dict[str, Any]:
     return {"steps": int(summary["steps"]), "interactions": {k: int(v) for k, v in summary["interactions"].items()},
             "success": {k: int(v) for k, v in (summary.get("success") or {}).items()},
             "episode_returns": [float(r) for r in summary.get("episode_returns") or []],
+            "episodes": int(summary.get("episodes", 0)),
+            "episodes_with": {k: int(v) for k, v in (summary.get("episodes_with") or {}).items()},
             "curves": curves, "behaviour": summary["behaviour"], "source": str(path)}
 
 
@@ -69,14 +71,19 @@ def collection_run(collect_dir: Path) -> dict[str, Any]:
     data = collection.load_collection(collect_dir, ("interaction", "success", "reward", "done"))
     names = meta["success_names"]
     rewards, done = data["reward"].reshape(-1, meta["num_envs"]), data["done"].reshape(-1, meta["num_envs"])
-    returns = []
+    flags = data["interaction"].reshape(len(rewards), meta["num_envs"], -1)
+    names = meta["interaction_names"]
+    returns, episodes_with = [], dict.fromkeys(names, 0)
     for world in range(meta["num_envs"]):
         ends = np.flatnonzero(done[:, world])
         starts = np.concatenate([[0], ends[:-1] + 1])
         returns += [float(rewards[s:e + 1, world].sum()) for s, e in zip(starts, ends)]
+        for s, e in zip(starts, ends):
+            for i, name in enumerate(names):
+                episodes_with[name] += int(flags[s:e + 1, world, i].any())
     return {"steps": int(len(data["interaction"])),
-            "interactions": {k: int(data["interaction"][:, i].sum()) for i, k in
-                             enumerate(meta["interaction_names"])},
+            "episodes": len(returns), "episodes_with": episodes_with,
+            "interactions": {k: int(data["interaction"][:, i].sum()) for i, k in enumerate(names)},
             "success": {k: int(data["success"][:, i].sum()) for i, k in enumerate(names)},
             "episode_returns": returns, "curves": {}, "behaviour": "random", "source": str(collect_dir)}
 

@@ -1,5 +1,5 @@
 """Stages `explore` and `baseline`: SENSEI exploration (or its Plan2Explore / Motif-only baselines) on the run's
-Robodesk env, with the `sensei_jax.explore.Explorer`.
+env (Robodesk, or MiniHack with `run.domain: minihack`), with the `sensei_jax.explore.Explorer`.
 
     python -m sensei_jax.run explore --config configs/robodesk_sensei.yaml --reward-model runs/x/distill
     python -m sensei_jax.run explore --config configs/robodesk_p2x.yaml            # no reward model needed
@@ -28,7 +28,7 @@ import numpy as np
 
 from sensei_jax.config import Config
 from sensei_jax.pipeline import rundir
-from sensei_jax.pipeline.envs import make_env
+from sensei_jax.pipeline.envs import make_env, num_envs
 from sensei_jax.pipeline.stages import BASELINE_BEHAVIOUR
 
 FOLDER = "explore"
@@ -41,7 +41,7 @@ def explore(cfg: Config, out_dir: Path, reward_model_dir: str | Path | None, env
     reward_model = load_reward_model(reward_model_dir, required="semantic" in cfg.explore.sources)
     env = make_env(cfg, reward_view=reward_model is not None) if env is None else env
     image_key = scored_image_key(env, reward_model, reward_model_dir)
-    explorer = Explorer(cfg.explore, cfg.dreamer, env, cfg.env.num_envs, reward_model=reward_model,
+    explorer = Explorer(cfg.explore, cfg.dreamer, env, num_envs(cfg), reward_model=reward_model,
                         image_key=image_key, seed=cfg.run.seed, train=cfg.train,
                         reward_model_dir=reward_model_dir if reward_model is not None else None)
     summary = explorer.run(Path(out_dir), log=log)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,18 +30,19 @@ import numpy as np
 from sensei_jax import files, progress
 from sensei_jax.config import Config
 from sensei_jax.envs.robodesk import interest
-from sensei_jax.envs.robodesk.config import InterestConfig
 from sensei_jax.pipeline import collection, rundir
 from sensei_jax.pipeline.config import PairsConfig
-from sensei_jax.pipeline.envs import compiled_once, make_env
+from sensei_jax.pipeline.envs import compiled_once, is_minihack, make_env
 from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
 
 CONTRASTIVE, UNIFORM = 0, 1
 
 
-def plan_pairs(labels: dict[str, np.ndarray], cfg: PairsConfig, interest_cfg: InterestConfig,
+def plan_pairs(labels: dict[str, np.ndarray], cfg: PairsConfig,
+               compare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
                key: np.random.Generator) -> dict[str, Any]:
-    """Chooses pairs of frame indices from the heuristic's `labels` (`interest.interest` of the frames).
+    """Chooses pairs of frame indices from the heuristic's `labels` of the frames ('score', 'good', 'bad'; Robodesk:
+    `interest.interest`); `compare(score_first, score_second) -> (prob_first, label)` labels the uniform pairs.
     Returns `index` int64 [N, 2], `ground_truth` int8 [N], `kind` int8 [N]."""
     score = labels["score"]
     num = len(score)
@@ -63,7 +64,7 @@ def plan_pairs(labels: dict[str, np.ndarray], cfg: PairsConfig, interest_cfg: In
     if cfg.uniform:
         first = key.integers(0, num, cfg.uniform)
         second = (first + key.integers(1, max(num, 2), cfg.uniform)) % num  # never the same frame
-        _, label = interest.compare(score[first], score[second], interest_cfg)
+        _, label = compare(score[first], score[second])
         pieces_index.append(np.stack([first, second], 1))
         pieces_label.append(label)
         pieces_kind.append(np.full(cfg.uniform, UNIFORM, np.int8))
@@ -87,24 +88,121 @@ def build_renderer(env, camera: str, size: int):
     return jax.jit(lambda physics: env.render(env.restore(physics), camera, size))
 
 
+def minihack_labels(features: np.ndarray, task: str) -> dict[str, np.ndarray]:
+    """The MiniHack heuristic's classes of frames from their stored features [N, F]: `score` (its interest
+    score), `good` (any progress: the score above the lowest), `bad` (none)."""
+    from sensei_jax.envs.minihack import tasks
+
+    score = np.asarray(tasks.interest_score(task, features), np.float32)
+    lowest = score.min() if len(score) else 0.0
+    return {"score": score, "good": score > lowest, "bad": score <= lowest}
+
+
+def run_minihack(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """MiniHack's pairs: frames drawn from the collection (SENSEI: uniformly random pairs, `pairs.uniform`;
+    contrastive ones by the heuristic if `pairs.contrastive`), copied as they were stored: the native 80x80 crop
+    (16 px per tile) that SENSEI's annotator saw. NetHack cannot restore a world, so nothing is re-rendered; the
+    pairs' `states` are the oracle's features of both frames. Ground truth: the task heuristic's scores compared
+    (`envs.minihack.tasks`)."""
+    from sensei_jax.envs.minihack import tasks
+
+    out = run_dir / "pairs"
+    source = run_dir / "collect"
+    meta = collection.read_meta(source)
+    if meta.get("domain") != "minihack":
+        raise rundir.StageError(f"{source} holds a {meta.get('domain', 'robodesk')} collection, but run.domain is "
+                                "minihack: rerun with --force collect")
+    features = collection.load_collection(source, ("state",))["state"]
+    plan_path = out / "plan.npz"
+    if plan_path.is_file():
+        plan = _read_plan(plan_path)
+    else:
+        labels = minihack_labels(features, cfg.minihack.task)
+        raw = plan_pairs(labels, cfg.pairs, lambda a, b: tasks.compare(a, b),
+                         np.random.default_rng([cfg.run.seed, 2]))
+        plan = {k: np.asarray(v) for k, v in raw.items()}
+        files.write_npz(plan_path, **plan)
+    index = plan["index"]
+    if index.max() >= len(features):
+        raise rundir.StageError(f"{plan_path} refers to frame {int(index.max())}, but {source} holds "
+                                f"{len(features)}; rerun with --force pairs")
+    size = int(meta["image_size"])
+    dataset = copy_pairs(source, meta, out, index, features, size, cfg.pairs.render_batch)
+    dataset.save_preferences(GROUND_TRUTH, plan["ground_truth"])
+    dataset.save_array("source_index", index)
+    dataset.save_array("kind", plan["kind"])
+    counts = dataset.label_counts(GROUND_TRUTH)
+    return {"pairs": len(index), "contrastive": int((plan["kind"] == CONTRASTIVE).sum()),
+            "uniform": int((plan["kind"] == UNIFORM).sum()), "image_size": size, "camera": "crop",
+            "second_camera": None, "fallback_quantile_used": bool(plan["fallback"]),
+            "good_frames": int(plan["num_good"]), "bad_frames": int(plan["num_bad"]), "ground_truth": counts,
+            "dataset": str(out)}
+
+
+def copy_pairs(source: Path, meta: dict[str, Any], dataset_dir: Path, index: np.ndarray, features: np.ndarray,
+               size: int, batch: int) -> PairDataset:
+    """Copies the collected frames of the pairs `index` [N, 2] (flat collection indices, time-major) into the
+    PairDataset at `dataset_dir`, reading one chunk file at a time, resuming after its last flushed batch."""
+    num_pairs, shape = len(index), (size, size, 3)
+    dataset = None
+    if (dataset_dir / "meta.json").is_file():
+        try:
+            dataset = PairDataset.open(dataset_dir, writable=True)
+            if len(dataset) != num_pairs or dataset.image_shape != shape:
+                dataset = None
+        except DatasetError:
+            dataset = None
+    if dataset is None:
+        dataset = PairDataset.create(dataset_dir, num_pairs, image_shape=shape, state_size=features.shape[-1],
+                                     overwrite=True)
+    worlds, chunk_steps = meta["num_envs"], meta["chunk_steps"]
+    frames_per_chunk = worlds * chunk_steps
+    bar = progress.bar(num_pairs, desc="pairs (copy frames)", unit="pair", initial=dataset.num_written)
+    cache: dict[int, np.ndarray] = {}
+    for start in range(dataset.num_written, num_pairs, batch):
+        stop = min(start + batch, num_pairs)
+        flat = index[start:stop].reshape(-1)
+        images = np.empty((len(flat), *shape), np.uint8)
+        for chunk in np.unique(flat // frames_per_chunk):
+            if chunk not in cache:
+                cache.clear()  # one chunk in memory at a time, plus the batch
+                cache[chunk] = collection.load_chunk(source, int(chunk), ("image",))["image"]  # [T, B, H, W, 3]
+            picked = flat // frames_per_chunk == chunk
+            local = flat[picked] % frames_per_chunk
+            images[picked] = cache[chunk][local // worlds, local % worlds]
+        dataset.images[start:stop] = images.reshape(stop - start, 2, *shape)
+        dataset.states[start:stop] = features[index[start:stop]]
+        dataset.flush(num_written=stop)
+        bar.update(stop - start)
+    bar.close()
+    return dataset
+
+
+def _read_plan(plan_path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(plan_path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise rundir.StageError(f"{plan_path} is corrupt ({error}); rerun with --force pairs") from error
+
+
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     out = run_dir / "pairs"
     out.mkdir(parents=True, exist_ok=True)
+    if is_minihack(cfg):
+        return run_minihack(cfg, run_dir)
     source = run_dir / "collect"
     features = collection.load_collection(source, ("state", "interaction", "distance", "drawer_qpos", "stack_error"))
     size, camera = render_settings(cfg)
 
     plan_path = out / "plan.npz"
     if plan_path.is_file():
-        try:
-            with np.load(plan_path, allow_pickle=False) as data:
-                plan = {k: data[k] for k in data.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-            raise rundir.StageError(f"{plan_path} is corrupt ({error}); rerun with --force pairs") from error
+        plan = _read_plan(plan_path)
     else:
         labels = interest.interest(features, cfg.interest)
-        raw = plan_pairs(labels, cfg.pairs, cfg.interest, np.random.default_rng([cfg.run.seed, 2]))
+        raw = plan_pairs(labels, cfg.pairs, lambda a, b: interest.compare(a, b, cfg.interest),
+                         np.random.default_rng([cfg.run.seed, 2]))
         plan = {k: np.asarray(v) for k, v in raw.items()}
         files.write_npz(plan_path, **plan)
     index = plan["index"]

@@ -6,7 +6,8 @@ Figures (each written only when its inputs exist, and the report says which are 
                         position-bias plot; agreement with the ground-truth labels of the pair sampler
     reward_model.png    the reward model's validation accuracy and loss per epoch
     interactions.png    interaction counts per object, SENSEI vs the disagreement-only baseline (and the random
-                        collection policy), in the format of the paper's Robodesk figure
+                        collection policy), in the format of the paper's Robodesk figure (MiniHack: per flag, and
+                        the report's table of episodes in which each flag held)
     success.png         success-step counts per task
     learning_curves.png episode return and interactions per episode over exploration steps
     frames.png          strips of frames from the most interesting collected episodes (SENSEI's heuristic)
@@ -118,20 +119,29 @@ def reward_figure(curves: dict[str, list[tuple[int, float]]], path: Path, dpi: i
     _save(fig, path, dpi)
 
 
-def interaction_figure(runs: dict[str, dict[str, Any]], path: Path, dpi: int) -> None:
+def figure_objects(runs: dict[str, dict[str, Any]], minihack: bool) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The bars of the interaction figure: Robodesk's objects as the paper groups them, or MiniHack's flags."""
+    if not minihack:
+        return FIGURE_OBJECTS
+    names = dict.fromkeys(name for run in runs.values() for name in run["interactions"])
+    return tuple((name.replace("_", " "), (name,)) for name in names)
+
+
+def interaction_figure(runs: dict[str, dict[str, Any]], path: Path, dpi: int,
+                       objects: tuple[tuple[str, tuple[str, ...]], ...] = FIGURE_OBJECTS) -> None:
     """Grouped bars: one group per object (buttons summed), one bar per method, as in SENSEI's Robodesk figure."""
     plt = _pyplot()
     methods = list(runs)
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / max(1, len(methods))
-    x = np.arange(len(FIGURE_OBJECTS))
+    x = np.arange(len(objects))
     for m, method in enumerate(methods):
         counts = runs[method]["interactions"]
-        values = [sum(counts.get(part, 0) for part in parts) for _, parts in FIGURE_OBJECTS]
+        values = [sum(counts.get(part, 0) for part in parts) for _, parts in objects]
         label = f"{method} ({runs[method].get('steps', '?')} steps)"
         ax.bar(x + (m - (len(methods) - 1) / 2) * width, values, width, label=label,
                color=METHOD_COLORS.get(method.split()[0]))
-    ax.set_xticks(x, [name for name, _ in FIGURE_OBJECTS])
+    ax.set_xticks(x, [name for name, _ in objects])
     ax.set_ylabel("steps with interaction")
     ax.set_title("Interactions per object during exploration")
     ax.legend(fontsize=8)
@@ -171,16 +181,22 @@ def learning_figure(curves: dict[str, dict[str, list[tuple[int, float]]]], path:
     _save(fig, path, dpi)
 
 
-def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int,
-                         interest_cfg: InterestConfig) -> list[dict[str, Any]]:
-    """The collected episodes with the most interesting steps (SENSEI's heuristic, as pair sampling applies it),
-    each with `num_frames` evenly spaced frames (uint8 [F, H, W, 3]), taken among its interesting steps when it
-    has enough of them."""
+def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int, interest_cfg: InterestConfig,
+                         minihack_task: str | None = None) -> list[dict[str, Any]]:
+    """The collected episodes with the most interesting steps (SENSEI's heuristic, as pair sampling applies it;
+    for MiniHack `minihack_task`'s, any progress counts), each with `num_frames` evenly spaced frames
+    (uint8 [F, H, W, 3]), taken among its interesting steps when it has enough of them."""
     meta = collection.read_meta(collect_dir)
-    flat = collection.load_collection(collect_dir, ("interaction", "distance", "drawer_qpos", "stack_error",
-                                                    "episode_step"))
     worlds = meta["num_envs"]
-    active = interest.interest(flat, interest_cfg)["interesting"].reshape(-1, worlds)  # [T, B]
+    if minihack_task is not None:
+        from sensei_jax.pipeline.pairs import minihack_labels
+
+        flat = collection.load_collection(collect_dir, ("state", "episode_step"))
+        active = minihack_labels(flat["state"], minihack_task)["good"].reshape(-1, worlds)
+    else:
+        flat = collection.load_collection(collect_dir, ("interaction", "distance", "drawer_qpos", "stack_error",
+                                                        "episode_step"))
+        active = interest.interest(flat, interest_cfg)["interesting"].reshape(-1, worlds)  # [T, B]
     episode_step = flat["episode_step"].reshape(-1, worlds)
     episodes: list[dict[str, Any]] = []
     for world in range(worlds):
@@ -228,6 +244,10 @@ def frames_figure(episodes: list[dict[str, Any]], path: Path, dpi: int) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # The stage.
+
+
+def _share(count: int, total: int) -> str:
+    return f"{count} ({count / total:.0%})" if total else "-"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -301,18 +321,30 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         evaluation = files.read_json(run_dir / "evaluate" / "summary.json")
     runs = (evaluation or {}).get("runs", {})
     if runs:
-        interaction_figure(runs, run_dir / "interactions.png", dpi)
+        minihack = cfg.run.domain == "minihack"
+        objects = figure_objects(runs, minihack)
+        interaction_figure(runs, run_dir / "interactions.png", dpi, objects)
         written.append("interactions.png")
-        header = ["method", "steps", *[name for name, _ in FIGURE_OBJECTS], "mean return"]
+        header = ["method", "steps", *[name for name, _ in objects], "mean return"]
         rows = []
         for method, r in runs.items():
             counts = r["interactions"]
             returns = r.get("episode_returns") or []
             rows.append([method, r.get("steps", "?"), *[sum(counts.get(p, 0) for p in parts)
-                                                       for _, parts in FIGURE_OBJECTS],
+                                                       for _, parts in objects],
                          float(np.mean(returns)) if returns else "-"])
-        md += ["## Exploration", "", "Steps with object motion (|qvel| > 0.02), summed over the run, as the paper "
-               "counts them.", "", _table(header, rows), "", "![](interactions.png)", ""]
+        if minihack:
+            md += ["## Exploration", "", f"MiniHack `{cfg.minihack.task}`. Steps in which each flag held, summed over "
+                   "the run; the return is the env's reward, which the agent never sees.", "", _table(header, rows),
+                   "", "Finished episodes in which each flag held at least once (the paper's MiniHack measure):", "",
+                   _table(["method", "episodes", *[name for name, _ in objects]],
+                          [[method, r.get("episodes", 0),
+                            *[_share(r.get("episodes_with", {}).get(parts[0], 0), r.get("episodes", 0))
+                              for _, parts in objects]] for method, r in runs.items()]),
+                   "", "![](interactions.png)", ""]
+        else:
+            md += ["## Exploration", "", "Steps with object motion (|qvel| > 0.02), summed over the run, as the "
+                   "paper counts them.", "", _table(header, rows), "", "![](interactions.png)", ""]
         if any(r.get("success") for r in runs.values()):
             success_figure(runs, run_dir / "success.png", dpi)
             written.append("success.png")
@@ -335,7 +367,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     # Frames.
     if (run_dir / "collect" / "meta.json").is_file():
         episodes = interesting_episodes(run_dir / "collect", cfg.report.strip_episodes, cfg.report.strip_frames,
-                                        cfg.interest)
+                                        cfg.interest, cfg.minihack.task if cfg.run.domain == "minihack" else None)
         if episodes:
             frames_figure(episodes, run_dir / "frames.png", dpi)
             written.append("frames.png")

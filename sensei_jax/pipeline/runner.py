@@ -103,14 +103,23 @@ def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str
                                                     for k, v in list(values.items())[:6]))
     runs = summary("evaluate").get("runs", {})
     if runs:
-        from sensei_jax.pipeline.report import FIGURE_OBJECTS
+        from sensei_jax.pipeline.report import figure_objects
 
-        lines.append("\ninteractions (steps with object motion)")
-        lines.append("  " + f"{'method':16s}" + "".join(f"{name:>14s}" for name, _ in FIGURE_OBJECTS))
+        minihack = cfg.run.domain == "minihack"
+        objects = figure_objects(runs, minihack)
+        lines.append("\ninteractions (steps with the flag set)" if minihack else
+                     "\ninteractions (steps with object motion)")
+        lines.append("  " + f"{'method':16s}" + "".join(f"{name:>18s}" for name, _ in objects))
         for method, r in runs.items():
             counts = r.get("interactions", {})
-            lines.append("  " + f"{method:16s}" + "".join(f"{sum(counts.get(p, 0) for p in parts):>14d}"
-                                                         for _, parts in FIGURE_OBJECTS))
+            lines.append("  " + f"{method:16s}" + "".join(f"{sum(counts.get(p, 0) for p in parts):>18d}"
+                                                         for _, parts in objects))
+        if minihack:
+            lines.append("episodes in which it happened (of finished episodes)")
+            for method, r in runs.items():
+                with_flag = r.get("episodes_with", {})
+                lines.append("  " + f"{method:16s}" + "".join(
+                    f"{with_flag.get(parts[0], 0):>11d} of {r.get('episodes', 0):<4d}" for _, parts in objects))
     if (run.path / "report.md").exists():
         lines.append(f"\nreport: {run.path / 'report.md'}")
     return "\n".join(lines)

@@ -52,7 +52,10 @@ class Stage:
         return importlib.import_module(self.module)
 
     def uses_env(self, cfg: Any) -> bool:
-        """Whether this command steps or renders the Robodesk env under config `cfg`."""
+        """Whether this command steps or renders the Robodesk env under config `cfg` (never with MiniHack, whose
+        NetHack worlds step on the host's CPU cores)."""
+        if getattr(getattr(cfg, "run", None), "domain", "robodesk") != "robodesk":
+            return False
         return self.steps_env(cfg) if callable(self.steps_env) else self.steps_env
 
     def runs_multi_process(self, cfg: Any) -> bool:
@@ -66,7 +69,8 @@ class Stage:
 
 REGISTRY: tuple[Stage, ...] = (
     Stage("collect", "sensei_jax.pipeline.collect",
-          "roll out the vectorized Robodesk env and store frames and states", sections=("run", "env", "collect"),
+          "roll out the vectorized env (Robodesk or MiniHack) and store frames and states",
+          sections=("run", "env", "minihack", "collect"),
           steps_env=True, multi_process=False),
     Stage("pairs", "sensei_jax.pipeline.pairs", "sample image pairs and re-render them for the annotator",
           # pairs re-render at the annotator's resolution, so the `vlm` section counts from here on

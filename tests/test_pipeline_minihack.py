@@ -1,0 +1,133 @@
+"""MiniHack end to end: the micro pipeline on KeyRoom (every stage, real NetHack worlds in worker processes), and a
+crashed worker process: a clear error, then the exploration resumes from its last checkpoint with fresh episodes.
+
+One module-scoped run does the expensive work; the crash test explores on its own in a folder of its own.
+"""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from sensei_jax import config as config_lib
+from sensei_jax import files
+from sensei_jax.pipeline import collection, rundir, runner
+from sensei_jax.reward.dataset import GROUND_TRUTH, PairDataset
+
+MICRO = {
+    "run": {"domain": "minihack"},
+    "minihack": {"task": "keyroom", "num_envs": 2, "episode_length": 24, "workers": 1},
+    "collect": {"policy": "random", "steps": 48, "chunk_steps": 24},
+    "pairs": {"contrastive": 0, "uniform": 48, "render_batch": 16},
+    "annotate": {"annotator": "oracle", "partition_size": 32},
+    "reward": {"image_size": 80, "epochs": 2, "hidden": 16, "channels": [4, 8, 8], "batch_size": 8,
+               "val_fraction": 0.25, "learning_rate": 3e-4},
+    "dreamer": {"preset": "tiny", "encoder_keys": ["image", "inventory"], "decoder_keys": ["image", "inventory"]},
+    "explore": {"steps": 64, "prefill": 16, "batch_size": 2, "batch_length": 8, "train_ratio": 8.0,
+                "collect_chunk": 8, "log_every": 32, "checkpoint_every": 32, "replay_capacity": 256,
+                "ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1, "task_heads": []},
+    "report": {"strip_frames": 4, "strip_episodes": 2, "dpi": 40},
+}
+
+
+def micro_config(root, name="minihack_micro", **sections):
+    overrides = {**MICRO, **sections, "run": {**MICRO["run"], "root": str(root), "name": name}}
+    return config_lib.load(overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cfg = micro_config(tmp_path_factory.mktemp("runs"))
+    summaries = runner.run_pipeline(cfg, log=lambda m: None)
+    return cfg, rundir.RunDir(cfg.run_dir), summaries
+
+
+def test_every_stage_runs_on_minihack(finished_run):
+    cfg, run, summaries = finished_run
+    for stage in ("collect", "pairs", "annotate", "distill", "explore", "baseline", "evaluate", "report"):
+        assert run.done(stage), stage
+    meta = collection.read_meta(run.stage_dir("collect"))
+    assert meta["domain"] == "minihack" and meta["num_envs"] == 2
+    assert set(meta["interaction_names"]) >= {"key_picked_up", "door_open"}
+    frames = collection.load_collection(run.stage_dir("collect"), ("image", "state", "episode_step"))
+    assert frames["image"].shape == (48 * 2, 80, 80, 3) and frames["image"].dtype == np.uint8
+    assert frames["image"].std() > 0  # real NetHack tiles, not a blank frame
+    # Episodes of 24 steps restart: the step counter goes back.
+    assert frames["episode_step"].max() <= 24 and (np.diff(frames["episode_step"].reshape(-1, 2)[:, 0]) < 0).any()
+
+    dataset = PairDataset.open(run.stage_dir("pairs"))
+    assert len(dataset) == 48 and dataset.image_shape == (80, 80, 3)
+    # The pairs hold the collected frames themselves, and the oracle's features as their states.
+    source = dataset.load_array("source_index")
+    assert np.array_equal(dataset.images[:, 0], frames["image"][source[:, 0]])
+    assert np.array_equal(dataset.states[:, 1], frames["state"][source[:, 1]])
+    # The oracle labels from the same features as the ground truth: full agreement.
+    labels = dataset.load_preferences("oracle")
+    assert np.array_equal(labels, dataset.load_preferences(GROUND_TRUTH))
+
+    explore = files.read_json(run.stage_dir("explore") / "sensei" / "summary.json")
+    baseline = files.read_json(run.stage_dir("explore") / "p2x" / "summary.json")
+    for summary in (explore, baseline):
+        assert summary["steps"] == 64 and summary["train_steps"] > 0
+        assert set(summary["episodes_with"]) == set(meta["interaction_names"])
+        assert summary["episodes"] >= 2  # 24-step episodes within 32 steps per world
+    spec = files.read_json(run.stage_dir("explore") / "sensei" / "spec.json")
+    assert spec["semantic"] and spec["image_key"] == "reward_image"
+
+    evaluation = files.read_json(run.stage_dir("evaluate") / "summary.json")
+    assert {"sensei", "p2x", "random (collect)"} <= set(evaluation["runs"])
+    assert evaluation["runs"]["random (collect)"]["episodes"] >= 2
+    report = (cfg.run_dir / "report.md").read_text()
+    assert "MiniHack `keyroom`" in report and "key picked up" in report
+    assert (cfg.run_dir / "interactions.png").is_file()
+
+
+def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path):
+    from sensei_jax.envs.minihack import WorkerCrashed
+    from sensei_jax.pipeline import explore as explore_stage
+
+    from sensei_jax.envs.minihack import MiniHack
+
+    cfg = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x"})
+    out = tmp_path / "crash_explore"
+    env = MiniHack.from_config(cfg.minihack, seed=cfg.run.seed)  # its own workers, not the run's shared env
+    try:
+        first = explore_stage.explore(cfg, out, None, env=env, log=lambda m: None)  # checkpoints at 32 and 64
+    except BaseException:
+        env.close()
+        raise
+    assert first["steps"] == 64
+
+    longer = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x", "steps": 128})
+    worker = env.pool.workers[0]
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.join(timeout=10)
+    try:
+        with pytest.raises(WorkerCrashed, match=r"worker 0 .*pid"):
+            explore_stage.explore(longer, out, None, env=env, log=lambda m: None)
+    finally:
+        env.close()
+
+    # Started again (here: a fresh env, as a new process would build), it resumes from the checkpoint at step 64.
+    messages = []
+    fresh = MiniHack.from_config(cfg.minihack, seed=cfg.run.seed)
+    try:
+        resumed = explore_stage.explore(longer, out, None, env=fresh, log=messages.append)
+    finally:
+        fresh.close()
+    assert any("resuming at step 64" in m for m in messages)
+    assert resumed["steps"] == 128
+
+
+def test_minihack_configs_resolve():
+    for name in ("minihack_default", "minihack_keyroom_sensei", "minihack_keyroom_p2x", "minihack_keychest_sensei",
+                 "minihack_keychest_p2x"):
+        cfg = config_lib.load(config_lib.CONFIG_DIR / f"{name}.yaml")
+        assert cfg.run.domain == "minihack" and cfg.reward.image_size == cfg.minihack.reward_image_size
+    keychest = config_lib.load(config_lib.CONFIG_DIR / "minihack_keychest_sensei.yaml")
+    assert keychest.minihack.task == "keychest" and tuple(keychest.explore.go_weights) == (1.0, 0.05)
+    with pytest.raises(config_lib.ConfigError, match="reward.image_size"):
+        config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", overrides=["--reward.image_size", "64"])
+    with pytest.raises(config_lib.ConfigError, match="minihack.task"):
+        config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", overrides=["--minihack.task", "maze"])
