@@ -335,6 +335,8 @@ class WorkerPool:
             except (OSError, ValueError):
                 pass
         for proc in self._procs:
+            if self._broken is not None and proc.is_alive():
+                proc.kill()  # after a crash or a hang the others may be mid-call: no point waiting for them
             proc.join(timeout=5.0)
             if proc.is_alive():
                 proc.kill()
@@ -402,7 +404,7 @@ class WorkerPool:
             conn = self._conns[index]
             try:
                 if not conn.poll(max(deadline - time.monotonic(), 0.0)):
-                    self._crashed(index, f"did not answer a {what} within {self.timeout:g} s (hung)")
+                    self._crashed(index, f"did not answer a {what} within {self.timeout:g} s (hung)", dead=False)
                 reply = conn.recv_bytes()
             except (EOFError, OSError):
                 self._crashed(index, f"died during a {what}" if what != "start" else "died while starting")
@@ -417,9 +419,9 @@ class WorkerPool:
                 raise RuntimeError(f"MiniHack worker {index} failed to start:\n{text}")
             raise RuntimeError(f"MiniHack worker {index} failed during a {what}:\n{text}")
 
-    def _crashed(self, index: int, why: str) -> None:
+    def _crashed(self, index: int, why: str, dead: bool = True) -> None:
         proc = self._procs[index]
-        proc.join(timeout=1.0)
+        proc.join(timeout=1.0 if dead else 0.0)  # a dead worker's exit code arrives a moment after its pipe ends
         code = proc.exitcode
         held = np.flatnonzero(self._seen & (np.arange(self.num_worlds) % self.num_workers == index)).tolist()
         code_text = "still running" if code is None else f"exit code {code}" + (

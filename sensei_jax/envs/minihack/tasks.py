@@ -179,11 +179,11 @@ def interest_score(frame_features: np.ndarray, task: str = "keyroom") -> np.ndar
     tie of two uninformative frames apart: such pairs fell through every rule, and get Label.UNKNOWN.
 
     keychest has no heuristic in the authors' code (its pairs were labelled by GPT-4). This one follows the task's
-    chain in the same form: an OPEN at the chest (the lootable message) > the chest in view with the key in the
-    inventory > the key in the inventory > a key in view (not held) > the chest in view > nothing (uninformative):
+    chain in the same form: an OPEN at the chest (the lootable message) > the key in the inventory (with the chest
+    in view above without) > a key in view, not held > the chest in view > nothing (uninformative):
 
-        32 chest_open + 16 has_key chest_visible + 8 has_key + 4 (1 - has_key) key_visible + 2 chest_visible
-        + informative,   informative = any of those five
+        32 chest_open + 8 has_key + 4 (1 - has_key) key_visible + 2 chest_visible + informative,
+        informative = any of those four
     """
     f = np.asarray(frame_features, np.float32) > 0
     get = lambda name: f[..., _F[name]].astype(np.float32)  # noqa: E731
@@ -195,7 +195,7 @@ def interest_score(frame_features: np.ndarray, task: str = "keyroom") -> np.ndar
     elif task == "keychest":
         opened, key, chest, seen = get("chest_open"), get("has_key"), get("chest_visible"), get("key_visible")
         informative = np.maximum.reduce([opened, key, chest, seen])
-        score = 32 * opened + 16 * key * chest + 8 * key + 4 * (1 - key) * seen + 2 * chest
+        score = 32 * opened + 8 * key + 4 * (1 - key) * seen + 2 * chest
     else:
         raise ValueError(f"minihack.task: unknown task {task!r}; known: {', '.join(TASKS)}")
     return (score + informative).astype(np.float32)
