@@ -84,6 +84,12 @@ def test_image_is_the_reward_view_resized_by_index_gather(env):
     # 80 -> 64 keeps 4 of every 5 rows; 80 -> 80 changes nothing.
     assert len(set(src.tolist())) == 64 and set(range(80)) - set(src.tolist()) == set(range(2, 80, 5))
     np.testing.assert_array_equal(pool_module._resize_index(80, 80), np.arange(6400))
+    # The same pixels as PIL's NEAREST resize, which the authors' ResizeImage wrapper used.
+    from PIL import Image
+
+    for frame in state.obs["reward_image"]:
+        np.testing.assert_array_equal(np.asarray(Image.fromarray(frame).resize((64, 64), Image.NEAREST)),
+                                      frame[src][:, src])
 
 
 def test_jit_scan_auto_resets_after_the_episode_length(env):

@@ -33,6 +33,24 @@ counted them (per-episode sums of these are the MiniHack metrics):
 The oracle's frame features (`FEATURES`, float32 [F], the same list for both tasks) and `interest_score` rank
 frames by the authors' heuristic ground truth (`compare` turns two scores into a label); see `interest_score`.
 Everything here is numpy on one world's raw observation; nle and minihack are imported only to build envs.
+
+Where this differs from the authors' setup:
+  - Versions: nle 1.3 and minihack 1.0 (gymnasium API) instead of nle 0.9 and minihack <= 0.1.6 (gym API). The
+    glyph ids are the same (GLYPH_CMAP_OFF 2359, the rogue 337, checked against this NLE).
+  - KeyChest's layout: MiniGrid's KeyCorridorS4R3 rules are re-implemented with numpy (`keycorridor_des`), so the
+    layouts follow the same distribution but not gym-minigrid's random stream. The des-file is written as the
+    authors' minihack 0.1.5 generator wrote it; minihack 1.0's `LevelGenerator.add_door` would also put a
+    boulder on every door, so it is not used. The authors' CONTAINER line had no line break before the key's
+    OBJECT line; here it has one (the same level).
+  - minihack 1.0's `SequentialRewardManager.reset` keeps its event index; `start_episode` resets it, as the
+    authors' code did.
+  - Seeds: the authors never seeded NetHack (every level random); here every episode's NetHack seeds (and
+    KeyChest's layout) come from the world's seed, the same distribution, reproducible.
+  - The step limit is counted by the worker instead of NetHack's ABORTED status (the same lengths; neither is
+    terminal).
+  - KeyRoom uses the SENSEI config's 9 actions and 600 steps for every method. The authors' Plan2Explore KeyRoom
+    config effectively ran with 5 actions (no diagonals) and 800 steps, because its overrides went to an env
+    section its task suite did not read.
 """
 
 from __future__ import annotations
@@ -231,6 +249,7 @@ class TileRenderer:
     def __init__(self, remap: dict[int, int] | None = None):
         import pickle
 
+        import_minihack()
         import minihack.tiles
         from minihack.tiles import glyph2tile
         from nle.nethack import MAX_GLYPH
