@@ -31,13 +31,13 @@ COMMANDS = stages.STAGES  # name -> Stage, pipeline stages first in run order, t
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: shown as one line, without a traceback. Their messages name the
     file, key or value. (Imported here, not at the top, so that `--help` imports no stage library.)"""
-    from sensei_jax.envs.minihack.errors import MiniHackError
+    from sensei_jax.envs.minihack.pool import MiniHackUnavailable, WorkerCrashed
     from sensei_jax.envs.robodesk.assets import AssetsError
     from sensei_jax.pipeline.rundir import StageError
     from sensei_jax.reward.dataset import DatasetError
 
-    return (config_lib.ConfigError, StageError, DatasetError, AssetsError, MiniHackError, FileNotFoundError,
-            ValueError)
+    return (config_lib.ConfigError, StageError, DatasetError, AssetsError, MiniHackUnavailable, WorkerCrashed,
+            FileNotFoundError, ValueError)
 
 
 def run_command(fn, *args) -> int:

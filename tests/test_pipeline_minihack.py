@@ -6,6 +6,7 @@ One module-scoped run does the expensive work; the crash test explores on its ow
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -88,6 +89,7 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
     from sensei_jax.pipeline import explore as explore_stage
 
     from sensei_jax.envs.minihack import MiniHack
+    from sensei_jax.explore.explorer import Explorer
 
     cfg = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x"})
     out = tmp_path / "crash_explore"
@@ -100,24 +102,31 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
     assert first["steps"] == 64
 
     longer = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x", "steps": 128})
-    worker = env.pool.workers[0]
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.join(timeout=10)
+    pid = env.pool.pids[0]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().split()[2] != "Z" \
+            and time.time() < deadline:
+        time.sleep(0.05)
     try:
         with pytest.raises(WorkerCrashed, match=r"worker 0 .*pid"):
             explore_stage.explore(longer, out, None, env=env, log=lambda m: None)
     finally:
         env.close()
 
-    # Started again (here: a fresh env, as a new process would build), it resumes from the checkpoint at step 64.
+    # Started again (here: a fresh env, as a new process would build), it resumes from the checkpoint at step 64,
+    # with fresh episodes: NetHack worlds are not in the checkpoint.
     messages = []
     fresh = MiniHack.from_config(cfg.minihack, seed=cfg.run.seed)
+    explorer = Explorer(longer.explore, longer.dreamer, fresh, 2, seed=longer.run.seed, train=longer.train)
     try:
-        resumed = explore_stage.explore(longer, out, None, env=fresh, log=messages.append)
+        resumed = explorer.run(out, log=messages.append)
     finally:
         fresh.close()
     assert any("resuming at step 64" in m for m in messages)
     assert resumed["steps"] == 128
+    is_first = np.asarray(explorer.state["replay"].data["is_first"])  # [worlds, slots]: 32 steps per world each
+    assert is_first[:, 32].all() and not is_first[:, 33].any()
 
 
 def test_minihack_configs_resolve():

@@ -79,6 +79,6 @@ class MiniHackOracle:
         states = np.asarray(states, np.float32)
         if states.ndim != 3 or states.shape[1] != 2:
             raise ValueError(f"states must be [N, 2, F], got {states.shape}")
-        score = np.asarray(self.tasks.interest_score(self.task, states.reshape(-1, states.shape[-1])))
+        score = np.asarray(self.tasks.interest_score(states.reshape(-1, states.shape[-1]), self.task))
         score = score.reshape(len(states), 2)
         return self.tasks.compare(score[:, 0], score[:, 1])

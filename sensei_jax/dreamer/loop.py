@@ -412,8 +412,13 @@ class Trainer:
         k_agent, k_loop = self._initial_keys()
         agent_state = jax.tree.map(lambda x: replicated(self.mesh, x), self.agent.init(k_agent))
         replay_state = self.replay.init(NamedSharding(self.mesh, P("data")))
-        return {"agent": agent_state, "replay": replay_state, "loop": self._init_loop(k_loop),
+        return {"agent": agent_state, "replay": replay_state, "loop": self._new_loop(k_loop),
                 "counters": self._initial_counters()}
+
+    def _new_loop(self, key: np.ndarray) -> LoopState:
+        """Fresh worlds from the raw key [2]; a failed host reset raises the env's own error."""
+        with self._host_errors():
+            return jax.block_until_ready(self._init_loop(key))
 
     def abstract_state(self) -> dict[str, Any]:
         """Shapes, dtypes and shardings of `initial_state()`, computing nothing (e.g. a restore target)."""
@@ -464,7 +469,7 @@ class Trainer:
 
     def fresh_loop(self, key: jax.Array) -> LoopState:
         """A loop state with fresh episodes in every world, from a raw PRNG key (e.g. for evaluation rollouts)."""
-        return self._init_loop(np.asarray(jax.device_get(key), np.uint32))
+        return self._new_loop(np.asarray(jax.device_get(key), np.uint32))
 
     def rollout(self, agent_state: Any, loop: LoopState, mode: str = "eval") -> tuple[LoopState, dict[str, Any]]:
         """`collect_steps` steps of every world with the policy in `mode`, writing no replay. Returns the new loop
@@ -550,7 +555,7 @@ class Trainer:
         if resumed_from is not None and self.host_stepped:
             # Host worlds (NetHack) cannot be saved: the run goes on from fresh episodes, new keys per resume step.
             k_loop = self._initial_keys()[1]
-            state["loop"] = self._init_loop(np.asarray(jax.random.fold_in(k_loop, env_steps), np.uint32))
+            state["loop"] = self._new_loop(np.asarray(jax.random.fold_in(k_loop, env_steps), np.uint32))
         train_key = np.asarray(jax.random.PRNGKey(self.seed + 1))
         report_key = np.asarray(jax.random.PRNGKey(self.seed + 2))
         step_per_iter = cfg.collect_steps * self.num_envs

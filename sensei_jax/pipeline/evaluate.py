@@ -72,18 +72,18 @@ def collection_run(collect_dir: Path) -> dict[str, Any]:
     names = meta["success_names"]
     rewards, done = data["reward"].reshape(-1, meta["num_envs"]), data["done"].reshape(-1, meta["num_envs"])
     flags = data["interaction"].reshape(len(rewards), meta["num_envs"], -1)
-    names = meta["interaction_names"]
-    returns, episodes_with = [], dict.fromkeys(names, 0)
+    flag_names = meta["interaction_names"]
+    returns, episodes_with = [], dict.fromkeys(flag_names, 0)
     for world in range(meta["num_envs"]):
         ends = np.flatnonzero(done[:, world])
         starts = np.concatenate([[0], ends[:-1] + 1])
         returns += [float(rewards[s:e + 1, world].sum()) for s, e in zip(starts, ends)]
         for s, e in zip(starts, ends):
-            for i, name in enumerate(names):
+            for i, name in enumerate(flag_names):
                 episodes_with[name] += int(flags[s:e + 1, world, i].any())
     return {"steps": int(len(data["interaction"])),
             "episodes": len(returns), "episodes_with": episodes_with,
-            "interactions": {k: int(data["interaction"][:, i].sum()) for i, k in enumerate(names)},
+            "interactions": {k: int(data["interaction"][:, i].sum()) for i, k in enumerate(flag_names)},
             "success": {k: int(data["success"][:, i].sum()) for i, k in enumerate(names)},
             "episode_returns": returns, "curves": {}, "behaviour": "random", "source": str(collect_dir)}
 

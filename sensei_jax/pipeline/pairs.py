@@ -93,7 +93,7 @@ def minihack_labels(features: np.ndarray, task: str) -> dict[str, np.ndarray]:
     score), `good` (any progress: the score above the lowest), `bad` (none)."""
     from sensei_jax.envs.minihack import tasks
 
-    score = np.asarray(tasks.interest_score(task, features), np.float32)
+    score = np.asarray(tasks.interest_score(features, task), np.float32)
     lowest = score.min() if len(score) else 0.0
     return {"score": score, "good": score > lowest, "bad": score <= lowest}
 

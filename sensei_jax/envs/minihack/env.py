@@ -116,6 +116,12 @@ class MiniHack:
     def close(self) -> None:
         self.pool.close()
 
+    @property
+    def host_error(self) -> WorkerCrashed | None:
+        """The crash of a worker as a `WorkerCrashed` (None while all are alive): the Trainer raises it in place of
+        the JaxRuntimeError that a failed host step becomes inside a compiled program."""
+        return self.pool.crashed
+
     def raise_if_crashed(self, error: BaseException | None = None) -> None:
         """Raise the pool's `WorkerCrashed` (from `error`, e.g. the JaxRuntimeError of a compiled step) if a worker
         died; otherwise return."""

@@ -54,7 +54,7 @@ import numpy as np
 from sensei_jax.envs.minihack import tasks
 from sensei_jax.envs.minihack.config import TILE_PIXELS
 
-__all__ = ["INSTALL_HINT", "WorkerCrashed", "WorkerPool", "output_fields"]
+__all__ = ["INSTALL_HINT", "MiniHackUnavailable", "WorkerCrashed", "WorkerPool", "output_fields"]
 
 INSTALL_HINT = "install them with `pip install nle minihack` (or `bash scripts/setup.sh`)"
 
@@ -65,6 +65,10 @@ _ALIGN = 64  # bytes; every field of the shared block starts on a cache line
 
 class WorkerCrashed(RuntimeError):
     """A worker process died or stopped answering; its worlds are lost."""
+
+
+class MiniHackUnavailable(ImportError):
+    """nle or minihack is not installed (or does not import); the message says how to install them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +264,7 @@ class WorkerPool:
             raise ValueError(f"WorkerPool: num_worlds must be >= 1, got {num_worlds}")
         missing = [name for name in ("nle", "minihack") if importlib.util.find_spec(name) is None]
         if missing:
-            raise ImportError(f"MiniHack needs the packages {' and '.join(missing)}, which are not installed; "
+            raise MiniHackUnavailable(f"MiniHack needs the packages {' and '.join(missing)}, which are not installed; "
                               f"{INSTALL_HINT}")
         self.task, self.num_worlds, self.timeout = task, int(num_worlds), float(timeout)
         self.episode_length = int(episode_length) or tasks.TASKS[task].episode_length
@@ -415,7 +419,7 @@ class WorkerPool:
             index, text = errors[0]
             if startup:
                 if "ModuleNotFoundError" in text or "ImportError" in text:
-                    raise ImportError(f"MiniHack worker {index} could not import nle/minihack; {INSTALL_HINT}.\n"
+                    raise MiniHackUnavailable(f"MiniHack worker {index} could not import nle/minihack; {INSTALL_HINT}.\n"
                                       f"{text}")
                 raise RuntimeError(f"MiniHack worker {index} failed to start:\n{text}")
             raise RuntimeError(f"MiniHack worker {index} failed during a {what}:\n{text}")
