@@ -30,7 +30,7 @@ NVIDIA_DRIVER = "R580"
 
 
 def jax_gpu_problem(jax_facts: dict[str, Any], versions: dict[str, str | None],
-                    platforms: str | None = None, warp_needed: bool = True) -> str | None:
+                    platforms: str | None = None) -> str | None:
     """Why JAX has no GPU backend (None: it has one), from `hardware.jax_facts()`, `hardware.package_versions()`
     and the JAX_PLATFORMS setting `platforms`."""
     if jax_facts["backend"] == "gpu":
@@ -76,7 +76,7 @@ def _force_cpu() -> None:
 
 def problem(requested: str, command: str, uses_env: bool, jax_facts: dict[str, Any],
             versions: dict[str, str | None], warp_facts: Callable[[], dict[str, Any]],
-            platforms: str | None = None) -> str | None:
+            platforms: str | None = None, warp_needed: bool = True) -> str | None:
     """What stops `command` (its name for messages, e.g. "command 'collect'") from running as run.device
     `requested` asks (not `cpu`, which `check` handles), or None. `uses_env`: it steps or renders the MJX-Warp env.
     `warp_facts` gives `hardware.warp_facts()`; it is called only where Warp matters (importing Warp takes a second).
