@@ -181,7 +181,8 @@ def test_flags_from_hand_made_observations():
     assert not flags(KEYCHEST, observation(message="You see here a key."))["key_picked_up"]
     assert not flags(KEYCHEST, observation(message="g - a key.  h - a key."))["key_picked_up"]  # the whole line
     # A closed door counts next to the agent (diagonals too), not two tiles away; an open door anywhere in view.
-    assert flags(KEYROOM, observation({(1, 3): tasks.CLOSED_DOOR_GLYPHS[0]}))["near_locked_door"]
+    for corner in ((1, 1), (1, 3), (3, 1), (3, 3)):
+        assert flags(KEYROOM, observation({corner: tasks.CLOSED_DOOR_GLYPHS[0]}))["near_locked_door"]
     assert not flags(KEYROOM, observation({(0, 2): tasks.CLOSED_DOOR_GLYPHS[1]}))["near_locked_door"]
     assert flags(KEYROOM, observation({(0, 4): tasks.OPEN_DOOR_GLYPHS[1]}))["door_open"]
     assert flags(KEYCHEST, observation(message=tasks.LOOTABLE))["chest_open"]

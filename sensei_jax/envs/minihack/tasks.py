@@ -56,6 +56,7 @@ Where this differs from the authors' setup:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -82,6 +83,7 @@ GLYPH_REMAP = {ROGUE_GLYPH: TOURIST_GLYPH, CAVEMAN_GLYPH: TOURIST_GLYPH, PRIESTE
 KEYROOM_PICKUP = " - a key named The Master Key of Thievery."
 KEYCHEST_PICKUP = " - a key."
 LOOTABLE = "Seems like something lootable over there."
+_LOOTABLE_BYTES = LOOTABLE.encode()
 
 # What the workers ask NetHack for: the crop is rendered here (`TileRenderer`), not by MiniHack's per-tile loop.
 OBSERVATION_KEYS = ("glyphs_crop", "inv_glyphs", "message")
@@ -111,6 +113,15 @@ class Task:
     def actions(self) -> tuple[str, ...]:
         return self.action_names
 
+    @property
+    def pickup_bytes(self) -> bytes:
+        return self.pickup_message.encode("latin-1")
+
+    @functools.cached_property
+    def interaction_index(self) -> np.ndarray:
+        """int [K]: the feature behind each of `interactions`."""
+        return np.array([_F[INTERACTION_FEATURE[name]] for name in self.interactions])
+
 
 TASKS = {
     "keyroom": Task("keyroom", 600, ("N", "E", "S", "W", "NE", "SE", "SW", "NW", "APPLY"), KEYROOM_PICKUP,
@@ -136,30 +147,26 @@ def has_key(inv_glyphs: np.ndarray) -> bool:
     return bool(np.any(np.asarray(inv_glyphs) == KEY_GLYPH))
 
 
-# What each glyph shows, as bits, so that a crop is classified by one table lookup and one OR (np.isin costs tens of
-# microseconds a call, a NetHack step about 150).
-_KEY, _OPEN_DOOR, _CLOSED_DOOR, _STAIRS_DOWN, _CHEST = 1, 2, 4, 8, 16
-_GLYPH_BITS = np.zeros(1 << 16, np.uint8)  # indexed by the glyph as uint16 (NetHack's glyphs are < 6000)
-_GLYPH_BITS[KEY_GLYPH] = _KEY
-_GLYPH_BITS[list(OPEN_DOOR_GLYPHS)] = _OPEN_DOOR
-_GLYPH_BITS[list(CLOSED_DOOR_GLYPHS)] = _CLOSED_DOOR
-_GLYPH_BITS[STAIRS_DOWN_GLYPH] = _STAIRS_DOWN
-_GLYPH_BITS[CHEST_GLYPH] = _CHEST
+_OPEN_DOORS, _CLOSED_DOORS = frozenset(OPEN_DOOR_GLYPHS), frozenset(CLOSED_DOOR_GLYPHS)
 
 
 def features(task: Task, obs: dict[str, np.ndarray]) -> np.ndarray:
     """float32 [F] (`FEATURES`) of one raw observation (`glyphs_crop` int [c, c] with the agent at the centre,
-    `inv_glyphs` int [55], `message` uint8 [256])."""
-    bits = _GLYPH_BITS[np.asarray(obs["glyphs_crop"]).astype(np.uint16)]
-    seen = int(np.bitwise_or.reduce(bits, axis=None))
-    c = bits.shape[0] // 2
-    around = bits[c - 1:c + 2, c - 1:c + 2].copy()
-    around[1, 1] = 0  # the agent's own tile is not a neighbour
-    near = int(np.bitwise_or.reduce(around, axis=None))
-    text = message_text(obs["message"])
-    return np.array([has_key(obs["inv_glyphs"]), seen & _KEY, seen & _OPEN_DOOR, seen & _CLOSED_DOOR,
-                     near & _CLOSED_DOOR, seen & _STAIRS_DOWN, seen & _CHEST, text[1:] == task.pickup_message,
-                     text == LOOTABLE], bool).astype(np.float32)
+    `inv_glyphs` int [55], `message` uint8 [256]).
+
+    Plain Python sets on the 25 glyphs: a worker calls this after every NetHack step (about 120 us), and numpy's
+    per-call overhead on arrays this small would add a fifth to it."""
+    crop = np.asarray(obs["glyphs_crop"])
+    seen = set(crop.ravel().tolist())
+    c = crop.shape[0] // 2
+    around = crop[c - 1:c + 2, c - 1:c + 2].ravel().tolist()
+    del around[4]  # the agent's own tile is not a neighbour
+    raw = np.asarray(obs["message"], np.uint8).tobytes()
+    text = raw[:raw.find(b"\0")] if b"\0" in raw else raw
+    return np.array([KEY_GLYPH in np.asarray(obs["inv_glyphs"]).tolist(), KEY_GLYPH in seen,
+                     not _OPEN_DOORS.isdisjoint(seen), not _CLOSED_DOORS.isdisjoint(seen),
+                     not _CLOSED_DOORS.isdisjoint(around), STAIRS_DOWN_GLYPH in seen, CHEST_GLYPH in seen,
+                     text[1:] == task.pickup_bytes, text == _LOOTABLE_BYTES], np.float32)
 
 
 # The feature behind each interaction flag.
@@ -169,8 +176,7 @@ INTERACTION_FEATURE = {"key_picked_up": "key_picked_up", "has_key": "has_key", "
 
 def interaction_flags(task: Task, frame_features: np.ndarray) -> np.ndarray:
     """bool [..., K] (`task.interactions`) from features [..., F] (`features`); see the module docstring."""
-    index = [_F[INTERACTION_FEATURE[name]] for name in task.interactions]
-    return np.asarray(frame_features)[..., index] > 0
+    return np.asarray(frame_features)[..., task.interaction_index] > 0
 
 
 def success_flags(task: Task, end_status: int) -> np.ndarray:
@@ -241,9 +247,9 @@ def compare(score_first: np.ndarray, score_second: np.ndarray, tie: float = 0.5)
 class TileRenderer:
     """Draws a glyph crop [c, c] as uint8 [16 c, 16 c, 3] from MiniHack's 16 px tile set with `GLYPH_REMAP`.
 
-    One table [MAX_GLYPH + 1, 16, 16, 3] built at start-up turns a crop into pixels with one gather and one
-    strided copy, instead of MiniHack's per-tile concatenation. Without the remap it draws exactly MiniHack's
-    `pixel_crop`; glyph ids outside the table draw black.
+    A glyph -> tile index (the remapping applied there) and a table of MiniHack's ~1,100 distinct tiles turn a crop
+    into pixels with two gathers and one strided copy, instead of MiniHack's per-tile concatenation. Without the
+    remap it draws exactly MiniHack's `pixel_crop`; glyph ids outside NetHack's range draw black.
     """
 
     def __init__(self, remap: dict[int, int] | None = None):
@@ -256,20 +262,23 @@ class TileRenderer:
 
         with open(os.path.join(os.path.dirname(minihack.tiles.__file__), "tiles.pkl"), "rb") as f:
             tiles = pickle.load(f)
-        table = np.zeros((MAX_GLYPH + 1, 16, 16, 3), np.uint8)
-        for glyph in range(MAX_GLYPH):
-            table[glyph] = tiles[glyph2tile[glyph]]
+        black = len(tiles)
+        self.table = np.zeros((black + 1, 16, 16, 3), np.uint8)  # the last tile stays black
+        for index, tile in tiles.items():
+            self.table[index] = tile
+        tile_of = np.full(MAX_GLYPH + 1, black, np.int32)
+        tile_of[:MAX_GLYPH] = [glyph2tile[glyph] for glyph in range(MAX_GLYPH)]
         for glyph, drawn in (GLYPH_REMAP if remap is None else remap).items():
-            table[glyph] = table[drawn]
-        self.table = table
+            tile_of[glyph] = tile_of[drawn]
+        self.tile_of = tile_of
 
     def render(self, glyphs_crop: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 [16 h, 16 w, 3] of `glyphs_crop` int [h, w], written into `out` when given."""
         h, w = glyphs_crop.shape
         if out is None:
             out = np.empty((16 * h, 16 * w, 3), np.uint8)
-        index = np.clip(glyphs_crop, 0, len(self.table) - 1)
-        out.reshape(h, 16, w, 16, 3)[...] = self.table[index].transpose(0, 2, 1, 3, 4)
+        tiles = self.tile_of[np.clip(glyphs_crop, 0, len(self.tile_of) - 1)]
+        out.reshape(h, 16, w, 16, 3)[...] = self.table[tiles].transpose(0, 2, 1, 3, 4)
         return out
 
 
