@@ -338,11 +338,17 @@ def test_bad_worlds_and_actions_are_named(env):
         env.pool.step(np.array([4]), np.array([0]))
     with pytest.raises(ValueError, match="appears twice"):
         env.pool.step(np.array([1, 1]), np.array([0, 0]))
-    with pytest.raises(RuntimeError, match=r"action 9 is not in \[0, 9\)"):
-        env.pool.step(np.array([0]), np.array([9]))
+    before = env.pool.step(np.arange(N), np.zeros(N, int))["episode_step"]
+    with pytest.raises(ValueError, match=r"actions \[9\] are not in \[0, 9\) \(the keyroom actions\)"):
+        env.pool.step(np.array([0, 1]), np.array([0, 9]))
+    with WorkerPool("keyroom", 2, workers=1) as fresh:
+        fresh.reset(np.array([0]), np.array([0]))
+        with pytest.raises(ValueError, match=r"worlds \[1\] were never reset"):
+            fresh.step(np.array([0, 1]), np.array([0, 0]))
     with pytest.raises(ValueError, match="minihack.num_envs is 4"):
         env.reset_batch(jax.random.key(0), N + 1)
-    env.pool.step(np.arange(N), np.zeros(N, int))  # the pool still works after reported errors
+    after = env.pool.step(np.arange(N), np.zeros(N, int))["episode_step"]  # the pool still works after errors
+    np.testing.assert_array_equal(after, (before + 1) % EPISODE)  # and the rejected call moved no world
 
 
 def test_killed_worker_raises_worker_crashed_naming_it():

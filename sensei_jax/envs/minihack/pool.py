@@ -323,6 +323,15 @@ class WorkerPool:
         actions = np.asarray(actions, np.int64).reshape(-1)
         if actions.shape != worlds.shape:
             raise ValueError(f"WorkerPool.step: {worlds.size} worlds but {actions.size} actions")
+        # Checked here, before any world moves, so that a bad call leaves every world as it was.
+        count = len(tasks.TASKS[self.task].actions)
+        bad = (actions < 0) | (actions >= count)
+        if bad.any():
+            raise ValueError(f"WorkerPool.step: actions {actions[bad][:4].tolist()} are not in [0, {count}) "
+                             f"(the {self.task} actions)")
+        fresh = ~self._seen[worlds]
+        if fresh.any():
+            raise ValueError(f"WorkerPool.step: worlds {worlds[fresh][:8].tolist()} were never reset")
         return self._call(_STEP, worlds, actions)
 
     def close(self) -> None:
@@ -357,7 +366,10 @@ class WorkerPool:
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
-            self.close()
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - at interpreter exit parts of the runtime may already be gone
+                pass
 
     # ------------------------------------------------------------------------------------------------------------
 
