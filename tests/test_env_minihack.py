@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ import pytest
 pytest.importorskip("nle")
 pytest.importorskip("minihack")
 
+from sensei_jax.envs import Env, EnvState, RestorableEnv  # noqa: E402
 from sensei_jax.envs.minihack import MiniHack, MiniHackConfig, WorkerCrashed, WorkerPool, tasks  # noqa: E402
 from sensei_jax.envs.minihack import pool as pool_module  # noqa: E402
 from sensei_jax.reward.labels import Label  # noqa: E402
@@ -52,8 +55,10 @@ def test_reset_and_step_follow_the_contract_eagerly(env):
     assert {k: (v.shape, v.dtype) for k, v in spec.items()} == {
         "image": ((64, 64, 3), np.uint8), "inventory": ((1,), np.float32), "reward_image": ((80, 80, 3), np.uint8)}
     assert env.action_size == 9 and env.host_stepped and env.auto_reset and env.discrete_actions
+    assert isinstance(env, Env) and not isinstance(env, RestorableEnv)
 
     state = env.reset_batch(jax.random.key(0), N)
+    assert isinstance(state, EnvState)
     for name, s in spec.items():
         assert state.obs[name].shape == (N, *s.shape) and state.obs[name].dtype == s.dtype
     assert state.reward.dtype == jnp.float32 and state.done.dtype == jnp.bool_
@@ -324,6 +329,14 @@ def test_unknown_task_and_bad_config_name_the_key():
         MiniHackConfig(crop=4)
     with pytest.raises(ValueError, match="minihack.num_envs"):
         MiniHackConfig(num_envs=0)
+
+
+def test_the_config_section_reads_without_jax_or_nle():
+    code = ("import sys; from sensei_jax.envs.minihack import MiniHackConfig; MiniHackConfig(task='keychest'); "
+            "print(sorted({'jax', 'nle', 'minihack'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_missing_nle_says_how_to_install(monkeypatch):
