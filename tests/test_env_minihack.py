@@ -314,6 +314,57 @@ def test_keychest_worlds_are_seeded_layouts():
     assert not np.array_equal(maps[0], maps[1])
 
 
+# A corridor: the agent on the up staircase, the key one tile east, the chest two tiles east.
+TINY_KEYCHEST = """
+MAZE: "mylevel", ' '
+FLAGS:hardfloor
+INIT_MAP: solidfill,' '
+GEOMETRY:center,center
+MAP
+|||||||
+|.....|
+|||||||
+ENDMAP
+REGION:(0,0,7,3),lit,"ordinary"
+BRANCH:(1,1,1,1),(0,0,0,0)
+CONTAINER:('(',"chest"),not_trapped,(3, 1){OBJECT:('`', "boulder")}
+OBJECT:('(',"skeleton key"),(2, 1)
+WALLIFY
+"""
+
+
+def test_keychest_success_step_keeps_its_flags_and_restarts(monkeypatch):
+    """A real game on a hand-made level, stepped by a worker in this process: key, OPEN, east. The success step
+    reports the chest's message and the success from the view before NLE quit the game, then starts over; the
+    second episode succeeds the same way (the reward manager's event index was reset)."""
+    from multiprocessing import shared_memory
+
+    monkeypatch.setattr(tasks, "keycorridor_des", lambda rng: TINY_KEYCHEST)
+    _, size = pool_module._layout("keychest", 64, 5, 1)
+    block = shared_memory.SharedMemory(create=True, size=size)
+    worker = pool_module._Worker("keychest", 5, 64, 800, 1, block.name)
+    try:
+        worker.reset(np.array([0]), np.array([0]))
+        out = worker.out
+        for _ in range(2):
+            names = KEYCHEST.interactions
+            worker.step(np.array([0]), np.array([1]))  # east, onto the key
+            assert dict(zip(names, out["interaction_flags"][0]))["key_picked_up"] and out["inventory"][0, 0] == 1
+            worker.step(np.array([0]), np.array([4]))  # OPEN: "In what direction?"
+            assert not out["done"][0]
+            worker.step(np.array([0]), np.array([1]))  # east, at the chest
+            flags_now = dict(zip(names, out["interaction_flags"][0].tolist()))
+            assert flags_now["chest_open"] and flags_now["has_key"]
+            assert out["done"][0] and out["is_terminal"][0] and out["success"][0, 0]
+            # 1 for the chest less NetHack's 0.01 for a step that took no game time; the clip to [0, 1] keeps it.
+            assert out["reward"][0] == pytest.approx(0.99)
+            assert out["episode_step"][0] == 0 and out["inventory"][0, 0] == 0  # already the next episode
+    finally:
+        worker.close()
+        block.close()
+        block.unlink()
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Bad input and crashes
 

@@ -185,9 +185,8 @@ class _Worker:
                 raise ValueError(f"world {w} was stepped before its first reset")
             if not 0 <= action < len(spec.actions):
                 raise ValueError(f"world {w}: action {action} is not in [0, {len(spec.actions)})")
-            obs, reward, _, _, info = world.env.step(action)
+            obs, reward, status = tasks.step_env(world.env, action)
             world.step += 1
-            status = int(info["end_status"])
             terminal = status >= 1  # NetHack's DEATH (1) or TASK_SUCCESSFUL (2); the time limit is ours
             ended = terminal or world.step >= limit
             frame = tasks.features(spec, obs)

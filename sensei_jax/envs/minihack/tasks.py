@@ -30,6 +30,9 @@ counted them (per-episode sums of these are the MiniHack metrics):
   chest_open          keychest only: this step's message is "Seems like something lootable over there." (OPEN
                       towards the chest; the authors had no chest metric and counted the success reward instead)
 
+On the step that ends a game (success or death) NLE quits the game before returning, which blanks the screen and
+the message; `step_env` returns the view before the quit, so that step's flags are those of the real last frame.
+
 The oracle's frame features (`FEATURES`, float32 [F], the same list for both tasks) and `interest_score` rank
 frames by the authors' heuristic ground truth (`compare` turns two scores into a label); see `interest_score`.
 Everything here is numpy on one world's raw observation; nle and minihack are imported only to build envs.
@@ -66,7 +69,7 @@ from sensei_jax.reward.labels import Label
 
 __all__ = ["FEATURES", "INTERACTIONS", "OBSERVATION_KEYS", "SUCCESSES", "TASKS", "Task", "TileRenderer", "compare",
            "features", "has_key", "import_minihack", "interaction_flags", "interest_score", "keycorridor_des",
-           "make_env", "message_text", "start_episode", "success_flags"]
+           "make_env", "message_text", "start_episode", "step_env", "success_flags"]
 
 # Glyph ids of NetHack 3.6.6 as NLE numbers them (the same in NLE 0.9 and 1.x: GLYPH_CMAP_OFF = 2359).
 KEY_GLYPH = 2102  # skeleton key (object 196)
@@ -321,12 +324,44 @@ def make_env(task: Task, crop: int) -> Any:
     if task.name == "keyroom":
         # The class of `MiniHack-KeyRoom-S15-v0`, built directly: gymnasium.make would keep max_episode_steps for
         # its own TimeLimit wrapper instead of passing it on, leaving NetHack's limit at the class's 400.
-        return MiniHackKeyRoom15x15(**common)
-    manager = SequentialRewardManager()
-    manager.add_message_event(["g - a key.", "h - a key."], reward=0)
-    manager.add_message_event([LOOTABLE], reward=1)
-    return MiniHackNavigation(des_file=keycorridor_des(np.random.default_rng(0)), reward_manager=manager,
-                              **common)
+        env = MiniHackKeyRoom15x15(**common)
+    else:
+        manager = SequentialRewardManager()
+        manager.add_message_event(["g - a key.", "h - a key."], reward=0)
+        manager.add_message_event([LOOTABLE], reward=1)
+        env = MiniHackNavigation(des_file=keycorridor_des(np.random.default_rng(0)), reward_manager=manager,
+                                 **common)
+    _keep_final_view(env)
+    return env
+
+
+def _keep_final_view(env: Any) -> None:
+    """Make `env` keep a copy of the observation at which its game ended, in `env.final_observation`.
+
+    When a game ends (the task's success, or death), NLE quits it inside `step` and hands back observation arrays
+    that the quitting keystrokes have overwritten: an empty message and a crop of the blank end screen. The flags
+    of that step (the chest's message, the open door, ...) must come from the view before the quit, which NLE
+    passes to `_quit_game`; this wraps that method of the one instance to copy it first.
+    """
+    quit_game = env._quit_game
+
+    def copy_then_quit(observation, done):
+        env.final_observation = {k: np.array(v, copy=True) for k, v in env._get_observation(observation).items()}
+        return quit_game(observation, done)
+
+    env._quit_game = copy_then_quit
+    env.final_observation = None
+
+
+def step_env(env: Any, action: int) -> tuple[dict[str, np.ndarray], float, int]:
+    """One step of an env from `make_env`: (the observation the step led to, the reward, NetHack's end status:
+    0 running, 1 death, 2 the task's success). When the game ended, the observation is the view before NLE quit
+    the game (see `_keep_final_view`)."""
+    env.final_observation = None
+    obs, reward, _, _, info = env.step(action)
+    if env.final_observation is not None:
+        obs, env.final_observation = env.final_observation, None
+    return obs, reward, int(info["end_status"])
 
 
 def start_episode(env: Any, task: Task, core: int, disp: int) -> dict[str, np.ndarray]:
@@ -336,6 +371,7 @@ def start_episode(env: Any, task: Task, core: int, disp: int) -> dict[str, np.nd
         env.update(keycorridor_des(np.random.default_rng(core)))
         env.reward_manager.current_event_idx = 0  # minihack 1.0's reset() leaves it; the authors reset it
     env.seed(core, disp, reseed=False)
+    env.final_observation = None
     obs, _ = env.reset()
     return obs
 
