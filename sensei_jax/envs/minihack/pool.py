@@ -126,6 +126,7 @@ class _World:
         self.env = env
         self.rng: np.random.Generator | None = None
         self.step = 0
+        self.drawn: bytes | None = None  # the glyph crop whose pixels this world's shared rows hold
 
     def new_episode(self, spec: tasks.Task) -> dict[str, np.ndarray]:
         core, disp = (int(s) for s in self.rng.integers(1, 2**62, size=2))
@@ -152,11 +153,17 @@ class _Worker:
         self.out = {}  # drop the views before the block they look into
         self.shm.close()
 
-    def _write_observation(self, w: int, obs: dict[str, np.ndarray], frame_features: np.ndarray,
+    def _write_observation(self, w: int, world: _World, obs: dict[str, np.ndarray], frame_features: np.ndarray,
                            episode_step: int) -> None:
         out = self.out
-        native = self.renderer.render(obs["glyphs_crop"], out["reward_image"][w])
-        np.take(native.reshape(-1, 3), self.index, axis=0, out=out["image"][w].reshape(-1, 3))
+        crop = obs["glyphs_crop"]
+        drawn = crop.tobytes()
+        # The pixels are a function of the glyph crop alone, and about half of all steps leave it as it was (a
+        # bump into a wall, a step across an empty floor): then the world's rows already hold them.
+        if drawn != world.drawn:
+            native = self.renderer.render(crop, out["reward_image"][w])
+            np.take(native.reshape(-1, 3), self.index, axis=0, out=out["image"][w].reshape(-1, 3))
+            world.drawn = drawn
         out["inventory"][w, 0] = frame_features[tasks.HAS_KEY]
         out["features"][w] = frame_features
         out["episode_step"][w] = episode_step
@@ -175,7 +182,7 @@ class _Worker:
             out["is_terminal"][w] = False
             out["interaction_flags"][w] = tasks.interaction_flags(spec, frame)
             out["success"][w] = False
-            self._write_observation(w, obs, frame, 0)
+            self._write_observation(w, world, obs, frame, 0)
 
     def step(self, worlds: np.ndarray, actions: np.ndarray) -> None:
         out, spec, limit = self.out, self.spec, self.episode_length
@@ -199,7 +206,7 @@ class _Worker:
             if ended:
                 obs = world.new_episode(spec)
                 frame = tasks.features(spec, obs)
-            self._write_observation(w, obs, frame, world.step)
+            self._write_observation(w, world, obs, frame, world.step)
 
 
 def _worker_main(conn: mp_connection.Connection, task: str, crop: int, image_size: int, episode_length: int,
