@@ -1,7 +1,9 @@
 """MiniHack on host worker processes: the env contract eagerly and under jit + scan, auto-reset, flags, the oracle's
 ranking, KeyChest's layouts, worker crashes and hangs, bad input, reproducibility.
 
-One KeyRoom env (4 worlds, 2 workers, 5-step episodes) serves most tests; the crash tests start their own pools.
+One KeyRoom env (4 worlds, 2 workers, 5-step episodes) serves most tests; the KeyChest and crash tests start
+their own pools, and a KeyChest success is played by a worker in this process on a hand-made level. The file takes
+about 6 s on 2 idle cores.
 """
 
 from __future__ import annotations

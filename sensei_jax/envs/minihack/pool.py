@@ -14,8 +14,9 @@ Why it is cheap per step:
     empty reply; nothing is pickled;
   - results never cross a pipe: every worker writes its worlds' rows straight into one shared-memory block laid out
     as {field: [num_worlds, ...]}, and the parent gathers the requested rows from it (one copy per field);
-  - the agent's image is the native crop resized by an integer index gather into the shared row (`_resize_index`),
-    no interpolation and no temporary array.
+  - the crop is drawn from a table of MiniHack's tiles (`tasks.TileRenderer`), and the agent's image is that
+    drawing resized by an integer index gather into the shared row (`_resize_index`, no interpolation); a world's
+    pixels are redrawn only when its glyph crop changed, which about half of all steps do not.
 The parent returns fresh arrays from the gather rather than views of a reused buffer: JAX's `io_callback` copies
 the result after the callback has returned, and an eager caller keeps it, so a later call must not overwrite it.
 
