@@ -68,8 +68,8 @@ import numpy as np
 from sensei_jax.reward.labels import Label
 
 __all__ = ["FEATURES", "INTERACTIONS", "OBSERVATION_KEYS", "SUCCESSES", "TASKS", "Task", "TileRenderer", "compare",
-           "features", "has_key", "import_minihack", "interaction_flags", "interest_score", "keycorridor_des",
-           "make_env", "message_text", "start_episode", "step_env", "success_flags"]
+           "features", "import_minihack", "interaction_flags", "interest_score", "keycorridor_des", "make_env",
+           "start_episode", "step_env", "success_flags"]
 
 # Glyph ids of NetHack 3.6.6 as NLE numbers them (the same in NLE 0.9 and 1.x: GLYPH_CMAP_OFF = 2359).
 KEY_GLYPH = 2102  # skeleton key (object 196)
@@ -106,15 +106,11 @@ HAS_KEY = _F["has_key"]  # the index of the inventory bit among the features
 class Task:
     name: str
     episode_length: int  # steps (the authors' max_episode_steps)
-    action_names: tuple[str, ...]  # NLE enum member names, in the agent's action order
+    actions: tuple[str, ...]  # NLE enum member names, in the agent's action order
     pickup_message: str  # the key's pickup line after its inventory letter
     interactions: tuple[str, ...]
     successes: tuple[str, ...]
     features: tuple[str, ...] = FEATURES
-
-    @property
-    def actions(self) -> tuple[str, ...]:
-        return self.action_names
 
     @property
     def pickup_bytes(self) -> bytes:
@@ -136,18 +132,6 @@ TASKS = {
 
 # ----------------------------------------------------------------------------------------------------------------
 # Reading one observation (pure numpy)
-
-
-def message_text(message: np.ndarray) -> str:
-    """The NUL-terminated uint8 [256] `message` as text."""
-    raw = np.asarray(message, np.uint8).tobytes()
-    end = raw.find(b"\0")
-    return raw[:end if end >= 0 else len(raw)].decode("latin-1")
-
-
-def has_key(inv_glyphs: np.ndarray) -> bool:
-    """The skeleton key is in the inventory: glyph 2102 among `inv_glyphs` int [55]."""
-    return bool(np.any(np.asarray(inv_glyphs) == KEY_GLYPH))
 
 
 _OPEN_DOORS, _CLOSED_DOORS = frozenset(OPEN_DOOR_GLYPHS), frozenset(CLOSED_DOOR_GLYPHS)
@@ -308,7 +292,7 @@ def _nle_actions(task: Task) -> tuple[Any, ...]:
 
     table = {**{d.name: d for d in nethack.CompassDirection}, "APPLY": nethack.Command.APPLY,
              "OPEN": nethack.Command.OPEN}
-    return tuple(table[name] for name in task.action_names)
+    return tuple(table[name] for name in task.actions)
 
 
 def make_env(task: Task, crop: int) -> Any:
