@@ -14,8 +14,9 @@ Why it is cheap per step:
     empty reply; nothing is pickled;
   - results never cross a pipe: every worker writes its worlds' rows straight into one shared-memory block laid out
     as {field: [num_worlds, ...]}, and the parent gathers the requested rows from it (one copy per field);
-  - the agent's image is the native crop resized by an integer index gather into the shared row (`_resize_index`),
-    no interpolation and no temporary array.
+  - the crop is drawn from a table of MiniHack's tiles (`tasks.TileRenderer`), and the agent's image is that
+    drawing resized by an integer index gather into the shared row (`_resize_index`, no interpolation); a world's
+    pixels are redrawn only when its glyph crop changed, which about half of all steps do not.
 The parent returns fresh arrays from the gather rather than views of a reused buffer: JAX's `io_callback` copies
 the result after the callback has returned, and an eager caller keeps it, so a later call must not overwrite it.
 
@@ -130,6 +131,7 @@ class _World:
         self.env = env
         self.rng: np.random.Generator | None = None
         self.step = 0
+        self.drawn: bytes | None = None  # the glyph crop whose pixels this world's shared rows hold
 
     def new_episode(self, spec: tasks.Task) -> dict[str, np.ndarray]:
         core, disp = (int(s) for s in self.rng.integers(1, 2**62, size=2))
@@ -156,11 +158,17 @@ class _Worker:
         self.out = {}  # drop the views before the block they look into
         self.shm.close()
 
-    def _write_observation(self, w: int, obs: dict[str, np.ndarray], frame_features: np.ndarray,
+    def _write_observation(self, w: int, world: _World, obs: dict[str, np.ndarray], frame_features: np.ndarray,
                            episode_step: int) -> None:
         out = self.out
-        native = self.renderer.render(obs["glyphs_crop"], out["reward_image"][w])
-        np.take(native.reshape(-1, 3), self.index, axis=0, out=out["image"][w].reshape(-1, 3))
+        crop = obs["glyphs_crop"]
+        drawn = crop.tobytes()
+        # The pixels are a function of the glyph crop alone, and about half of all steps leave it as it was (a
+        # bump into a wall, a step across an empty floor): then the world's rows already hold them.
+        if drawn != world.drawn:
+            native = self.renderer.render(crop, out["reward_image"][w])
+            np.take(native.reshape(-1, 3), self.index, axis=0, out=out["image"][w].reshape(-1, 3))
+            world.drawn = drawn
         out["inventory"][w, 0] = frame_features[tasks.HAS_KEY]
         out["features"][w] = frame_features
         out["episode_step"][w] = episode_step
@@ -179,7 +187,7 @@ class _Worker:
             out["is_terminal"][w] = False
             out["interaction_flags"][w] = tasks.interaction_flags(spec, frame)
             out["success"][w] = False
-            self._write_observation(w, obs, frame, 0)
+            self._write_observation(w, world, obs, frame, 0)
 
     def step(self, worlds: np.ndarray, actions: np.ndarray) -> None:
         out, spec, limit = self.out, self.spec, self.episode_length
@@ -189,9 +197,8 @@ class _Worker:
                 raise ValueError(f"world {w} was stepped before its first reset")
             if not 0 <= action < len(spec.actions):
                 raise ValueError(f"world {w}: action {action} is not in [0, {len(spec.actions)})")
-            obs, reward, _, _, info = world.env.step(action)
+            obs, reward, status = tasks.step_env(world.env, action)
             world.step += 1
-            status = int(info["end_status"])
             terminal = status >= 1  # NetHack's DEATH (1) or TASK_SUCCESSFUL (2); the time limit is ours
             ended = terminal or world.step >= limit
             frame = tasks.features(spec, obs)
@@ -204,7 +211,7 @@ class _Worker:
             if ended:
                 obs = world.new_episode(spec)
                 frame = tasks.features(spec, obs)
-            self._write_observation(w, obs, frame, world.step)
+            self._write_observation(w, world, obs, frame, world.step)
 
 
 def _worker_main(conn: mp_connection.Connection, task: str, crop: int, image_size: int, episode_length: int,
@@ -327,6 +334,15 @@ class WorkerPool:
         actions = np.asarray(actions, np.int64).reshape(-1)
         if actions.shape != worlds.shape:
             raise ValueError(f"WorkerPool.step: {worlds.size} worlds but {actions.size} actions")
+        # Checked here, before any world moves, so that a bad call leaves every world as it was.
+        count = len(tasks.TASKS[self.task].actions)
+        bad = (actions < 0) | (actions >= count)
+        if bad.any():
+            raise ValueError(f"WorkerPool.step: actions {actions[bad][:4].tolist()} are not in [0, {count}) "
+                             f"(the {self.task} actions)")
+        fresh = ~self._seen[worlds]
+        if fresh.any():
+            raise ValueError(f"WorkerPool.step: worlds {worlds[fresh][:8].tolist()} were never reset")
         return self._call(_STEP, worlds, actions)
 
     def close(self) -> None:
@@ -361,7 +377,10 @@ class WorkerPool:
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
-            self.close()
+            try:
+                self.close()
+            except Exception:  # noqa: BLE001 - at interpreter exit parts of the runtime may already be gone
+                pass
 
     # ------------------------------------------------------------------------------------------------------------
 

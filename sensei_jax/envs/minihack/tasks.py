@@ -30,6 +30,9 @@ counted them (per-episode sums of these are the MiniHack metrics):
   chest_open          keychest only: this step's message is "Seems like something lootable over there." (OPEN
                       towards the chest; the authors had no chest metric and counted the success reward instead)
 
+On the step that ends a game (success or death) NLE quits the game before returning, which blanks the screen and
+the message; `step_env` returns the view before the quit, so that step's flags are those of the real last frame.
+
 The oracle's frame features (`FEATURES`, float32 [F], the same list for both tasks) and `interest_score` rank
 frames by the authors' heuristic ground truth (`compare` turns two scores into a label); see `interest_score`.
 Everything here is numpy on one world's raw observation; nle and minihack are imported only to build envs.
@@ -56,6 +59,7 @@ Where this differs from the authors' setup:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -64,8 +68,8 @@ import numpy as np
 from sensei_jax.reward.labels import Label
 
 __all__ = ["FEATURES", "INTERACTIONS", "OBSERVATION_KEYS", "SUCCESSES", "TASKS", "Task", "TileRenderer", "compare",
-           "features", "has_key", "import_minihack", "interaction_flags", "interest_score", "keycorridor_des",
-           "make_env", "message_text", "start_episode", "success_flags"]
+           "features", "import_minihack", "interaction_flags", "interest_score", "keycorridor_des", "make_env",
+           "start_episode", "step_env", "success_flags"]
 
 # Glyph ids of NetHack 3.6.6 as NLE numbers them (the same in NLE 0.9 and 1.x: GLYPH_CMAP_OFF = 2359).
 KEY_GLYPH = 2102  # skeleton key (object 196)
@@ -82,6 +86,7 @@ GLYPH_REMAP = {ROGUE_GLYPH: TOURIST_GLYPH, CAVEMAN_GLYPH: TOURIST_GLYPH, PRIESTE
 KEYROOM_PICKUP = " - a key named The Master Key of Thievery."
 KEYCHEST_PICKUP = " - a key."
 LOOTABLE = "Seems like something lootable over there."
+_LOOTABLE_BYTES = LOOTABLE.encode()
 
 # What the workers ask NetHack for: the crop is rendered here (`TileRenderer`), not by MiniHack's per-tile loop.
 OBSERVATION_KEYS = ("glyphs_crop", "inv_glyphs", "message")
@@ -101,15 +106,20 @@ HAS_KEY = _F["has_key"]  # the index of the inventory bit among the features
 class Task:
     name: str
     episode_length: int  # steps (the authors' max_episode_steps)
-    action_names: tuple[str, ...]  # NLE enum member names, in the agent's action order
+    actions: tuple[str, ...]  # NLE enum member names, in the agent's action order
     pickup_message: str  # the key's pickup line after its inventory letter
     interactions: tuple[str, ...]
     successes: tuple[str, ...]
     features: tuple[str, ...] = FEATURES
 
     @property
-    def actions(self) -> tuple[str, ...]:
-        return self.action_names
+    def pickup_bytes(self) -> bytes:
+        return self.pickup_message.encode("latin-1")
+
+    @functools.cached_property
+    def interaction_index(self) -> np.ndarray:
+        """int [K]: the feature behind each of `interactions`."""
+        return np.array([_F[INTERACTION_FEATURE[name]] for name in self.interactions])
 
 
 TASKS = {
@@ -124,42 +134,26 @@ TASKS = {
 # Reading one observation (pure numpy)
 
 
-def message_text(message: np.ndarray) -> str:
-    """The NUL-terminated uint8 [256] `message` as text."""
-    raw = np.asarray(message, np.uint8).tobytes()
-    end = raw.find(b"\0")
-    return raw[:end if end >= 0 else len(raw)].decode("latin-1")
-
-
-def has_key(inv_glyphs: np.ndarray) -> bool:
-    """The skeleton key is in the inventory: glyph 2102 among `inv_glyphs` int [55]."""
-    return bool(np.any(np.asarray(inv_glyphs) == KEY_GLYPH))
-
-
-# What each glyph shows, as bits, so that a crop is classified by one table lookup and one OR (np.isin costs tens of
-# microseconds a call, a NetHack step about 150).
-_KEY, _OPEN_DOOR, _CLOSED_DOOR, _STAIRS_DOWN, _CHEST = 1, 2, 4, 8, 16
-_GLYPH_BITS = np.zeros(1 << 16, np.uint8)  # indexed by the glyph as uint16 (NetHack's glyphs are < 6000)
-_GLYPH_BITS[KEY_GLYPH] = _KEY
-_GLYPH_BITS[list(OPEN_DOOR_GLYPHS)] = _OPEN_DOOR
-_GLYPH_BITS[list(CLOSED_DOOR_GLYPHS)] = _CLOSED_DOOR
-_GLYPH_BITS[STAIRS_DOWN_GLYPH] = _STAIRS_DOWN
-_GLYPH_BITS[CHEST_GLYPH] = _CHEST
+_OPEN_DOORS, _CLOSED_DOORS = frozenset(OPEN_DOOR_GLYPHS), frozenset(CLOSED_DOOR_GLYPHS)
 
 
 def features(task: Task, obs: dict[str, np.ndarray]) -> np.ndarray:
     """float32 [F] (`FEATURES`) of one raw observation (`glyphs_crop` int [c, c] with the agent at the centre,
-    `inv_glyphs` int [55], `message` uint8 [256])."""
-    bits = _GLYPH_BITS[np.asarray(obs["glyphs_crop"]).astype(np.uint16)]
-    seen = int(np.bitwise_or.reduce(bits, axis=None))
-    c = bits.shape[0] // 2
-    around = bits[c - 1:c + 2, c - 1:c + 2].copy()
-    around[1, 1] = 0  # the agent's own tile is not a neighbour
-    near = int(np.bitwise_or.reduce(around, axis=None))
-    text = message_text(obs["message"])
-    return np.array([has_key(obs["inv_glyphs"]), seen & _KEY, seen & _OPEN_DOOR, seen & _CLOSED_DOOR,
-                     near & _CLOSED_DOOR, seen & _STAIRS_DOWN, seen & _CHEST, text[1:] == task.pickup_message,
-                     text == LOOTABLE], bool).astype(np.float32)
+    `inv_glyphs` int [55], `message` uint8 [256]).
+
+    Plain Python sets on the 25 glyphs: a worker calls this after every NetHack step (about 120 us), and numpy's
+    per-call overhead on arrays this small would add a fifth to it."""
+    crop = np.asarray(obs["glyphs_crop"])
+    seen = set(crop.ravel().tolist())
+    c = crop.shape[0] // 2
+    around = crop[c - 1:c + 2, c - 1:c + 2].ravel().tolist()
+    del around[4]  # the agent's own tile is not a neighbour
+    raw = np.asarray(obs["message"], np.uint8).tobytes()
+    text = raw[:raw.find(b"\0")] if b"\0" in raw else raw
+    return np.array([KEY_GLYPH in np.asarray(obs["inv_glyphs"]).tolist(), KEY_GLYPH in seen,
+                     not _OPEN_DOORS.isdisjoint(seen), not _CLOSED_DOORS.isdisjoint(seen),
+                     not _CLOSED_DOORS.isdisjoint(around), STAIRS_DOWN_GLYPH in seen, CHEST_GLYPH in seen,
+                     text[1:] == task.pickup_bytes, text == _LOOTABLE_BYTES], np.float32)
 
 
 # The feature behind each interaction flag.
@@ -169,8 +163,7 @@ INTERACTION_FEATURE = {"key_picked_up": "key_picked_up", "has_key": "has_key", "
 
 def interaction_flags(task: Task, frame_features: np.ndarray) -> np.ndarray:
     """bool [..., K] (`task.interactions`) from features [..., F] (`features`); see the module docstring."""
-    index = [_F[INTERACTION_FEATURE[name]] for name in task.interactions]
-    return np.asarray(frame_features)[..., index] > 0
+    return np.asarray(frame_features)[..., task.interaction_index] > 0
 
 
 def success_flags(task: Task, end_status: int) -> np.ndarray:
@@ -241,9 +234,9 @@ def compare(score_first: np.ndarray, score_second: np.ndarray, tie: float = 0.5)
 class TileRenderer:
     """Draws a glyph crop [c, c] as uint8 [16 c, 16 c, 3] from MiniHack's 16 px tile set with `GLYPH_REMAP`.
 
-    One table [MAX_GLYPH + 1, 16, 16, 3] built at start-up turns a crop into pixels with one gather and one
-    strided copy, instead of MiniHack's per-tile concatenation. Without the remap it draws exactly MiniHack's
-    `pixel_crop`; glyph ids outside the table draw black.
+    A glyph -> tile index (the remapping applied there) and a table of MiniHack's ~1,100 distinct tiles turn a crop
+    into pixels with two gathers and one strided copy, instead of MiniHack's per-tile concatenation. Without the
+    remap it draws exactly MiniHack's `pixel_crop`; glyph ids outside NetHack's range draw black.
     """
 
     def __init__(self, remap: dict[int, int] | None = None):
@@ -256,20 +249,23 @@ class TileRenderer:
 
         with open(os.path.join(os.path.dirname(minihack.tiles.__file__), "tiles.pkl"), "rb") as f:
             tiles = pickle.load(f)
-        table = np.zeros((MAX_GLYPH + 1, 16, 16, 3), np.uint8)
-        for glyph in range(MAX_GLYPH):
-            table[glyph] = tiles[glyph2tile[glyph]]
+        black = len(tiles)
+        self.table = np.zeros((black + 1, 16, 16, 3), np.uint8)  # the last tile stays black
+        for index, tile in tiles.items():
+            self.table[index] = tile
+        tile_of = np.full(MAX_GLYPH + 1, black, np.int32)
+        tile_of[:MAX_GLYPH] = [glyph2tile[glyph] for glyph in range(MAX_GLYPH)]
         for glyph, drawn in (GLYPH_REMAP if remap is None else remap).items():
-            table[glyph] = table[drawn]
-        self.table = table
+            tile_of[glyph] = tile_of[drawn]
+        self.tile_of = tile_of
 
     def render(self, glyphs_crop: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 [16 h, 16 w, 3] of `glyphs_crop` int [h, w], written into `out` when given."""
         h, w = glyphs_crop.shape
         if out is None:
             out = np.empty((16 * h, 16 * w, 3), np.uint8)
-        index = np.clip(glyphs_crop, 0, len(self.table) - 1)
-        out.reshape(h, 16, w, 16, 3)[...] = self.table[index].transpose(0, 2, 1, 3, 4)
+        tiles = self.tile_of[np.clip(glyphs_crop, 0, len(self.tile_of) - 1)]
+        out.reshape(h, 16, w, 16, 3)[...] = self.table[tiles].transpose(0, 2, 1, 3, 4)
         return out
 
 
@@ -296,7 +292,7 @@ def _nle_actions(task: Task) -> tuple[Any, ...]:
 
     table = {**{d.name: d for d in nethack.CompassDirection}, "APPLY": nethack.Command.APPLY,
              "OPEN": nethack.Command.OPEN}
-    return tuple(table[name] for name in task.action_names)
+    return tuple(table[name] for name in task.actions)
 
 
 def make_env(task: Task, crop: int) -> Any:
@@ -312,12 +308,44 @@ def make_env(task: Task, crop: int) -> Any:
     if task.name == "keyroom":
         # The class of `MiniHack-KeyRoom-S15-v0`, built directly: gymnasium.make would keep max_episode_steps for
         # its own TimeLimit wrapper instead of passing it on, leaving NetHack's limit at the class's 400.
-        return MiniHackKeyRoom15x15(**common)
-    manager = SequentialRewardManager()
-    manager.add_message_event(["g - a key.", "h - a key."], reward=0)
-    manager.add_message_event([LOOTABLE], reward=1)
-    return MiniHackNavigation(des_file=keycorridor_des(np.random.default_rng(0)), reward_manager=manager,
-                              **common)
+        env = MiniHackKeyRoom15x15(**common)
+    else:
+        manager = SequentialRewardManager()
+        manager.add_message_event(["g - a key.", "h - a key."], reward=0)
+        manager.add_message_event([LOOTABLE], reward=1)
+        env = MiniHackNavigation(des_file=keycorridor_des(np.random.default_rng(0)), reward_manager=manager,
+                                 **common)
+    _keep_final_view(env)
+    return env
+
+
+def _keep_final_view(env: Any) -> None:
+    """Make `env` keep a copy of the observation at which its game ended, in `env.final_observation`.
+
+    When a game ends (the task's success, or death), NLE quits it inside `step` and hands back observation arrays
+    that the quitting keystrokes have overwritten: an empty message and a crop of the blank end screen. The flags
+    of that step (the chest's message, the open door, ...) must come from the view before the quit, which NLE
+    passes to `_quit_game`; this wraps that method of the one instance to copy it first.
+    """
+    quit_game = env._quit_game
+
+    def copy_then_quit(observation, done):
+        env.final_observation = {k: np.array(v, copy=True) for k, v in env._get_observation(observation).items()}
+        return quit_game(observation, done)
+
+    env._quit_game = copy_then_quit
+    env.final_observation = None
+
+
+def step_env(env: Any, action: int) -> tuple[dict[str, np.ndarray], float, int]:
+    """One step of an env from `make_env`: (the observation the step led to, the reward, NetHack's end status:
+    0 running, 1 death, 2 the task's success). When the game ended, the observation is the view before NLE quit
+    the game (see `_keep_final_view`)."""
+    env.final_observation = None
+    obs, reward, _, _, info = env.step(action)
+    if env.final_observation is not None:
+        obs, env.final_observation = env.final_observation, None
+    return obs, reward, int(info["end_status"])
 
 
 def start_episode(env: Any, task: Task, core: int, disp: int) -> dict[str, np.ndarray]:
@@ -327,6 +355,7 @@ def start_episode(env: Any, task: Task, core: int, disp: int) -> dict[str, np.nd
         env.update(keycorridor_des(np.random.default_rng(core)))
         env.reward_manager.current_event_idx = 0  # minihack 1.0's reset() leaves it; the authors reset it
     env.seed(core, disp, reseed=False)
+    env.final_observation = None
     obs, _ = env.reset()
     return obs
 
