@@ -140,3 +140,23 @@ def test_minihack_configs_resolve():
         config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", overrides=["--reward.image_size", "64"])
     with pytest.raises(config_lib.ConfigError, match="minihack.task"):
         config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", overrides=["--minihack.task", "maze"])
+
+
+def test_collected_flags_are_stored_in_the_order_meta_json_names_them():
+    """Inside a traced step the env's info dict keeps the env's key order; meta.json (from a pytree round trip)
+    names the flags sorted. Each stored column must be the flag of its name."""
+    import jax.numpy as jnp
+
+    from sensei_jax.envs.minihack import FEATURES, INTERACTIONS, MiniHackState
+    from sensei_jax.pipeline.collect import minihack_record
+
+    names = INTERACTIONS["keyroom"]
+    assert list(names) != sorted(names)  # otherwise this test guards nothing
+    state = MiniHackState(
+        obs={"reward_image": jnp.zeros((1, 80, 80, 3), jnp.uint8)}, reward=jnp.zeros(1), done=jnp.zeros(1, bool),
+        info={"interaction_flags": {name: jnp.array([name == "door_open"]) for name in names},
+              "success": {"keyroom": jnp.zeros(1, bool)}, "features": jnp.zeros((1, len(FEATURES))),
+              "episode_step": jnp.zeros(1, jnp.int32), "is_terminal": jnp.zeros(1, bool)},
+        world=jnp.zeros(1, jnp.int32))
+    stored = np.asarray(minihack_record(None, state)["interaction"][0])
+    assert stored.tolist() == [name == "door_open" for name in sorted(names)]

@@ -69,7 +69,9 @@ def minihack_record(env, states) -> dict[str, jax.Array]:
     return {
         "image": states.obs["reward_image"].astype(jnp.uint8),
         "state": states.info["features"].astype(jnp.float32),
-        "interaction": jnp.stack([flags[name] for name in flags], axis=-1).astype(bool),
+        # Sorted, as meta.json names them: the info dict keeps the env's order here, inside the traced step, but
+        # comes back key-sorted from any pytree round trip (e.g. `jax.eval_shape`).
+        "interaction": jnp.stack([flags[name] for name in sorted(flags)], axis=-1).astype(bool),
         "success": jnp.stack([success[name] for name in sorted(success)], axis=-1).astype(bool)
         if success else jnp.zeros((num, 0), bool),
         "reward": states.reward.astype(jnp.float32),
@@ -233,7 +235,7 @@ def _meta(cfg: Config, out: Path, num_chunks: int, record_shapes: dict | None, e
         probe = jax.eval_shape(lambda k: env.reset_batch(k, 1), jax.random.key(0))
         meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "num_envs": cfg.minihack.num_envs,
                 "policy": cfg.collect.policy, "domain": "minihack", "task": cfg.minihack.task,
-                "interaction_names": list(probe.info["interaction_flags"]),
+                "interaction_names": sorted(probe.info["interaction_flags"]),
                 "success_names": sorted(probe.info["success"]), "image_size": cfg.minihack.reward_image_size,
                 "camera": "crop"}
     else:

@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _make_env(cfg, **overrides):
     from sensei_jax.envs.robodesk import Robodesk
 
+    if cfg.run.domain != "robodesk":
+        raise ValueError(f"`env info` and `env rollout` show the Robodesk env; run.domain is {cfg.run.domain!r} "
+                         "(MiniHack's frames are in the collect stage's chunks and the report's frames.png)")
+
     return Robodesk.from_config(cfg.env, **overrides)
 
 

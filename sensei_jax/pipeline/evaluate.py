@@ -132,6 +132,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if distributed.is_main_process():
         files.write_json(run_dir / "evaluate" / SUMMARY, summary)
     return {"runs": {name: {"steps": r["steps"], "interactions": r["interactions"], "success": r["success"],
+                            "episodes": r.get("episodes", 0), "episodes_with": r.get("episodes_with", {}),
                             "mean_return": float(np.mean(r["episode_returns"])) if r["episode_returns"] else None}
                      for name, r in runs.items()}, "ratios": ratios,
             "transfer": None if transfer is None else {b: r.get("success_rate")
