@@ -91,7 +91,8 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
     from sensei_jax.envs.minihack import MiniHack
     from sensei_jax.explore.explorer import Explorer
 
-    cfg = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x"})
+    keychest = {**MICRO["minihack"], "task": "keychest"}  # the other task: its exploration, end to end
+    cfg = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x"}, minihack=keychest)
     out = tmp_path / "crash_explore"
     env = MiniHack.from_config(cfg.minihack, seed=cfg.run.seed)  # its own workers, not the run's shared env
     try:
@@ -101,7 +102,8 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
         raise
     assert first["steps"] == 64
 
-    longer = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x", "steps": 128})
+    longer = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x", "steps": 128},
+                          minihack=keychest)
     pid = env.pool.pids[0]
     os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 10
@@ -127,6 +129,17 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
     assert resumed["steps"] == 128
     is_first = np.asarray(explorer.state["replay"].data["is_first"])  # [worlds, slots]: 32 steps per world each
     assert is_first[:, 32].all() and not is_first[:, 33].any()
+
+
+def test_keychest_collects_pairs_and_labels(tmp_path):
+    cfg = micro_config(tmp_path, name="keychest", minihack={**MICRO["minihack"], "task": "keychest"})
+    runner.run_pipeline(cfg, stop_after="annotate", log=lambda m: None)
+    meta = collection.read_meta(cfg.run_dir / "collect")
+    assert meta["task"] == "keychest" and "chest_open" in meta["interaction_names"]
+    assert meta["success_names"] == ["keychest"]
+    dataset = PairDataset.open(cfg.run_dir / "pairs")
+    assert len(dataset) == 48 and dataset.images[:].std() > 0
+    assert np.array_equal(dataset.load_preferences("oracle"), dataset.load_preferences(GROUND_TRUTH))
 
 
 def test_minihack_configs_resolve():

@@ -88,16 +88,6 @@ def build_renderer(env, camera: str, size: int):
     return jax.jit(lambda physics: env.render(env.restore(physics), camera, size))
 
 
-def minihack_labels(features: np.ndarray, task: str) -> dict[str, np.ndarray]:
-    """The MiniHack heuristic's classes of frames from their stored features [N, F]: `score` (its interest
-    score), `good` (any progress: the score above the lowest), `bad` (none)."""
-    from sensei_jax.envs.minihack import tasks
-
-    score = np.asarray(tasks.interest_score(features, task), np.float32)
-    lowest = score.min() if len(score) else 0.0
-    return {"score": score, "good": score > lowest, "bad": score <= lowest}
-
-
 def run_minihack(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """MiniHack's pairs: frames drawn from the collection (SENSEI: uniformly random pairs, `pairs.uniform`;
     contrastive ones by the heuristic if `pairs.contrastive`), copied as they were stored: the native 80x80 crop
@@ -117,7 +107,7 @@ def run_minihack(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if plan_path.is_file():
         plan = _read_plan(plan_path)
     else:
-        labels = minihack_labels(features, cfg.minihack.task)
+        labels = tasks.frame_classes(features, cfg.minihack.task)
         raw = plan_pairs(labels, cfg.pairs, lambda a, b: tasks.compare(a, b),
                          np.random.default_rng([cfg.run.seed, 2]))
         plan = {k: np.asarray(v) for k, v in raw.items()}

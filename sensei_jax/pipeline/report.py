@@ -189,10 +189,10 @@ def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int, 
     meta = collection.read_meta(collect_dir)
     worlds = meta["num_envs"]
     if minihack_task is not None:
-        from sensei_jax.pipeline.pairs import minihack_labels
+        from sensei_jax.envs.minihack.tasks import frame_classes
 
         flat = collection.load_collection(collect_dir, ("state", "episode_step"))
-        active = minihack_labels(flat["state"], minihack_task)["good"].reshape(-1, worlds)
+        active = frame_classes(flat["state"], minihack_task)["good"].reshape(-1, worlds)
     else:
         flat = collection.load_collection(collect_dir, ("interaction", "distance", "drawer_qpos", "stack_error",
                                                         "episode_step"))

@@ -212,6 +212,14 @@ def interest_score(frame_features: np.ndarray, task: str = "keyroom") -> np.ndar
     return (score + informative).astype(np.float32)
 
 
+def frame_classes(frame_features: np.ndarray, task: str = "keyroom") -> dict[str, np.ndarray]:
+    """The heuristic's classes of frames [N, F], as the pair sampler and the report use them: `score`
+    (`interest_score`), `good` (some progress: above the lowest score among them), `bad` (the lowest)."""
+    score = interest_score(frame_features, task)
+    lowest = score.min() if len(score) else 0.0
+    return {"score": score, "good": score > lowest, "bad": score <= lowest}
+
+
 def compare(score_first: np.ndarray, score_second: np.ndarray, tie: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Scores [N] of both frames of N pairs (`interest_score`) -> (prob_first float32 [N], label int8 [N]).
 
