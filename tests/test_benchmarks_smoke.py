@@ -21,7 +21,7 @@ from sensei_jax import compile_cache
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = ("env_throughput", "env_reference_parity", "vlm_throughput", "reward_throughput", "train_throughput",
-           "explore_throughput", "suite", "dreamer_vs_reference")
+           "explore_throughput", "suite", "dreamer_vs_reference", "minihack_throughput")
 
 # Runs each named script's main in this one process; writes <out>/<name>.json: its printed JSON, or the error.
 _DRIVER = r"""
@@ -159,6 +159,15 @@ def test_dreamer_vs_reference_smoke(smoke):
     run = subprocess.run([sys.executable, str(BENCHMARKS / "dreamer_vs_reference.py")], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--reference PATH is required" in run.stderr
+
+
+def test_minihack_throughput_smoke(smoke):
+    report = _report(smoke, "minihack_throughput")
+    assert report["benchmark"] == "minihack_throughput"
+    result = report["results"]
+    assert result["task"] == "keyroom" and result["num_envs"] == 2
+    _positive(result, "plain_steps_per_s", "pool_steps_per_s", "env_steps_per_s")
+    assert result["compile_s"] >= 0
 
 
 def test_suite_smoke(smoke):
