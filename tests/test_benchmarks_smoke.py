@@ -21,7 +21,7 @@ from sensei_jax import compile_cache
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = ("env_throughput", "env_reference_parity", "vlm_throughput", "reward_throughput", "train_throughput",
-           "explore_throughput", "suite", "dreamer_vs_reference", "minihack_throughput")
+           "explore_throughput", "suite", "dreamer_vs_reference", "minihack_throughput", "minihack_seeds")
 
 # Runs each named script's main in this one process; writes <out>/<name>.json: its printed JSON, or the error.
 _DRIVER = r"""
@@ -168,6 +168,17 @@ def test_minihack_throughput_smoke(smoke):
     assert result["task"] == "keyroom" and result["num_envs"] == 2
     _positive(result, "plain_steps_per_s", "pool_steps_per_s", "env_steps_per_s")
     assert result["compile_s"] >= 0
+
+
+def test_minihack_seeds_smoke(smoke):
+    report = _report(smoke, "minihack_seeds")
+    assert report["seeds"] == [0] and report["wall_s"]["0"] > 0
+    seed = report["results"]["per_seed"]["0"]
+    assert set(seed) == {"sensei", "p2x", "random (collect)"}
+    assert seed["sensei"]["steps"] == 64 and seed["sensei"]["episodes"] >= 2
+    over = report["results"]["over_seeds"]
+    assert over["sensei"]["episodes"] == seed["sensei"]["episodes"]
+    assert set(over["sensei_above_p2x_seeds"]) == set(seed["sensei"]["episodes_with"]) >= {"key_picked_up"}
 
 
 def test_suite_smoke(smoke):
