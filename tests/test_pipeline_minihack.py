@@ -173,3 +173,27 @@ def test_collected_flags_are_stored_in_the_order_meta_json_names_them():
         world=jnp.zeros(1, jnp.int32))
     stored = np.asarray(minihack_record(None, state)["interaction"][0])
     assert stored.tolist() == [name == "door_open" for name in sorted(names)]
+
+
+def test_llava_labels_minihack_pairs_with_the_minihack_prompt(finished_run, tmp_path):
+    """The annotate command with the MiniHack paper config's prompt, on the micro run's 80x80 pairs (a random tiny
+    LLaVA checkpoint stands in for the 7B weights)."""
+    from sensei_jax.annotators import make_annotator
+    from sensei_jax.run import main
+    from sensei_jax.vlm.tiny import write_tiny_checkpoint
+
+    config = config_lib.CONFIG_DIR / "minihack_keyroom_sensei.yaml"
+    paper = config_lib.load(config)
+    assert "dungeon" in paper.annotate.question and "robot" not in paper.annotate.question
+    checkpoint = write_tiny_checkpoint(tmp_path / "llava", [paper.annotate.question], seed=3)
+    flags = ["--run.device", "auto", "--vlm.path", str(checkpoint), "--vlm.dtype", "float32",
+             "--annotate.batch_size", "8", "--annotate.min_answer_mass", "0", "--annotate.partition_size", "16"]
+    annotator = make_annotator(config_lib.load(config, flags))
+    assert paper.annotate.question in annotator.scorer.prompt
+    _, run, _ = finished_run
+    rc = main(["annotate", "--config", str(config), "--dataset", str(run.stage_dir("pairs")),
+               "--out", str(tmp_path / "annotate"), *flags])
+    assert rc == 0
+    assert PairDataset.open(run.stage_dir("pairs")).load_preferences("llava").shape == (48,)
+    summary = files.read_json(tmp_path / "annotate" / "summary.json")
+    assert summary["annotator"] == "llava" and summary["pairs"] == 48 and summary["pairs_per_second"] > 0
