@@ -134,17 +134,7 @@ def copy_pairs(source: Path, meta: dict[str, Any], dataset_dir: Path, index: np.
     """Copies the collected frames of the pairs `index` [N, 2] (flat collection indices, time-major) into the
     PairDataset at `dataset_dir`, reading one chunk file at a time, resuming after its last flushed batch."""
     num_pairs, shape = len(index), (size, size, 3)
-    dataset = None
-    if (dataset_dir / "meta.json").is_file():
-        try:
-            dataset = PairDataset.open(dataset_dir, writable=True)
-            if len(dataset) != num_pairs or dataset.image_shape != shape:
-                dataset = None
-        except DatasetError:
-            dataset = None
-    if dataset is None:
-        dataset = PairDataset.create(dataset_dir, num_pairs, image_shape=shape, state_size=features.shape[-1],
-                                     overwrite=True)
+    dataset = resumable_dataset(dataset_dir, num_pairs, shape, features.shape[-1])
     worlds, chunk_steps = meta["num_envs"], meta["chunk_steps"]
     frames_per_chunk = worlds * chunk_steps
     bar = progress.bar(num_pairs, desc="pairs (copy frames)", unit="pair", initial=dataset.num_written)
@@ -229,22 +219,26 @@ def view_dir(run_dir: Path, camera: str) -> Path:
     return Path(run_dir) / "pairs" / "views" / camera
 
 
+def resumable_dataset(dataset_dir: Path, num_pairs: int, image_shape: tuple[int, int, int],
+                      state_size: int) -> PairDataset:
+    """The writable PairDataset at `dataset_dir` to continue after its last flushed batch, or a new one where none
+    is there or it was written by another config (another size or resolution: started over)."""
+    if (dataset_dir / "meta.json").is_file():
+        try:
+            dataset = PairDataset.open(dataset_dir, writable=True)
+            if len(dataset) == num_pairs and dataset.image_shape == image_shape:
+                return dataset
+        except DatasetError:
+            pass
+    return PairDataset.create(dataset_dir, num_pairs, image_shape=image_shape, state_size=state_size, overwrite=True)
+
+
 def render_pairs(env, dataset_dir: Path, pair_states: np.ndarray, camera: str, size: int,
                  batch: int) -> PairDataset:
     """Renders the frames of `pair_states` f32 [N, 2, S] into the PairDataset at `dataset_dir`, resuming after its
     last flushed batch (a dataset of another size or resolution is started over)."""
     num_pairs, expected_shape = len(pair_states), (size, size, 3)
-    dataset = None
-    if (dataset_dir / "meta.json").is_file():
-        try:
-            dataset = PairDataset.open(dataset_dir, writable=True)
-            if len(dataset) != num_pairs or dataset.image_shape != expected_shape:
-                dataset = None  # written by another config: start over
-        except DatasetError:
-            dataset = None
-    if dataset is None:
-        dataset = PairDataset.create(dataset_dir, num_pairs, image_shape=expected_shape,
-                                     state_size=pair_states.shape[-1], overwrite=True)
+    dataset = resumable_dataset(dataset_dir, num_pairs, expected_shape, pair_states.shape[-1])
     render = compiled_once(env, f"render/{camera}/{size}", lambda: build_renderer(env, camera, size))
     bar = progress.bar(num_pairs, desc=f"pairs (render {camera})", unit="pair", initial=dataset.num_written)
     for start in range(dataset.num_written, num_pairs, batch):
