@@ -197,3 +197,32 @@ def test_llava_labels_minihack_pairs_with_the_minihack_prompt(finished_run, tmp_
     assert PairDataset.open(run.stage_dir("pairs")).load_preferences("llava").shape == (48,)
     summary = files.read_json(tmp_path / "annotate" / "summary.json")
     assert summary["annotator"] == "llava" and summary["pairs"] == 48 and summary["pairs_per_second"] > 0
+
+
+def test_an_interrupted_minihack_collection_keeps_its_chunks_and_resumes(tmp_path):
+    from sensei_jax.pipeline import collect
+
+    # 20-step episodes: an uninterrupted collection would be mid-episode at the second chunk's first step.
+    cfg = micro_config(tmp_path, name="collect_resume", minihack={**MICRO["minihack"], "episode_length": 20})
+    real_write_chunk = collect.write_chunk
+
+    class Interrupted(Exception):
+        pass
+
+    def write_then_die(directory, index, data, keys):
+        real_write_chunk(directory, index, data, keys)
+        raise Interrupted(index)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(collect, "write_chunk", write_then_die)
+    with pytest.raises(Interrupted):
+        runner.run_pipeline(cfg, stop_after="collect", log=lambda m: None)
+    mp.undo()
+    first = collection.load_chunk(cfg.run_dir / "collect", 0, ("image",))["image"]
+    runner.run_pipeline(cfg, stop_after="collect", log=lambda m: None)
+    meta = collection.read_meta(cfg.run_dir / "collect")
+    assert meta["num_chunks"] == 2
+    # The finished chunk is kept as it was; the resumed one starts fresh episodes (NetHack worlds are not saved).
+    assert np.array_equal(collection.load_chunk(cfg.run_dir / "collect", 0, ("image",))["image"], first)
+    steps = collection.load_chunk(cfg.run_dir / "collect", 1, ("episode_step",))["episode_step"]
+    assert (steps[0] == 1).all()
