@@ -11,31 +11,32 @@ from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.nets import BlockLinear, Conv, ImageDecoder, ImageEncoder
 
 
-@pytest.mark.parametrize("kernel", [3, 4, 5])
-def test_subpixel_upsampled_conv_equals_repeat_then_conv(kernel):
-    # The decoder computes conv(x2 nearest upsampling) as four low-resolution phase convs with summed taps; the
-    # values and the gradients in the input and in every parameter must match the direct form.
-    conv = Conv(6, 5, kernel, 1, rngs=nnx.Rngs(0))
+def _compare(kernel: int, stride: int, in_side: int, out_side: int, want_fn, got_fn) -> None:
+    """Conv(6 -> 5, `kernel`, `stride`) with a non-zero bias: `got_fn(conv, x)` must equal `want_fn(conv, x)` on
+    x [2, 3, in_side, in_side, 6], in value and in the gradients of a squared error against a random target
+    [2, 3, out_side, out_side, 5], in the input and in every parameter."""
+    conv = Conv(6, 5, kernel, stride, rngs=nnx.Rngs(0))
     conv.bias[...] = jnp.linspace(-1.0, 1.0, 5)
     graph, params = nnx.split(conv)
-    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, 8, 8, 6)).astype(np.float32))
-    target = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 16, 16, 5)).astype(np.float32))
-
-    def direct(p, x):
-        return nnx.merge(graph, p)(jnp.repeat(jnp.repeat(x, 2, -3), 2, -2))
-
-    def subpixel(p, x):
-        return nnx.merge(graph, p).upsampled(x)
-
-    want, got = direct(params, x), subpixel(params, x)
-    assert got.shape == want.shape == (2, 3, 16, 16, 5)
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, in_side, in_side, 6)).astype(np.float32))
+    target = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, out_side, out_side, 5)).astype(np.float32))
+    want = lambda p, x: want_fn(nnx.merge(graph, p), x)  # noqa: E731
+    got = lambda p, x: got_fn(nnx.merge(graph, p), x)  # noqa: E731
+    assert got(params, x).shape == want(params, x).shape == (2, 3, out_side, out_side, 5)
+    np.testing.assert_allclose(got(params, x), want(params, x), atol=1e-5, rtol=1e-5)
     loss = lambda f: lambda p, x: jnp.sum((f(p, x) - target) ** 2)  # noqa: E731
-    g_want = jax.grad(loss(direct), (0, 1))(params, x)
-    g_got = jax.grad(loss(subpixel), (0, 1))(params, x)
+    g_want = jax.grad(loss(want), (0, 1))(params, x)
+    g_got = jax.grad(loss(got), (0, 1))(params, x)
     for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
         # Gradients are sums over ~1500 products (magnitudes up to ~1e3): compare at float32 precision of the scale.
         np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()), rtol=0)
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_subpixel_upsampled_conv_equals_repeat_then_conv(kernel):
+    # The decoder computes conv(x2 nearest upsampling) as four low-resolution phase convs with summed taps.
+    _compare(kernel, 1, 8, 16, lambda conv, x: conv(jnp.repeat(jnp.repeat(x, 2, -3), 2, -2)),
+             lambda conv, x: conv.upsampled(x))
 
 
 def test_image_decoder_convolves_at_low_resolution_and_matches_repeat_then_conv():
@@ -72,21 +73,8 @@ def test_cnn_mults_set_the_channels_and_are_validated():
 
 @pytest.mark.parametrize("kernel", [3, 4, 5])
 def test_strided_conv_as_dense_conv_over_space_to_depth_equals_the_strided_conv(kernel):
-    # The encoder runs its stride-2 convs after the first as stride-1 convs over 2x2 space-to-depth blocks; values
-    # and gradients must match the strided conv.
-    conv = Conv(6, 5, kernel, 2, rngs=nnx.Rngs(0))
-    conv.bias[...] = jnp.linspace(-1.0, 1.0, 5)
-    graph, params = nnx.split(conv)
-    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 3, 16, 16, 6)).astype(np.float32))
-    target = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 8, 8, 5)).astype(np.float32))
-    strided = lambda p, x: nnx.merge(graph, p)(x)  # noqa: E731
-    dense = lambda p, x: nnx.merge(graph, p).strided_as_dense(x)  # noqa: E731
-    np.testing.assert_allclose(dense(params, x), strided(params, x), atol=1e-5, rtol=1e-5)
-    loss = lambda f: lambda p, x: jnp.sum((f(p, x) - target) ** 2)  # noqa: E731
-    g_want = jax.grad(loss(strided), (0, 1))(params, x)
-    g_got = jax.grad(loss(dense), (0, 1))(params, x)
-    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want)):
-        np.testing.assert_allclose(a, b, atol=1e-5 * float(jnp.abs(b).max()), rtol=0)
+    # The encoder runs its stride-2 convs after the first as stride-1 convs over 2x2 space-to-depth blocks.
+    _compare(kernel, 2, 16, 8, lambda conv, x: conv(x), lambda conv, x: conv.strided_as_dense(x))
 
 
 def test_image_encoder_matches_strided_convs():

@@ -433,17 +433,18 @@ def test_killed_worker_raises_worker_crashed_naming_it():
 
 
 def test_crash_inside_a_compiled_step_becomes_worker_crashed():
+    from sensei_jax.dreamer.loop import host_errors
+
     env = MiniHack(task="keyroom", num_envs=2, workers=2)
     try:
         step = jax.jit(env.step)
         state = env.reset_batch(jax.random.key(0), 2)
-        jax.block_until_ready(step(state, one_hot([0, 1], env)))
-        env.raise_if_crashed()  # all well: nothing raised
+        with host_errors(env):
+            jax.block_until_ready(step(state, one_hot([0, 1], env)))  # all well: nothing raised
+        assert env.host_error is None
         os.kill(env.pool.pids[0], signal.SIGKILL)
-        with pytest.raises(Exception) as error:
+        with pytest.raises(WorkerCrashed, match="worker 0"), host_errors(env):
             jax.block_until_ready(step(state, one_hot([0, 1], env)))
-        with pytest.raises(WorkerCrashed, match="worker 0"):
-            env.raise_if_crashed(error.value)
     finally:
         env.close()
 

@@ -53,12 +53,8 @@ class OracleAnnotator:
         return interest.interest(self.decode(states), self.cfg)["score"]
 
     def annotate(self, images, states=None):
-        if states is None:
-            raise ValueError("the oracle annotator needs the simulator states of the pairs (states [N, 2, S])")
-        states = np.asarray(states, np.float32)
-        if states.ndim != 3 or states.shape[1] != 2:
-            raise ValueError(f"states must be [N, 2, S], got {states.shape}")
-        score = self.scores(states.reshape(-1, states.shape[-1])).reshape(len(states), 2)
+        frames = pair_frames(states, "the oracle annotator needs the simulator states of the pairs")
+        score = self.scores(frames).reshape(-1, 2)
         return interest.compare(score[:, 0], score[:, 1], self.cfg)
 
 
@@ -74,11 +70,17 @@ class MiniHackOracle:
         self.task, self.tasks = task, tasks
 
     def annotate(self, images, states=None):
-        if states is None:
-            raise ValueError("the MiniHack oracle needs the stored features of the pairs (states [N, 2, F])")
-        states = np.asarray(states, np.float32)
-        if states.ndim != 3 or states.shape[1] != 2:
-            raise ValueError(f"states must be [N, 2, F], got {states.shape}")
-        score = np.asarray(self.tasks.interest_score(states.reshape(-1, states.shape[-1]), self.task))
-        score = score.reshape(len(states), 2)
+        frames = pair_frames(states, "the MiniHack oracle needs the stored features of the pairs")
+        score = np.asarray(self.tasks.interest_score(frames, self.task)).reshape(-1, 2)
         return self.tasks.compare(score[:, 0], score[:, 1])
+
+
+def pair_frames(states, missing: str) -> np.ndarray:
+    """The pairs' states [N, 2, S] checked and flattened to one row per frame [2N, S] (pair i: rows 2i, 2i+1);
+    `missing` is the error's message when there are none."""
+    if states is None:
+        raise ValueError(f"{missing} (states [N, 2, S])")
+    states = np.asarray(states, np.float32)
+    if states.ndim != 3 or states.shape[1] != 2:
+        raise ValueError(f"states must be [N, 2, S], got {states.shape}")
+    return states.reshape(-1, states.shape[-1])

@@ -494,17 +494,8 @@ class Trainer:
         `agent_state` and `replay_state` are donated. Returns (agent_state, replay_state, metrics on the devices)."""
         return self._train_step(agent_state, replay_state, key, np.int32(step))
 
-    @contextlib.contextmanager
     def _host_errors(self):
-        """A failed host step (e.g. a crashed MiniHack worker) surfaces from the compiled call as the runtime's
-        callback error; re-raise the env's own exception (`env.host_error`), whose message says what happened."""
-        try:
-            yield
-        except jax.errors.JaxRuntimeError as error:
-            cause = getattr(self.env, "host_error", None) if self.host_stepped else None
-            if cause is None:
-                raise
-            raise cause from error
+        return host_errors(self.env)
 
     def save(self, checkpointer: Checkpointer, state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Saves the run state; every process calls it (each writes its own devices' blocks)."""
@@ -663,6 +654,20 @@ class Trainer:
                         "env_steps_per_s": (env_steps - start_steps) / max(wall, 1e-9)})
         self.state = state
         return summary
+
+
+@contextlib.contextmanager
+def host_errors(env: Env):
+    """A failed host step (e.g. a crashed MiniHack worker) surfaces from a compiled call as the runtime's callback
+    error; inside this context it is re-raised as the env's own exception (`env.host_error`, see
+    `sensei_jax.envs.Env`), whose message says what happened. Other errors pass unchanged."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as error:
+        cause = getattr(env, "host_error", None) if getattr(env, "host_stepped", False) else None
+        if cause is None:
+            raise
+        raise cause from error
 
 
 def write_video(writer: MetricsWriter, directory: Path, step: int, name: str, video: np.ndarray,

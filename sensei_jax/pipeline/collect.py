@@ -48,6 +48,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sensei_jax import files, progress
 from sensei_jax.config import Config
+from sensei_jax.dreamer.loop import host_errors
 from sensei_jax.envs.protocol import RestorableEnv
 from sensei_jax.envs.robodesk import TASKS, device_blocks, interest
 from sensei_jax.pipeline import rundir
@@ -182,20 +183,17 @@ def collect_host_random(cfg: Config, env, out: Path) -> dict[str, Any]:
     done_chunks = 0
     while chunk_path(out, done_chunks).exists():
         done_chunks += 1
-    states = env.reset_batch(jax.random.fold_in(seed_key, 10_000 + done_chunks), num_envs)
+    with host_errors(env):
+        states = env.reset_batch(jax.random.fold_in(seed_key, 10_000 + done_chunks), num_envs)
     chunk_fn = compiled_once(env, f"host_chunk/{chunk_steps}", lambda: build_host_chunk(env, chunk_steps))
     bar = progress.bar(num_chunks * chunk_steps * num_envs, desc="collect", unit="env step",
                        initial=done_chunks * chunk_steps * num_envs)
     seconds, stepped, record_shapes = 0.0, 0, None
     for chunk in range(done_chunks, num_chunks):
         start = time.time()
-        try:
+        with host_errors(env):  # a crashed worker raises its own error, not the runtime's
             states, records = chunk_fn(states, jax.random.fold_in(seed_key, chunk + 1))
             chunk_data = {k: np.asarray(v) for k, v in jax.device_get(records).items()}
-        except jax.errors.JaxRuntimeError as error:  # a failed host step: raise the env's own error
-            if getattr(env, "host_error", None) is None:
-                raise
-            raise env.host_error from error
         if chunk > done_chunks:  # the first chunk of a process compiles
             seconds += time.time() - start
             stepped += chunk_steps * num_envs

@@ -23,7 +23,8 @@ The state (`MiniHackState`, leaves [N, ...]):
 
 Actions are one-hot float32 [N, A] over the task's actions (DreamerV3's discrete actor); the argmax is taken.
 A worker that dies raises `WorkerCrashed` when called eagerly; inside a compiled program JAX reports it as a
-`JaxRuntimeError` carrying the same text, and `raise_if_crashed(error)` turns that back into `WorkerCrashed`.
+`JaxRuntimeError` carrying the same text; `env.host_error` holds the `WorkerCrashed`, which
+`sensei_jax.dreamer.loop.host_errors(env)` raises in its place (the Trainer and the collect stage use it).
 """
 
 from __future__ import annotations
@@ -121,13 +122,6 @@ class MiniHack:
         """The crash of a worker as a `WorkerCrashed` (None while all are alive): the Trainer raises it in place of
         the JaxRuntimeError that a failed host step becomes inside a compiled program."""
         return self.pool.crashed
-
-    def raise_if_crashed(self, error: BaseException | None = None) -> None:
-        """Raise the pool's `WorkerCrashed` (from `error`, e.g. the JaxRuntimeError of a compiled step) if a worker
-        died; otherwise return."""
-        crash = self.pool.crashed
-        if crash is not None:
-            raise WorkerCrashed(str(crash)) from error
 
     # ------------------------------------------------------------------------------------------------------------
 
