@@ -1,9 +1,13 @@
-"""Test-wide settings: JAX on the CPU, and the persistent compilation cache (`sensei_jax.compile_cache`, the one
-the command line uses: `~/.cache/sensei_jax/xla`, moved by SENSEI_JAX_CACHE) so reruns skip XLA compiles."""
+"""Test-wide settings: JAX on the CPU with the tests' XLA flags (tests/jax_env.py), and the persistent compilation
+cache (`sensei_jax.compile_cache`, the one the command line uses: `~/.cache/sensei_jax/xla`, moved by
+SENSEI_JAX_CACHE) so reruns skip XLA compiles."""
 
 import os
 
+import jax_env
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+jax_env.use_test_flags()  # before JAX starts: XLA reads its flags once
 
 from sensei_jax import compile_cache  # noqa: E402
 

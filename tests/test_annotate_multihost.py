@@ -5,7 +5,6 @@ and process 0 writes the label set; a model group spanning hosts is refused.
 
 import dataclasses
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -13,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jax_env import subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["--annotate.annotator", "llava", "--vlm.dtype", "float32", "--annotate.batch_size", "4",
              "--annotate.partition_size", "4", "--annotate.tie_margin", "0.02", "--annotate.min_answer_mass", "0"]
 
@@ -61,9 +60,7 @@ def results(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
-    workers = [subprocess.Popen([sys.executable, __file__, str(out), str(i), str(port)], env=env,
+    workers = [subprocess.Popen([sys.executable, __file__, str(out), str(i), str(port)], env=subprocess_env(2),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     logs = [w.communicate(timeout=300)[0] for w in workers]
     for worker, log in zip(workers, logs):

@@ -26,15 +26,14 @@ What must agree, and how closely:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from jax_env import subprocess_env
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAIN_STEPS = 320  # 256 env steps before the first update (train_start), then 8 updates
 EXPLORE_STEPS = 192  # 128 random prefill steps, then updates
 
@@ -102,8 +101,6 @@ def _worker(out: Path) -> None:
     import jax
     import jax.numpy as jnp
 
-    jax.config.update("jax_compilation_cache_dir", os.environ["SENSEI_JAX_CACHE"])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
     from sensei_jax.dreamer.replay import Replay, ReplayState
@@ -142,10 +139,7 @@ def _worker(out: Path) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("multidevice")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT),
-               SENSEI_JAX_CACHE=os.environ.get("SENSEI_JAX_CACHE", str(Path.home() / ".cache" / "sensei_jax" / "xla")))
-    done = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(4), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     arrays = {name: dict(np.load(out / f"{name}.npz")) for name in results if name[-2:] in ("_1", "_4")}

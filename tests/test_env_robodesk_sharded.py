@@ -9,15 +9,14 @@ a few pixels. The 4-device run also reports the shardings of the env state and o
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from jax_env import subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 NUM_ENVS = 4
 OVERRIDES = {"env": {"num_envs": NUM_ENVS, "episode_length": 8, "image_size": 32},  # auto-reset at step 4
              "collect": {"steps": 8, "chunk_steps": 4}}
@@ -26,10 +25,6 @@ OVERRIDES = {"env": {"num_envs": NUM_ENVS, "episode_length": 8, "image_size": 32
 def _worker(out: Path) -> None:
     import jax
 
-    cache = os.environ.get("SENSEI_JAX_CACHE")
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     from jax.sharding import PartitionSpec as P
 
     from sensei_jax import config as config_lib
@@ -68,9 +63,7 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("robodesk_sharded")
     results = {}
     for devices in (4, 1):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-                   PYTHONPATH=str(ROOT), SENSEI_JAX_CACHE=str(Path.home() / ".cache" / "sensei_jax" / "xla"))
-        worker = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True,
+        worker = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(devices), capture_output=True, text=True,
                                 timeout=600)
         assert worker.returncode == 0, (worker.stdout + worker.stderr)[-4000:]
         results[devices] = json.loads((out / f"result_{devices}.json").read_text())

@@ -3,7 +3,6 @@ trains a task policy on the success head of an exploration checkpoint (PointReac
 
 import dataclasses
 
-import jax
 import numpy as np
 import pytest
 

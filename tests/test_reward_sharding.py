@@ -6,7 +6,6 @@ The meshes run in subprocesses (this process has initialised jax with one device
 """
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from jax_env import subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=(4, 8, 8), hidden=16, image_size=56, epochs=2, batch_size=16, learning_rate=3e-3,
             weight_decay=1e-4, val_fraction=0.2, seed=0, log_every=2, prefetch=0)
 
@@ -64,15 +63,10 @@ def _process_worker(out: Path, process_id: int, port: int) -> None:
     jax.distributed.shutdown()
 
 
-def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-                PYTHONPATH=str(ROOT))
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("reward_mesh")
-    done = subprocess.run([sys.executable, __file__, str(out)], env=_env(4), capture_output=True, text=True,
+    done = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(4), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return out
@@ -115,7 +109,7 @@ def test_two_processes_match_one_device_and_only_process_0_writes(run_dir, resul
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    workers = [subprocess.Popen([sys.executable, __file__, str(run_dir), str(i), str(port)], env=_env(2),
+    workers = [subprocess.Popen([sys.executable, __file__, str(run_dir), str(i), str(port)], env=subprocess_env(2),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     logs = [w.communicate(timeout=300)[0] for w in workers]
     for worker, log in zip(workers, logs):

@@ -5,17 +5,16 @@ The mesh runs in a subprocess (this process has initialised jax with one device)
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from jax_env import subprocess_env
 
 from sensei_jax.annotators.config import AnnotateConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 MESHES = ((1, 1), (4, 1), (2, 2), (1, 4))  # (data, model); (1, 1) runs on the first device alone
 
 
@@ -78,9 +77,7 @@ def _worker(out: Path) -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("vlm_mesh")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, __file__, str(out)], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(4), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads((out / "results.json").read_text())
