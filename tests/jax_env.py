@@ -1,9 +1,13 @@
 """How the tests run JAX: the XLA flags of every test process and the environment of the tests' JAX subprocesses.
 
-The suite compiles hundreds of small programs on two CPU cores, and compiling costs more than running them. XLA's
-LLVM back end at optimisation level 1 compiles them in about two thirds of the time of the default level 2 and runs
-them about as fast (`--durations` on `tests/test_dreamer_loop.py`, a 2-core EPYC: 107 s at level 2, 89 s at level
-1); the programs' HLO, and with it their math, is the same. The command line and the benchmarks keep XLA's default.
+The suite compiles hundreds of small programs on two CPU cores, and most of its time is compiling them, not running
+them. The tests therefore compile at LLVM optimisation level 0 (XLA's default is 3): on a 2-core EPYC with an empty
+XLA cache, the micro pipeline of tests/test_pipeline.py takes 80 s instead of 100 s, and the whole test command
+with empty caches 13 min 42 s instead of 16 min 58 s (with fewer two-process updates, see test_multiprocess.py).
+The programs' HLO is the same; only the machine code differs, so results agree with the default level's to float32
+rounding, not bit for bit. What runs long at level 0 (1,280 updates of tests/test_sensei_explore.py: 74 s against
+47 s) or compares rounding across device layouts (tests/test_reward_sharding.py's tolerances) runs in a subprocess
+at the default level (`subprocess_env(optimized=True)`). The command line and the benchmarks keep XLA's default.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 def use_test_flags() -> None:
     """Puts the tests' flags in front of any the caller set (a flag given twice: XLA takes the last)."""
-    os.environ["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS") or TEST_XLA_FLAGS
 
 
-def subprocess_env(devices: int | None = None, **extra: str) -> dict[str, str]:
+def subprocess_env(devices: int | None = None, optimized: bool = False, **extra: str) -> dict[str, str]:
     """This process's environment for a JAX subprocess: the CPU, `devices` virtual devices, the tests' XLA flags and
-    their persistent compilation cache (`compile_cache.directory()`), the repository importable."""
+    their persistent compilation cache (`compile_cache.directory()`), the repository importable. `optimized`: XLA's
+    default optimisation level instead, for a subprocess that spends its time running programs, not compiling."""
     flags = os.environ.get("XLA_FLAGS", TEST_XLA_FLAGS)
+    if optimized:
+        flags = flags.replace(TEST_XLA_FLAGS, "")
     if devices is not None:
         flags += f" --xla_force_host_platform_device_count={devices}"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",

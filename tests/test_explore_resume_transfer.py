@@ -17,7 +17,7 @@ from sensei_jax.pipeline import transfer as transfer_stage
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.reward.model import RewardModel, RewardModelConfig, init_params
 
-STEPS, CHECKPOINT_EVERY, NUM_ENVS = 384, 128, 4
+STEPS, CHECKPOINT_EVERY, NUM_ENVS = 256, 128, 4
 
 
 class Interrupted(Exception):
@@ -63,7 +63,7 @@ def test_a_killed_exploration_resumes_to_the_uninterrupted_result(tmp_path, monk
                                                                    uninterrupted):
     root, summaries = uninterrupted
 
-    # Killed right after the first checkpoint's progress file reached the disk (mid-run: 128 of 384 steps).
+    # Killed right after the first checkpoint's progress file reached the disk (mid-run: 128 of 256 steps).
     real_write_json = files.write_json
 
     def write_then_die(path, data):

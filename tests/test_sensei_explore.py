@@ -16,11 +16,15 @@ on the version, not on all of them: this test shows the effect on one seed, not 
 """
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax_env import subprocess_env
 
 from sensei_jax import files
 from sensei_jax.dreamer.config import DreamerConfig
@@ -79,16 +83,25 @@ def explore(behaviour: str, out_dir, reward_model, **switch):
     return explorer.run(out_dir, log=lambda _: None)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("explore")
+def explore_both(root) -> None:
+    """Distils the corner reward model, then explores with SENSEI and with the disagreement-only agent."""
     # The disagreement-only run is SENSEI's agent with semantic weight 0 in both modes, which is what behaviour
     # `p2x` optimizes (its fixed weights are tested in test_sensei_components.py); sharing the agent's program lets
-    # the second run reuse the first one's compilation from the persistent cache.
+    # the second run reuse the first one's compilation.
     reward_model = distill_corner_reward_model(root)
-    return {"sensei": (explore("sensei", root / "sensei", reward_model), root / "sensei"),
-            "p2x": (explore("sensei", root / "p2x", reward_model, go_weights=(0.0, 1.0), explore_weights=(0.0, 1.0)),
-                    root / "p2x")}
+    explore("sensei", root / "sensei", reward_model)
+    explore("sensei", root / "p2x", reward_model, go_weights=(0.0, 1.0), explore_weights=(0.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    # 1,280 updates: this file's time goes into running its programs, not compiling them, so it runs in a
+    # subprocess at XLA's default optimisation level (tests/jax_env.py), in about half the time.
+    root = tmp_path_factory.mktemp("explore")
+    done = subprocess.run([sys.executable, __file__, str(root)], env=subprocess_env(optimized=True),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return {name: (files.read_json(root / name / "summary.json"), root / name) for name in ("sensei", "p2x")}
 
 
 def test_sensei_visits_the_preferred_feature_more_than_p2x(runs):
@@ -132,3 +145,7 @@ def test_interaction_log_sums_per_episode_and_run():
     assert log.totals_dict()["success"] == {"open_drawer": 3}
     # Env 0's third step belongs to its next, unfinished episode.
     assert log.current["interactions"][0].tolist() == [0, 0] and log.current["length"][0] == 1
+
+
+if __name__ == "__main__":
+    explore_both(Path(sys.argv[1]))

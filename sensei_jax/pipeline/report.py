@@ -16,7 +16,6 @@ Figures (each written only when its inputs exist, and the report says which are 
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
