@@ -133,16 +133,16 @@ class KillAfter(MetricsWriter):
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
-    steps = 512
+    steps = 384  # 65 updates, the last 64 after the checkpoint at 256
     straight = make_trainer(tmp_path / "straight", steps=steps)
     straight.run()
 
-    killed = make_trainer(tmp_path / "resumed", steps=steps, save_every=384)
+    killed = make_trainer(tmp_path / "resumed", steps=steps, save_every=256)
     with pytest.raises(KeyboardInterrupt):
-        killed.run(writer=KillAfter(tmp_path / "resumed", env_step=400))
-    resumed = make_trainer(tmp_path / "resumed", steps=steps, save_every=384)
+        killed.run(writer=KillAfter(tmp_path / "resumed", env_step=300))
+    resumed = make_trainer(tmp_path / "resumed", steps=steps, save_every=256)
     summary = resumed.run()
-    assert summary["resumed_from"] == 384
+    assert summary["resumed_from"] == 256
 
     a, b = straight.state, resumed.state
     assert int(a["counters"]["env_steps"]) == int(b["counters"]["env_steps"]) == steps

@@ -22,7 +22,7 @@ import pytest
 from jax_env import subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = 256  # 8 updates after train_start: each costs about a second of cross-process all-reduces over TCP (gloo)
+STEPS = 256  # 4 updates after train_start: each costs about a second of cross-process all-reduces over TCP (gloo)
 KILL_AFTER = 128  # the checkpoint after which the job is killed (saved every 128 steps)
 
 
@@ -66,7 +66,7 @@ def _wait(processes: list[subprocess.Popen], timeout: float = 300) -> list[str]:
 
 def _train_command(root: Path) -> list[str]:
     return ["train", "--config", "configs/dreamer_tiny_cpu.yaml", "--steps", str(STEPS), "--run.root", str(root),
-            "--train.save_every", "128", "--train.train_start", "128", "--train.train_ratio", "8",
+            "--train.save_every", "128", "--train.train_start", "128", "--train.train_ratio", "4",
             "--train.progress", "false"]
 
 
