@@ -139,7 +139,8 @@ def _worker(out: Path) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("multidevice")
-    done = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(4), capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(4), capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "results.json").read_text())
     arrays = {name: dict(np.load(out / f"{name}.npz")) for name in results if name[-2:] in ("_1", "_4")}

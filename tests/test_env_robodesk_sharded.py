@@ -63,8 +63,8 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("robodesk_sharded")
     results = {}
     for devices in (4, 1):
-        worker = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(devices), capture_output=True, text=True,
-                                timeout=600)
+        worker = subprocess.run([sys.executable, __file__, str(out)], env=subprocess_env(devices), capture_output=True,
+                                text=True, timeout=600)
         assert worker.returncode == 0, (worker.stdout + worker.stderr)[-4000:]
         results[devices] = json.loads((out / f"result_{devices}.json").read_text())
     return out, results
