@@ -22,7 +22,7 @@ TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 
 def use_test_flags() -> None:
-    """Puts the tests' flags in front of any the caller set (a flag given twice: XLA takes the last)."""
+    """The tests' XLA flags for this process and its subprocesses, unless the caller set XLA_FLAGS."""
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS") or TEST_XLA_FLAGS
 
 

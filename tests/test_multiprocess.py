@@ -33,8 +33,8 @@ def _free_port() -> int:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    # No SENSEI_* job variables of this process; the cache folder reaches the CLI as JAX's own variable.
-    env = {k: v for k, v in subprocess_env(2).items() if not k.startswith("SENSEI_")}
+    # No SENSEI_* job variables of this process (its cache folder stays: the CLI reads SENSEI_JAX_CACHE).
+    env = {k: v for k, v in subprocess_env(2).items() if not k.startswith("SENSEI_") or k == "SENSEI_JAX_CACHE"}
     return {**env, **extra}
 
 
