@@ -433,7 +433,7 @@ def test_killed_worker_raises_worker_crashed_naming_it():
 
 
 def test_crash_inside_a_compiled_step_becomes_worker_crashed():
-    from sensei_jax.dreamer.loop import host_errors
+    from sensei_jax.envs.protocol import host_errors
 
     env = MiniHack(task="keyroom", num_envs=2, workers=2)
     try:

@@ -44,7 +44,6 @@ constants of the program):
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -62,7 +61,7 @@ from sensei_jax.distributed import is_main_process, replicated, tree_to_host
 from sensei_jax.dreamer.agent import Agent, first_nonfinite_loss
 from sensei_jax.dreamer.replay import Replay, ReplayState
 from sensei_jax.dreamer.train_config import TrainConfig
-from sensei_jax.envs.protocol import Env
+from sensei_jax.envs.protocol import Env, host_errors
 from sensei_jax.metrics import MetricsWriter
 
 StepFn = Callable[[Any, Mapping[str, jax.Array], Any], dict[str, jax.Array]]
@@ -417,7 +416,7 @@ class Trainer:
 
     def _new_loop(self, key: np.ndarray) -> LoopState:
         """Fresh worlds from the raw key [2]; a failed host reset raises the env's own error."""
-        with self._host_errors():
+        with host_errors(self.env):
             return jax.block_until_ready(self._init_loop(key))
 
     def abstract_state(self) -> dict[str, Any]:
@@ -474,7 +473,7 @@ class Trainer:
     def rollout(self, agent_state: Any, loop: LoopState, mode: str = "eval") -> tuple[LoopState, dict[str, Any]]:
         """`collect_steps` steps of every world with the policy in `mode`, writing no replay. Returns the new loop
         state and the per-step outputs on the host ('is_last', 'return', 'length' [S, N], 'records' if any)."""
-        with self._host_errors():
+        with host_errors(self.env):
             loop, _, outputs = self._collect(agent_state, loop, None, self.hook_args, mode=mode)
             return loop, tree_to_host(outputs)
 
@@ -493,9 +492,6 @@ class Trainer:
         with `step` (a raw PRNG key [2]), one `agent.train`, the fresh latents written back (replay_context 1).
         `agent_state` and `replay_state` are donated. Returns (agent_state, replay_state, metrics on the devices)."""
         return self._train_step(agent_state, replay_state, key, np.int32(step))
-
-    def _host_errors(self):
-        return host_errors(self.env)
 
     def save(self, checkpointer: Checkpointer, state: dict[str, Any], metrics: dict[str, float] | None = None) -> None:
         """Saves the run state; every process calls it (each writes its own devices' blocks)."""
@@ -569,7 +565,7 @@ class Trainer:
         try:
             while env_steps < total:
                 random = env_steps < cfg.random_steps
-                with self._host_errors():
+                with host_errors(self.env):
                     loop, replay_state, outputs = self._collect(state["agent"], state["loop"], state["replay"],
                                                                 self.hook_args, random=random)
                     state["loop"], state["replay"] = loop, replay_state
@@ -654,20 +650,6 @@ class Trainer:
                         "env_steps_per_s": (env_steps - start_steps) / max(wall, 1e-9)})
         self.state = state
         return summary
-
-
-@contextlib.contextmanager
-def host_errors(env: Env):
-    """A failed host step (e.g. a crashed MiniHack worker) surfaces from a compiled call as the runtime's callback
-    error; inside this context it is re-raised as the env's own exception (`env.host_error`, see
-    `sensei_jax.envs.Env`), whose message says what happened. Other errors pass unchanged."""
-    try:
-        yield
-    except jax.errors.JaxRuntimeError as error:
-        cause = getattr(env, "host_error", None) if getattr(env, "host_stepped", False) else None
-        if cause is None:
-            raise
-        raise cause from error
 
 
 def write_video(writer: MetricsWriter, directory: Path, step: int, name: str, video: np.ndarray,

@@ -6,11 +6,13 @@ world axis first. `Env` is all the Trainer needs; `RestorableEnv` adds saving, r
 describing a world, which collection, pair sampling and the state oracle need. `Robodesk` satisfies both, the toy
 `PointReach` and the host-stepped `MiniHack` satisfy `Env`.
 
-Only types are imported, so reading the contract (or annotating with it) never imports jax.
+Only types are imported, so reading the contract (or annotating with it) never imports jax; `host_errors`, the
+one helper here, imports it when called.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -64,7 +66,8 @@ class Env(Protocol):
         `step` reaches them through a host callback. Such an env must reset itself (`auto_reset`), its
         `reset_worlds(keys, worlds)` also takes the global world indices int32 [N] to restart, and its worlds
         cannot be checkpointed: a resumed run starts fresh episodes. When a host step fails, the env keeps its
-        exception as `host_error`, which the Trainer raises in place of the runtime's callback error.
+        exception as `host_error`, which `host_errors(env)` below (used by the Trainer and the collect stage)
+        raises in place of the runtime's callback error.
       discrete_actions: bool (default False). True if actions are one-hot float32 [N, action_size] (the env takes
         the argmax) for a discrete actor.
 
@@ -105,3 +108,19 @@ class RestorableEnv(Env, Protocol):
 
     def scene(self, state: EnvState) -> Any:
         """What the env's task functions read about each world (for Robodesk a `tasks.Scene`, leaves [N, ...])."""
+
+
+@contextlib.contextmanager
+def host_errors(env: Env):
+    """A failed host step (e.g. a crashed MiniHack worker) surfaces from a compiled call as the runtime's callback
+    error; inside this context it is re-raised as the env's own exception (`env.host_error`), whose message says
+    what happened. Other errors, and every error of an env that is not host-stepped, pass unchanged."""
+    import jax
+
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as error:
+        cause = getattr(env, "host_error", None) if getattr(env, "host_stepped", False) else None
+        if cause is None:
+            raise
+        raise cause from error

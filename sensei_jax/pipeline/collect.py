@@ -48,8 +48,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sensei_jax import files, progress
 from sensei_jax.config import Config
-from sensei_jax.dreamer.loop import host_errors
-from sensei_jax.envs.protocol import RestorableEnv
+from sensei_jax.envs.protocol import RestorableEnv, host_errors
 from sensei_jax.envs.robodesk import TASKS, device_blocks, interest
 from sensei_jax.pipeline import rundir
 from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, MINIHACK_CHUNK_KEYS,

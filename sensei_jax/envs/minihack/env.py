@@ -24,7 +24,7 @@ The state (`MiniHackState`, leaves [N, ...]):
 Actions are one-hot float32 [N, A] over the task's actions (DreamerV3's discrete actor); the argmax is taken.
 A worker that dies raises `WorkerCrashed` when called eagerly; inside a compiled program JAX reports it as a
 `JaxRuntimeError` carrying the same text; `env.host_error` holds the `WorkerCrashed`, which
-`sensei_jax.dreamer.loop.host_errors(env)` raises in its place (the Trainer and the collect stage use it).
+`sensei_jax.envs.protocol.host_errors(env)` raises in its place (the Trainer and the collect stage use it).
 """
 
 from __future__ import annotations
