@@ -26,15 +26,17 @@ import numpy as np
 import common
 
 ROOT = Path(__file__).resolve().parents[1]
-# The micro pipeline of tests/test_pipeline_minihack.py, for --smoke.
+# The micro pipeline of tests/test_pipeline_minihack.py (the same config, so the same compiled programs), for --smoke.
 SMOKE_OVERRIDES = ["--minihack.num_envs", "2", "--minihack.episode_length", "24", "--minihack.workers", "1",
                    "--collect.steps", "48", "--collect.chunk_steps", "24", "--pairs.uniform", "48",
+                   "--pairs.render_batch", "16", "--annotate.partition_size", "32",
                    "--reward.epochs", "2", "--reward.hidden", "16", "--reward.channels", "[4, 8, 8]",
                    "--reward.batch_size", "8", "--reward.val_fraction", "0.25", "--explore.steps", "64",
                    "--explore.prefill", "16", "--explore.batch_size", "2", "--explore.batch_length", "8",
                    "--explore.train_ratio", "8", "--explore.collect_chunk", "8", "--explore.log_every", "32",
                    "--explore.checkpoint_every", "32", "--explore.replay_capacity", "256",
-                   "--explore.ensemble_size", "2", "--explore.ensemble_units", "16", "--explore.ensemble_layers", "1"]
+                   "--explore.ensemble_size", "2", "--explore.ensemble_units", "16", "--explore.ensemble_layers", "1",
+                   "--report.strip_frames", "4", "--report.strip_episodes", "2", "--report.dpi", "40"]
 
 
 def run_seed(config: str, root: Path, seed: int, overrides: list[str]) -> float:

@@ -1,5 +1,7 @@
-"""MiniHack end to end: the micro pipeline on KeyRoom (every stage, real NetHack worlds in worker processes), and a
-crashed worker process: a clear error, then the exploration resumes from its last checkpoint with fresh episodes.
+"""MiniHack end to end: configs/minihack_default.yaml at micro size on KeyRoom (every stage, real NetHack worlds in
+worker processes), and a crashed worker process: a clear error, then the exploration resumes from its last checkpoint
+with fresh episodes. benchmarks/minihack_seeds.py's smoke mode runs the same micro pipeline (its SMOKE_OVERRIDES),
+so the two share their compiled programs through the persistent compilation cache.
 
 One module-scoped run does the expensive work; the crash test explores on its own in a folder of its own.
 """
@@ -34,7 +36,7 @@ MICRO = {
 
 def micro_config(root, name="minihack_micro", **sections):
     overrides = {**MICRO, **sections, "run": {**MICRO["run"], "root": str(root), "name": name}}
-    return config_lib.load(overrides=overrides)
+    return config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", overrides=overrides)
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +228,19 @@ def test_an_interrupted_minihack_collection_keeps_its_chunks_and_resumes(tmp_pat
     assert np.array_equal(collection.load_chunk(cfg.run_dir / "collect", 0, ("image",))["image"], first)
     steps = collection.load_chunk(cfg.run_dir / "collect", 1, ("episode_step",))["episode_step"]
     assert (steps[0] == 1).all()
+
+
+def test_minihack_seeds_smoke_runs_this_micro_pipeline(tmp_path):
+    """benchmarks/minihack_seeds.py --smoke runs the config of this file's run (only the run section differs), so
+    each reuses the other's compiled programs from the persistent cache instead of compiling its own."""
+    import dataclasses
+    import sys
+
+    sys.path.insert(0, str(config_lib.CONFIG_DIR.parent / "benchmarks"))
+    try:
+        from minihack_seeds import SMOKE_OVERRIDES
+    finally:
+        sys.path.pop(0)
+    ours = dataclasses.asdict(micro_config(tmp_path))
+    smoke = dataclasses.asdict(config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", SMOKE_OVERRIDES))
+    assert {k: v for k, v in smoke.items() if k != "run"} == {k: v for k, v in ours.items() if k != "run"}
