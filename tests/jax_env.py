@@ -18,7 +18,7 @@ from pathlib import Path
 from sensei_jax import compile_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 
 def use_test_flags() -> None:
