@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sensei_jax import config as config_lib
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sensei_jax import compile_cache, distributed  # import jax: after argparse, so that `--help` stays fast
 
+    os.environ["XLA_FLAGS"] = compile_cache.cpu_flags(os.environ.get("XLA_FLAGS", ""))  # before any backend starts
     compile_cache.enable()  # compiled programs persist across stages, commands and reruns (before any compile)
 
     try:

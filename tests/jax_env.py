@@ -9,7 +9,8 @@ Warp kernels) takes 95 s at level 0 and 75 s with both. The programs' HLO is the
 results agree with the default flags' to float32 rounding, not bit for bit. What runs long at level 0 (1,280 updates of
 tests/test_sensei_explore.py: 74 s against 47 s) or compares rounding across device layouts
 (tests/test_reward_sharding.py's tolerances) runs in a subprocess with XLA's default flags
-(`subprocess_env(optimized=True)`). The command line and the benchmarks keep XLA's defaults.
+(`subprocess_env(optimized=True)`). The benchmarks keep XLA's defaults; the command line adds the emitter flag
+(`sensei_jax.compile_cache.cpu_flags`).
 """
 
 from __future__ import annotations

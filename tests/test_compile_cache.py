@@ -34,3 +34,24 @@ def test_the_command_line_turns_the_cache_on(monkeypatch, tmp_path, capsys, rest
     capsys.readouterr()
     assert Path(jax.config.jax_compilation_cache_dir) == tmp_path / "xla"
     assert jax.config.jax_persistent_cache_min_compile_time_secs == 1.0
+
+
+def test_cpu_flags_add_the_legacy_fusion_emitters_unless_chosen():
+    assert compile_cache.cpu_flags("") == "--xla_cpu_use_fusion_emitters=false"
+    assert compile_cache.cpu_flags("--xla_dump_to=/tmp/d") == "--xla_dump_to=/tmp/d --xla_cpu_use_fusion_emitters=false"
+    chosen = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=true"
+    assert compile_cache.cpu_flags(chosen) == chosen  # the user's choice stands
+
+
+def test_the_command_line_compiles_with_the_legacy_cpu_fusion_emitters(tmp_path):
+    """A command started without XLA_FLAGS runs with the emitter flag (doctor reports the variable it sees)."""
+    import subprocess
+    import sys
+
+    from jax_env import subprocess_env
+
+    env = {k: v for k, v in subprocess_env().items() if k != "XLA_FLAGS"}
+    done = subprocess.run([sys.executable, "-m", "sensei_jax.run", "doctor"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "XLA_FLAGS" in done.stdout and "--xla_cpu_use_fusion_emitters=false" in done.stdout, done.stdout
