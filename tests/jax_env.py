@@ -21,7 +21,8 @@ from pathlib import Path
 from sensei_jax import compile_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+# The command line's CPU flags (the legacy fusion emitters) at LLVM level 0.
+TEST_XLA_FLAGS = compile_cache.cpu_flags("--xla_backend_optimization_level=0")
 
 
 def use_test_flags() -> None:
@@ -35,7 +36,7 @@ def subprocess_env(devices: int | None = None, optimized: bool = False, **extra:
     default flags instead, for a subprocess that spends its time running programs, not compiling."""
     flags = os.environ.get("XLA_FLAGS", TEST_XLA_FLAGS)
     if optimized:
-        flags = flags.replace(TEST_XLA_FLAGS, "")
+        flags = " ".join(flag for flag in flags.split() if flag not in TEST_XLA_FLAGS.split())
     if devices is not None:
         flags += f" --xla_force_host_platform_device_count={devices}"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",

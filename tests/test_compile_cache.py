@@ -1,9 +1,13 @@
-"""The persistent compilation cache: where it lives, how it is turned off, and that the command line turns it on."""
+"""The persistent compilation cache: where it lives, how it is turned off, and that the command line turns it on;
+the command line's CPU compiler flags."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
 import pytest
+from jax_env import subprocess_env
 
 from sensei_jax import compile_cache, run
 
@@ -45,11 +49,6 @@ def test_cpu_flags_add_the_legacy_fusion_emitters_unless_chosen():
 
 def test_the_command_line_compiles_with_the_legacy_cpu_fusion_emitters(tmp_path):
     """A command started without XLA_FLAGS runs with the emitter flag (doctor reports the variable it sees)."""
-    import subprocess
-    import sys
-
-    from jax_env import subprocess_env
-
     env = {k: v for k, v in subprocess_env().items() if k != "XLA_FLAGS"}
     done = subprocess.run([sys.executable, "-m", "sensei_jax.run", "doctor"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
