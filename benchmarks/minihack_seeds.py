@@ -2,7 +2,7 @@
 
     python benchmarks/minihack_seeds.py [--config configs/minihack_default.yaml] [--seeds 0 1 2 3]
                                         [--root runs/minihack_seeds] [--no-run] [--section.key VALUE ...]
-    python benchmarks/minihack_seeds.py --smoke   # one seed of a micro pipeline in a temporary folder (CI)
+    python benchmarks/minihack_seeds.py --smoke   # one seed of configs/minihack_micro.yaml in a temporary folder (CI)
 
 Each seed is `python -m sensei_jax.run --config CONFIG --run.root ROOT --run.name seed<N> --run.seed N` (a finished
 run is skipped, an interrupted one resumes); `--no-run` only reads the run folders. Per seed and method (sensei, p2x,
@@ -26,17 +26,8 @@ import numpy as np
 import common
 
 ROOT = Path(__file__).resolve().parents[1]
-# The micro pipeline of tests/test_pipeline_minihack.py (the same config, so the same compiled programs), for --smoke.
-SMOKE_OVERRIDES = ["--minihack.num_envs", "2", "--minihack.episode_length", "24", "--minihack.workers", "1",
-                   "--collect.steps", "48", "--collect.chunk_steps", "24", "--pairs.uniform", "48",
-                   "--pairs.render_batch", "16", "--annotate.partition_size", "32",
-                   "--reward.epochs", "2", "--reward.hidden", "16", "--reward.channels", "[4, 8, 8]",
-                   "--reward.batch_size", "8", "--reward.val_fraction", "0.25", "--explore.steps", "64",
-                   "--explore.prefill", "16", "--explore.batch_size", "2", "--explore.batch_length", "8",
-                   "--explore.train_ratio", "8", "--explore.collect_chunk", "8", "--explore.log_every", "32",
-                   "--explore.checkpoint_every", "32", "--explore.replay_capacity", "256",
-                   "--explore.ensemble_size", "2", "--explore.ensemble_units", "16", "--explore.ensemble_layers", "1",
-                   "--report.strip_frames", "4", "--report.strip_episodes", "2", "--report.dpi", "40"]
+# --smoke runs the micro config of tests/test_pipeline_minihack.py: the same programs, compiled once for both.
+SMOKE_CONFIG = "configs/minihack_micro.yaml"
 
 
 def run_seed(config: str, root: Path, seed: int, overrides: list[str]) -> float:
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     scratch = None
     if args.smoke:
         scratch = tempfile.TemporaryDirectory()
-        args.seeds, args.root, overrides = [0], scratch.name, SMOKE_OVERRIDES + overrides
+        args.config, args.seeds, args.root = SMOKE_CONFIG, [0], scratch.name
     root = Path(args.root)
     wall = {}
     try:

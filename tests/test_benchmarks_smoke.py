@@ -172,6 +172,8 @@ def test_minihack_throughput_smoke(smoke):
 
 def test_minihack_seeds_smoke(smoke):
     report = _report(smoke, "minihack_seeds")
+    # The config of tests/test_pipeline_minihack.py's run, so that both compile the same programs once.
+    assert report["config"] == "configs/minihack_micro.yaml" and report["overrides"] == []
     assert report["seeds"] == [0] and report["wall_s"]["0"] > 0
     seed = report["results"]["per_seed"]["0"]
     assert set(seed) == {"sensei", "p2x", "random (collect)"}

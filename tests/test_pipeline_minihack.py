@@ -1,6 +1,6 @@
-"""MiniHack end to end: configs/minihack_default.yaml at micro size on KeyRoom (every stage, real NetHack worlds in
-worker processes), and a crashed worker process: a clear error, then the exploration resumes from its last checkpoint
-with fresh episodes. benchmarks/minihack_seeds.py's smoke mode runs the same micro pipeline (its SMOKE_OVERRIDES),
+"""MiniHack end to end: configs/minihack_micro.yaml (minihack_default.yaml at micro size) on KeyRoom (every stage,
+real NetHack worlds in worker processes), and a crashed worker process: a clear error, then the exploration resumes
+from its last checkpoint with fresh episodes. benchmarks/minihack_seeds.py's smoke mode runs the same config file,
 so the two share their compiled programs through the persistent compilation cache.
 
 One module-scoped run does the expensive work; the crash test explores on its own in a folder of its own.
@@ -18,25 +18,12 @@ from sensei_jax import files
 from sensei_jax.pipeline import collection, rundir, runner
 from sensei_jax.reward.dataset import GROUND_TRUTH, PairDataset
 
-MICRO = {
-    "run": {"domain": "minihack"},
-    "minihack": {"task": "keyroom", "num_envs": 2, "episode_length": 24, "workers": 1},
-    "collect": {"policy": "random", "steps": 48, "chunk_steps": 24},
-    "pairs": {"contrastive": 0, "uniform": 48, "render_batch": 16},
-    "annotate": {"annotator": "oracle", "partition_size": 32},
-    "reward": {"image_size": 80, "epochs": 2, "hidden": 16, "channels": [4, 8, 8], "batch_size": 8,
-               "val_fraction": 0.25, "learning_rate": 3e-4},
-    "dreamer": {"preset": "tiny", "encoder_keys": ["image", "inventory"], "decoder_keys": ["image", "inventory"]},
-    "explore": {"steps": 64, "prefill": 16, "batch_size": 2, "batch_length": 8, "train_ratio": 8.0,
-                "collect_chunk": 8, "log_every": 32, "checkpoint_every": 32, "replay_capacity": 256,
-                "ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1, "task_heads": []},
-    "report": {"strip_frames": 4, "strip_episodes": 2, "dpi": 40},
-}
+MICRO_CONFIG = config_lib.CONFIG_DIR / "minihack_micro.yaml"
 
 
 def micro_config(root, name="minihack_micro", **sections):
-    overrides = {**MICRO, **sections, "run": {**MICRO["run"], "root": str(root), "name": name}}
-    return config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", overrides=overrides)
+    """configs/minihack_micro.yaml in a run folder of its own, with `sections`' keys changed."""
+    return config_lib.load(MICRO_CONFIG, overrides={**sections, "run": {"root": str(root), "name": name}})
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +80,8 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
     from sensei_jax.envs.minihack import MiniHack
     from sensei_jax.explore.explorer import Explorer
 
-    keychest = {**MICRO["minihack"], "task": "keychest"}  # the other task: its exploration, end to end
-    cfg = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x"}, minihack=keychest)
+    keychest = {"task": "keychest"}  # the other task: its exploration, end to end
+    cfg = micro_config(tmp_path, name="crash", explore={"behaviour": "p2x"}, minihack=keychest)
     out = tmp_path / "crash_explore"
     env = MiniHack.from_config(cfg.minihack, seed=cfg.run.seed)  # its own workers, not the run's shared env
     try:
@@ -104,8 +91,7 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
         raise
     assert first["steps"] == 64
 
-    longer = micro_config(tmp_path, name="crash", explore={**MICRO["explore"], "behaviour": "p2x", "steps": 128},
-                          minihack=keychest)
+    longer = micro_config(tmp_path, name="crash", explore={"behaviour": "p2x", "steps": 128}, minihack=keychest)
     pid = env.pool.pids[0]
     os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 10
@@ -134,7 +120,7 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
 
 
 def test_keychest_collects_pairs_and_labels(tmp_path):
-    cfg = micro_config(tmp_path, name="keychest", minihack={**MICRO["minihack"], "task": "keychest"})
+    cfg = micro_config(tmp_path, name="keychest", minihack={"task": "keychest"})
     runner.run_pipeline(cfg, stop_after="annotate", log=lambda m: None)
     meta = collection.read_meta(cfg.run_dir / "collect")
     assert meta["task"] == "keychest" and "chest_open" in meta["interaction_names"]
@@ -205,7 +191,7 @@ def test_an_interrupted_minihack_collection_keeps_its_chunks_and_resumes(tmp_pat
     from sensei_jax.pipeline import collect
 
     # 20-step episodes: an uninterrupted collection would be mid-episode at the second chunk's first step.
-    cfg = micro_config(tmp_path, name="collect_resume", minihack={**MICRO["minihack"], "episode_length": 20})
+    cfg = micro_config(tmp_path, name="collect_resume", minihack={"episode_length": 20})
     real_write_chunk = collect.write_chunk
 
     class Interrupted(Exception):
@@ -229,18 +215,3 @@ def test_an_interrupted_minihack_collection_keeps_its_chunks_and_resumes(tmp_pat
     steps = collection.load_chunk(cfg.run_dir / "collect", 1, ("episode_step",))["episode_step"]
     assert (steps[0] == 1).all()
 
-
-def test_minihack_seeds_smoke_runs_this_micro_pipeline(tmp_path):
-    """benchmarks/minihack_seeds.py --smoke runs the config of this file's run (only the run section differs), so
-    each reuses the other's compiled programs from the persistent cache instead of compiling its own."""
-    import dataclasses
-    import sys
-
-    sys.path.insert(0, str(config_lib.CONFIG_DIR.parent / "benchmarks"))
-    try:
-        from minihack_seeds import SMOKE_OVERRIDES
-    finally:
-        sys.path.pop(0)
-    ours = dataclasses.asdict(micro_config(tmp_path))
-    smoke = dataclasses.asdict(config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", SMOKE_OVERRIDES))
-    assert {k: v for k, v in smoke.items() if k != "run"} == {k: v for k, v in ours.items() if k != "run"}
