@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from sensei_jax import config as config_lib
+from sensei_jax.dreamer.actor_critic import WeightContext
 from sensei_jax.explore import plan2explore
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.explore.sensei import GoExploreSwitch, clip_semantic
@@ -78,6 +79,29 @@ def test_switch_picks_mode_per_state(form):
     np.testing.assert_allclose(float(metrics["sensei/explore_fraction"]), explore.mean())
     np.testing.assert_allclose(float(metrics["sensei/go_fraction"]), 1 - explore.mean())
     assert int(state["count"]) == 1
+
+
+@pytest.mark.parametrize("mode_reward", ["state", "next"])
+def test_switch_judges_the_step_into_an_interesting_state_by_the_state_it_starts_from(mode_reward):
+    # One imagined trajectory, H = 3: s_0 boring, s_1 boring, s_2 and s_3 interesting (semantic 10 against 0).
+    # Step 1 goes from s_1 into s_2. With `state` it is a go step (semantic weight 1: the semantic critic pays for
+    # entering); with `next` it is already an explore step (semantic weight 0.1), which leaves the go mode no
+    # credit for the crossing (the bug docs/exploration.md describes).
+    switch = GoExploreSwitch(ExploreConfig(threshold="paper", threshold_decay=0.0, mode_reward=mode_reward))
+    semantic = jnp.array([[0.0, 0.0, 10.0, 10.0]])  # the head at s_0..s_3, [N=1, H+1=4]
+    zeros = jnp.zeros((1, 3))
+    ctx = WeightContext(rewards={"semantic": semantic[:, 1:], "disagreement": zeros},
+                        state_rewards={"semantic": semantic[:, :-1], "disagreement": zeros},
+                        returns={"semantic": zeros, "disagreement": zeros}, values={}, return_scales={},
+                        retnorm={}, scales={}, traj={})
+    weights, _, metrics = switch(switch.init(), ctx)
+    explore = [False, False, True] if mode_reward == "state" else [False, True, True]
+    np.testing.assert_allclose(np.asarray(weights["semantic"][0]) * 1.1, np.where(explore, 0.1, 1.0), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(weights["disagreement"][0]) * 1.1, np.where(explore, 1.0, 0.0),
+                               rtol=1e-6)
+    # The diagnostics split the states by mode.
+    np.testing.assert_allclose(float(metrics["sensei/semantic_reward_go"]), 0.0)
+    np.testing.assert_allclose(float(metrics["sensei/semantic_reward_explore"]), 10.0)
 
 
 def test_switch_forms_disagree_where_they_should():

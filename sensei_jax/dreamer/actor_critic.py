@@ -107,10 +107,13 @@ def extrinsic_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, nnx.
 
 @dataclasses.dataclass
 class WeightContext:
-    """What a weighting sees, per source name: rewards [N, H] (r_{t+1}), returns [N, H], values [N, H] (online
-    critic V_t), return scales [] (after this step's normalizer update), retnorm states, and the source scales."""
+    """What a weighting sees, per source name: rewards [N, H] (r_{t+1}, for arriving in the state step t leads
+    to), state_rewards [N, H] (the source at s_t itself, the state step t starts from: index t of its [N, H + 1]
+    output), returns [N, H], values [N, H] (online critic V_t), return scales [] (after this step's normalizer
+    update), retnorm states, and the source scales."""
 
     rewards: dict[str, jax.Array]
+    state_rewards: dict[str, jax.Array]
     returns: dict[str, jax.Array]
     values: dict[str, jax.Array]
     return_scales: dict[str, jax.Array]

@@ -47,7 +47,8 @@ metrics: a flat dict of float32 scalars: 'loss/<name>' for every loss ('loss/ima
     'loss/kl_dyn', 'loss/kl_rep', 'loss/<extra head>', 'loss/model' (total), 'loss/actor', 'loss/critic_<source>',
     'loss/<extra module>'), 'finite/<name>' (1.0 if that loss is finite) for each of them, and 'ret/<source>',
     'rew/<source>', 'value/<source>', 'retscale/<source>', 'weight/<source>', 'actor/...', 'grad_norm/<group>',
-    'wm/...'.
+    'wm/...', and per extra head 'fit/<head>/{corr, mae, target_mean, target_std}' (its prediction against its
+    target on the batch's posterior states).
 
 Extension points (for Plan2Explore and SENSEI), all given to the constructor:
     reward_sources: {name: RewardSource(fn)}; fn(traj, wm, extras) -> reward [N, H+1]. The built-in 'extr' is
@@ -302,6 +303,8 @@ class Agent:
         post_ent = self._latent_entropy(outs["post"])
         prior_ent = self._latent_entropy(outs["prior"])
         metrics["wm/post_entropy"], metrics["wm/prior_entropy"] = post_ent, prior_ent
+        for name, (prediction, target) in outs["head_fit"].items():
+            metrics.update({f"fit/{name}/{k}": v for k, v in head_fit(prediction, target).items()})
         posterior = jax.tree.map(sg, {k: outs[k] for k in ("deter", "stoch", "feat")})
 
         # Extra modules (their own optimizers), on the stop-gradient posteriors.
@@ -375,7 +378,7 @@ class Agent:
         """
         cfg = self.cfg
         discount = cfg.discount * traj["cont"][:, 1:]
-        rewards, values, slow_values, returns = {}, {}, {}, {}
+        rewards, state_rewards, values, slow_values, returns = {}, {}, {}, {}, {}
         retnorm, return_scales = {}, {}
         metrics: dict[str, jax.Array] = {}
         for name, source in self.sources.items():
@@ -384,6 +387,7 @@ class Agent:
                 raise ValueError(f"reward source '{name}' returned shape {reward.shape}, expected "
                                  f"{traj['cont'].shape} ([N, H + 1])")
             rewards[name] = reward[:, 1:]
+            state_rewards[name] = reward[:, :-1]
             values[name] = self._critic(sg(params["critics"][name]))(traj["feat"]).mean()
             slow_values[name] = self._critic(sg(state["slow_critics"][name]))(traj["feat"]).mean()
             boot = slow_values[name] if cfg.critic_slow_target else values[name]
@@ -395,7 +399,7 @@ class Agent:
             metrics[f"value/{name}"] = values[name].mean()
             metrics[f"retscale/{name}"] = return_scales[name]
 
-        ctx = WeightContext(rewards=sg(rewards), returns=sg(returns),
+        ctx = WeightContext(rewards=sg(rewards), state_rewards=sg(state_rewards), returns=sg(returns),
                             values={k: sg(v[:, :-1]) for k, v in values.items()}, return_scales=return_scales,
                             retnorm=retnorm, scales=self.scales, traj=sg(traj))
         weights, weighting_state, weight_metrics = self.weighting(state["weighting"], ctx)
@@ -506,6 +510,17 @@ class Agent:
             video = jnp.concatenate([truth, model, error], -2)
             videos[f"openloop/{k}"] = (video * 255).astype(jnp.uint8)
         return videos
+
+
+def head_fit(prediction: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
+    """How well an extra head tracks its target on a batch (both [B, T]): Pearson correlation (0 where either is
+    constant), mean absolute error, and the target's mean and std."""
+    prediction, target = prediction.reshape(-1), target.reshape(-1)
+    dp, dt = prediction - prediction.mean(), target - target.mean()
+    denom = jnp.sqrt(jnp.sum(dp ** 2) * jnp.sum(dt ** 2))
+    corr = jnp.where(denom > 1e-12, jnp.sum(dp * dt) / jnp.maximum(denom, 1e-12), 0.0)
+    return {"corr": corr, "mae": jnp.abs(prediction - target).mean(), "target_mean": target.mean(),
+            "target_std": target.std()}
 
 
 def count_params(tree: Any) -> int:

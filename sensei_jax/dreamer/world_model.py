@@ -109,7 +109,8 @@ class WorldModel(nnx.Module):
         on arriving at each step), 'is_first' / 'is_terminal' [B, T] bool. carry: the posterior latent before the
         first step; prev_action [B, A]: the action taken just before the first step.
         Returns (scalar loss, (per-loss [B, T] arrays, outs)) where outs holds the posterior 'deter' [B, T, D],
-        'stoch' [B, T, S, K], 'feat' [B, T, F], the 'post'/'prior' logits and 'last' (latent after step T).
+        'stoch' [B, T, S, K], 'feat' [B, T, F], the 'post'/'prior' logits, 'last' (latent after step T) and
+        'head_fit' {extra head: (its stop-gradient mean [B, T], its target [B, T])}.
         """
         cfg = self.cfg
         embed = self.encode(batch)
@@ -137,12 +138,16 @@ class WorldModel(nnx.Module):
         cont_target = 1.0 - batch["is_terminal"].astype(jnp.float32)
         losses["cont"] = -self.cont(cont_feat).log_prob(cont_target)
         scales["cont"] = cfg.cont_scale
+        fits = {}
         for name, spec in self.extra_specs.items():
             if name in losses:
                 raise ValueError(f"extra head name '{name}' clashes with a world-model loss")
             target = spec.target_values(batch, outs).astype(jnp.float32)
-            losses[name] = -self.heads[name](feat if spec.grad else sg(feat)).log_prob(target)
+            dist = self.heads[name](feat if spec.grad else sg(feat))
+            losses[name] = -dist.log_prob(target)
             scales[name] = spec.scale
+            fits[name] = (sg(dist.mean()).astype(jnp.float32), sg(target))
+        outs["head_fit"] = fits
         assert set(losses) == set(scales), (sorted(losses), sorted(scales))
         total = sum(scales[k] * jnp.mean(v) for k, v in losses.items())
         return total, (losses, outs)

@@ -55,6 +55,13 @@ class ExploreConfig:
     # The go/explore switch. `paper`: per imagined state, the semantic reward against the EMA of its k-th quantile.
     # `code`: the reference code's form, the semantic lambda-return against max(1, EMA(P_k) - EMA(P_low)).
     threshold: Literal["paper", "code"] = "paper"
+    # Which semantic reward the `paper` form compares, for the weights of imagined step t (the action taken in
+    # state s_t). `state`: the reward of s_t itself, so a state is "interesting" when it is, and the step that
+    # enters an interesting state is still a go step, credited by the semantic critic. `next`: r_{t+1}, the reward
+    # of the state the step leads into; the step into an interesting state is then weighted as exploration (0.1
+    # semantic), and a go-mode agent climbs to the threshold but is not paid for crossing it
+    # (docs/exploration.md measures the difference).
+    mode_reward: Literal["state", "next"] = "state"
     quantile: float = 0.75  # k; SENSEI uses 0.75 for Robodesk
     low_quantile: float = 0.05  # only used by the `code` form
     threshold_decay: float = 0.99  # EMA decay of the quantile estimates
@@ -88,6 +95,8 @@ class ExploreConfig:
                 raise ValueError(f"explore.{name} must be positive, got {getattr(self, name)}")
         if self.train_ratio <= 0:
             raise ValueError(f"explore.train_ratio must be positive, got {self.train_ratio}")
+        if self.mode_reward not in ("state", "next"):
+            raise ValueError(f"explore.mode_reward must be 'state' or 'next', got {self.mode_reward!r}")
         if self.advantage_denominator is not None and self.advantage_denominator <= 0:
             raise ValueError(f"explore.advantage_denominator must be positive, got {self.advantage_denominator}")
 

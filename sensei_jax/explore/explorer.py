@@ -202,11 +202,16 @@ class Explorer:
             if chunk_end >= next_log or chunk_end >= steps:
                 next_log = (chunk_end // cfg.log_every + 1) * cfg.log_every
                 totals = log_.totals_dict()["interactions"]
-                writer.scalars(chunk_end, {f"interactions/{k}": v for k, v in totals.items()})
+                # The share of this interval's steps with each flag: how the visits change as the agent learns.
+                last = curves[-1] if curves else {"step": 0, "interactions": {}}
+                span = max(chunk_end - last["step"], 1)
+                rates = {k: (v - last["interactions"].get(k, 0)) / span for k, v in totals.items()}
+                writer.scalars(chunk_end, {**{f"interactions/{k}": v for k, v in totals.items()},
+                                           **{f"interaction_rate/{k}": v for k, v in rates.items()}})
                 recent = log_.episodes[-max(self.num_envs, 1):]
                 curves.append({"step": chunk_end,
                                "return": float(np.mean([e["return"] for e in recent])) if recent else None,
-                               "interactions": totals})
+                               "interactions": totals, "interaction_rate": rates})
 
         def on_save(step: int) -> None:
             if writes:
@@ -229,7 +234,7 @@ class Explorer:
             "semantic_returns": [e["semantic_return"] for e in log_.episodes], "curves": curves,
             "fps": result["env_steps_per_s"], "train_steps": result["train_steps"],
             "final_metrics": {k: v for k, v in metrics.items()
-                              if k.startswith(("loss/", "weighting/", "rew/", "weight/"))},
+                              if k.startswith(("loss/", "weighting/", "rew/", "weight/", "fit/", "actor/", "ret/"))},
             "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
         }
         if writes:

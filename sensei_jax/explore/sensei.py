@@ -52,6 +52,7 @@ class GoExploreSwitch:
     def __init__(self, cfg: ExploreConfig):
         self.behaviour = cfg.behaviour
         self.form = cfg.threshold
+        self.mode_reward = cfg.mode_reward
         self.quantile = cfg.quantile
         self.low_quantile = cfg.low_quantile
         self.decay = cfg.threshold_decay
@@ -104,27 +105,58 @@ class GoExploreSwitch:
     def weights(self, state: dict[str, jax.Array], semantic_reward: jax.Array, semantic_return: jax.Array,
                 update: bool = True) -> tuple[dict[str, jax.Array], dict[str, jax.Array], dict[str, jax.Array]]:
         """-> (weights name -> [...] including 1/denominator, new state, scalar metrics)."""
+        weights, state, metrics, _ = self._switch(state, semantic_reward, semantic_return, update)
+        return weights, state, metrics
+
+    def _switch(self, state, semantic_reward, semantic_return, update):
+        """`weights` with the explore mask [...] too (None for the fixed behaviours)."""
         shape = semantic_reward.shape
         if self.fixed is not None:
             weights = {k: jnp.full(shape, v / self.denominator, jnp.float32) for k, v in self.fixed.items()}
             explore_fraction = jnp.float32(self.behaviour == "p2x")
             return weights, state, {"sensei/explore_fraction": explore_fraction,
-                                    "sensei/go_fraction": 1.0 - explore_fraction}
+                                    "sensei/go_fraction": 1.0 - explore_fraction}, None
         explore, state = self.mode(state, semantic_reward, semantic_return, update)
         table = state["weights"]
         weights = {k: jnp.where(explore, table[1, i], table[0, i]) for i, k in enumerate(SOURCES)}
         fraction = explore.mean(dtype=jnp.float32)
         metrics = {"sensei/threshold": self.threshold(state), "sensei/explore_fraction": fraction,
-                   "sensei/go_fraction": 1.0 - fraction}
-        return weights, state, metrics
+                   "sensei/go_fraction": 1.0 - fraction,
+                   **mode_diagnostics(explore, {"semantic_reward": semantic_reward,
+                                                "semantic_return": semantic_return})}
+        return weights, state, metrics, explore
 
     def __call__(self, state: Any, ctx: WeightContext):
-        """The actor-critic's hook. Per imagined step t (weights [N, H]) the compared semantic reward is r_{t+1},
-        the semantic head's reward of the state that step leads into, and the return is the semantic R_t."""
+        """The actor-critic's hook. Per imagined step t (weights [N, H]) the compared semantic reward is that of
+        s_t, the state the step is taken in (`explore.mode_reward: state`), or r_{t+1}, of the state it leads into
+        (`next`); the compared return (the `code` form) is the semantic R_t."""
         if self.fixed is not None:
             key = next(iter(self.fixed))
             return self.weights(state, ctx.rewards[key], ctx.returns[key])
-        return self.weights(state, ctx.rewards["semantic"], ctx.returns["semantic"])
+        rewards = ctx.state_rewards if self.mode_reward == "state" else ctx.rewards
+        weights, state, metrics, explore = self._switch(state, rewards["semantic"], ctx.returns["semantic"],
+                                                        update=True)
+        # What each mode achieves in imagination: the disagreement return where the states explore or go.
+        metrics.update(mode_diagnostics(explore, {"disagreement_return": ctx.returns["disagreement"]},
+                                        quantiles=False))
+        return weights, state, metrics
+
+
+def mode_diagnostics(explore: jax.Array, values: Mapping[str, jax.Array], quantiles: bool = True
+                     ) -> dict[str, jax.Array]:
+    """Scalar metrics that show how the switch splits the imagined states: per value [...] its mean over the
+    states in each mode (`<name>_go`, `<name>_explore`; 0 where a mode has no state) and, with `quantiles`, its
+    5th, 50th, 75th and 95th percentiles (`<name>_p50`, ...), to set against the threshold."""
+    mask = explore.astype(jnp.float32)
+    metrics = {}
+    for name, value in values.items():
+        value = jax.lax.stop_gradient(value.astype(jnp.float32))
+        for mode, weight in (("explore", mask), ("go", 1.0 - mask)):
+            metrics[f"sensei/{name}_{mode}"] = jnp.sum(value * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+        if quantiles:
+            for q in (5, 50, 75, 95):
+                metrics[f"sensei/{name}_p{q}"] = jnp.percentile(value.reshape(-1), q)
+    return metrics
 
 
 # ----------------------------------------------------------------------------------------------------------------
