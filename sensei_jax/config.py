@@ -217,6 +217,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not YAML text: it is not UTF-8 ({error.reason} at byte "
+                          f"{error.start})") from error
+    except OSError as error:
+        from sensei_jax import files  # numpy: only on this path, so reading a config stays light
+
+        raise ConfigError(f"config file {path} cannot be read: {files.os_error_cause(error)}") from error
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -13,7 +13,10 @@ stage again would mix results of two configs; that is an error naming the keys, 
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -111,7 +114,7 @@ class RunDir:
         Raises `config_lib.ConfigError` when the config changed in a key a finished stage depends on and no
         forced stage covers it.
         """
-        distributed.on_main_process(f"mkdir {self.path}", lambda: self.path.mkdir(parents=True, exist_ok=True))
+        distributed.on_main_process(f"mkdir {self.path}", lambda: make_writable_folder(self.path, cfg.run.root))
         new = config_lib.to_dict(cfg)
         forced_from = min((stage_index(s) for s in force), default=None)
         if forced_from is not None:
@@ -205,6 +208,37 @@ class RunDir:
         self._write_status(status)
         log(f"[{name}] done in {seconds:.1f} s")
         return summary
+
+
+def make_writable_folder(path: Path, root: str) -> None:
+    """Creates run folder `path` (under `run.root` `root`); a ConfigError naming run.root and the cause otherwise."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise run_root_error(root, path, error) from error
+
+
+def check_run_root(cfg: config_lib.Config) -> None:
+    """Proves, leaving nothing behind, that the run folder can be created and written: makes and removes a folder in
+    the nearest part of its path that exists. A ConfigError naming run.root and the cause (a read-only file
+    system, a file in the way, no permission, /proc or /sys) otherwise."""
+    path = cfg.run_dir
+    existing = files.existing_ancestor(path)
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        os.rmdir(tempfile.mkdtemp(prefix=".write_test.", dir=existing))
+    except OSError as error:
+        # The probe's random name says nothing: blame the folder it was made in (or the file in the way).
+        raise run_root_error(cfg.run.root, path, error, path if error.errno == errno.ENOTDIR else existing) from error
+
+
+def run_root_error(root: str, path: Path, error: OSError, where: Path | None = None) -> config_lib.ConfigError:
+    """The one-line error of run folder `path` under `run.root` `root` that `error` (at `where`) kept from being
+    created."""
+    cause = files.os_error_cause(error, creating=True, path=where)
+    return config_lib.ConfigError(f"run.root {root}: cannot create the run folder {path}: {cause}; set --run.root "
+                                  "to a folder this user can write")
 
 
 def open_run(cfg: config_lib.Config, force: list[str] | tuple[str, ...] = ()) -> RunDir:
