@@ -31,6 +31,7 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
+from sensei_jax.vlm.checkpoint import INDEX_FILE, SINGLE_FILE, checkpoint_files  # noqa: F401
 from sensei_jax.vlm.llava_config import LlavaConfig
 
 SAFETENSORS_DTYPES = {
@@ -39,8 +40,6 @@ SAFETENSORS_DTYPES = {
     "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_),
 }
 DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 Layout = Literal["hub", "in-memory", "transformers5"]
 
 # Tensors a checkpoint may carry that this model has no use for: CLIP layers after the selected hidden state, its
@@ -107,26 +106,6 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata
         for array in arrays.values():
             f.write(array.tobytes())
     tmp.replace(path)
-
-
-def checkpoint_files(directory: str | Path) -> list[Path]:
-    """The safetensors files of a checkpoint directory: the shards listed by the index file, or the single file."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
-    index = directory / INDEX_FILE
-    if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ValueError(f"{index} has no 'weight_map'")
-        files = [directory / name for name in dict.fromkeys(weight_map.values())]
-        for file in files:
-            if not file.is_file():
-                raise FileNotFoundError(f"{index} lists shard {file.name}, which is missing from {directory}")
-        return files
-    if (directory / SINGLE_FILE).is_file():
-        return [directory / SINGLE_FILE]
-    raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
