@@ -40,6 +40,8 @@ FORMAT = "sensei_jax.pair_dataset"
 VERSION = 1
 
 GROUND_TRUTH = "ground_truth"
+# What a preference file holds, as its error messages say.
+LABELS_EXPECTED = "int8 labels [N] (0 first, 1 second, 2 tie, 3 unknown)"
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -57,6 +59,7 @@ def _check_name(name: str, what: str) -> str:
 def _open_npy(path: Path, mode: str) -> np.memmap:
     if not path.is_file():
         raise DatasetError(f"missing dataset file {path}")
+    _check_npy_magic(path, "a numpy array")
     try:
         return np.lib.format.open_memmap(path, mode=mode)
     except (ValueError, OSError, EOFError) as error:
@@ -228,7 +231,7 @@ class PairDataset:
         if not path.is_file():
             raise FileNotFoundError(f"no preference labels named '{name}' in {self.directory} (expected {path}; "
                                     f"available: {self.preference_names() or 'none'})")
-        labels = _load_npy(path)
+        labels = _load_npy(path, LABELS_EXPECTED)
         try:
             return validate_labels(labels, len(self), source=str(path))
         except ValueError as error:
@@ -240,7 +243,7 @@ class PairDataset:
         path = self._prob_first_path(name)
         if not path.is_file():
             return None
-        prob = _load_npy(path)
+        prob = _load_npy(path, "float32 P(first) [N]")
         if prob.shape != (len(self),):
             raise DatasetError(f"{path} has shape {prob.shape}, but the dataset has {len(self)} pairs")
         return prob.astype(np.float32)
@@ -271,10 +274,29 @@ class PairDataset:
         return array
 
 
-def _load_npy(path: Path) -> np.ndarray:
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every file numpy.save writes
+
+
+def _check_npy_magic(path: Path, expected: str) -> None:
+    """Raises DatasetError unless `path` starts like a .npy file (np.load calls anything else pickled data)."""
+    with path.open("rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise DatasetError(f"{path} is not a .npy file (it does not start with numpy's magic bytes \\x93NUMPY): "
+                           f"expected {expected} written by numpy.save")
+
+
+def _load_npy(path: Path, expected: str = "a numpy array") -> np.ndarray:
+    """The array in .npy file `path`; DatasetError naming the file and `expected` (what it should hold) if it is
+    not one, holds Python objects, or is cut short."""
+    _check_npy_magic(path, expected)
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # numpy refuses an object array without allow_pickle
+            raise DatasetError(f"{path} holds Python objects (an object array): expected {expected}") from error
+        raise DatasetError(f"cannot read {path} as a .npy array (corrupt or truncated?): {error}") from error
+    except (OSError, EOFError) as error:
         raise DatasetError(f"cannot read {path} as a .npy array (corrupt or truncated?): {error}") from error
 
 

@@ -209,17 +209,8 @@ class RewardModel:
         from sensei_jax.checkpoint import Checkpointer
 
         directory = Path(directory)
-        meta_path = directory / "model.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a reward-model folder: {meta_path} is missing")
-        record = files.read_json(meta_path)
-        try:
-            model_cfg = RewardModelConfig(**record["model"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{meta_path} has an invalid 'model' entry: {error}") from error
-        best_dir = directory / "checkpoints" / "best"
-        if not best_dir.is_dir():
-            raise FileNotFoundError(f"no reward-model checkpoint in {best_dir} (has distill finished an epoch?)")
+        model_cfg = check_folder(directory)
+        best_dir = directory / BEST_CHECKPOINTS
         checkpoints = Checkpointer(best_dir, max_to_keep=1, best_metric="val_score")
         try:
             step = checkpoints.best_step if step is None else step
@@ -241,3 +232,27 @@ class RewardModel:
     def __repr__(self) -> str:
         count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.params))
         return f"RewardModel({self.config}, parameters={count}, stats={'yes' if self.mean is not None else 'no'})"
+
+
+BEST_CHECKPOINTS = "checkpoints/best"  # in a distill folder, beside model.json
+
+
+def check_folder(directory: str | Path) -> RewardModelConfig:
+    """The network config of the distill folder `directory`, checked without loading any weights: model.json is
+    there and valid, and checkpoints/best holds a checkpoint. Raises FileNotFoundError or ValueError naming the
+    file and what it should hold."""
+    from sensei_jax import files
+
+    directory = Path(directory)
+    meta_path = directory / "model.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a reward-model folder: {meta_path} is missing")
+    record = files.read_json(meta_path)
+    try:
+        model_cfg = RewardModelConfig(**record["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{meta_path} has an invalid 'model' entry: {error}") from error
+    best_dir = directory / BEST_CHECKPOINTS
+    if not best_dir.is_dir() or not any(best_dir.iterdir()):
+        raise FileNotFoundError(f"no reward-model checkpoint in {best_dir} (has distill finished an epoch?)")
+    return model_cfg
