@@ -100,7 +100,11 @@ class Explorer:
         self.interactions = tuple(probe.info.get("interaction_flags", {}))
         available = tuple(probe.info.get("success", {}))
         wanted = explore.task_heads if tasks is None else tasks
-        self.tasks = tuple(t for t in wanted if t in available)
+        unknown = [t for t in wanted if t not in available]
+        if unknown:
+            raise ValueError(f"explore.task_heads: {unknown} are not success flags of this env; it has "
+                             f"{list(available)}")
+        self.tasks = tuple(wanted)
         space = dict(self.env_space)
         if reward_model is not None:
             space[sensei.SEMANTIC_KEY] = ((), np.dtype(np.float32))

@@ -64,6 +64,14 @@ def read_spec(directory: Path) -> dict[str, Any]:
     return files.read_json(Path(directory) / "spec.json")
 
 
+def require_head(spec: dict[str, Any], task: str, directory: Path) -> None:
+    """Raises ValueError unless the exploration of `spec` (in `directory`) learned a success head for `task`."""
+    tasks = list(spec["tasks"])
+    if task not in tasks:
+        raise ValueError(f"task '{task}' has no success head in {directory} (heads: {tasks}); add it to "
+                         "explore.task_heads before exploring")
+
+
 def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_episodes: int, seed: int = 0,
              train: TrainConfig | None = None, reward_model=None, log=print) -> dict[str, Any]:
     """Trains and evaluates a policy for `task` from the exploration in `directory` (see the module docstring).
@@ -74,10 +82,8 @@ def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_ep
     """
     directory = Path(directory)
     spec = read_spec(directory)
+    require_head(spec, task, directory)
     tasks = tuple(spec["tasks"])
-    if task not in tasks:
-        raise ValueError(f"task '{task}' has no success head in {directory} (heads: {list(tasks)}); add it to "
-                         "explore.task_heads before exploring")
     # The agent is rebuilt exactly as it explored; only the transfer schedule is new.
     explore_cfg = config_lib.from_dict(ExploreConfig, spec["explore"], prefix="explore")
     explore_cfg = dataclasses.replace(explore_cfg, prefill=0, steps=steps, transfer_steps=steps,

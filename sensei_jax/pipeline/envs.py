@@ -28,6 +28,18 @@ def num_envs(cfg: Config) -> int:
     return cfg.minihack.num_envs if is_minihack(cfg) else cfg.env.num_envs
 
 
+def success_names(cfg: Config) -> tuple[str, ...]:
+    """The tasks whose success the run's env reports (what task heads and transfer tasks may name), read from the
+    task tables without building the env: every Robodesk task, or the MiniHack task's own."""
+    if is_minihack(cfg):
+        from sensei_jax.envs.minihack.tasks import SUCCESSES
+
+        return SUCCESSES[cfg.minihack.task]
+    from sensei_jax.envs.robodesk.config import TASKS
+
+    return TASKS
+
+
 def make_env(cfg: Config, reward_view: bool = False, **overrides):
     """The run's env, built once per process and config: Robodesk from `cfg.env` (with `overrides` of
     `Robodesk.from_config`) or, with `run.domain: minihack`, MiniHack from `cfg.minihack` (its worker processes

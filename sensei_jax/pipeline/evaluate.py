@@ -100,7 +100,7 @@ def downstream_transfer(cfg: Config, run_dir: Path, behaviours: list[str]) -> di
             results[behaviour] = files.read_json(out / "result.json")
             continue
         behaviour_cfg = dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=behaviour))
-        results[behaviour] = transfer(behaviour_cfg, run_dir, task, out_dir=out)
+        results[behaviour] = transfer(behaviour_cfg, run_dir, task, out_dir=out, task_key="evaluate.transfer_task")
     return {"task": task, "results": results}
 
 

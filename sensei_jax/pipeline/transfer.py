@@ -17,19 +17,23 @@ from typing import Any
 
 from sensei_jax.config import Config
 from sensei_jax.pipeline.envs import make_env
+from sensei_jax.pipeline.preflight import check_task_name
 
 FOLDER = "transfer"
 
 
 def transfer(cfg: Config, source: Path, task: str, out_dir: Path | None = None, env=None, reward_model=None,
-             log=print) -> dict[str, Any]:
+             log=print, task_key: str = "--task") -> dict[str, Any]:
     """Trains and evaluates a task policy from the exploration of `cfg.explore.behaviour` in `source` (a run folder
     or an exploration folder) for `cfg.explore.transfer_steps`. `env` defaults to the run's Robodesk env with
-    `task`; `reward_model` to the one the exploration used."""
+    `task`; `reward_model` to the one the exploration used. `task` (given as `task_key`) is checked against the
+    domain's tasks and the exploration's heads before the env is built."""
     from sensei_jax.explore import transfer as transfer_lib
 
+    check_task_name(cfg, task_key, task)
     directory = transfer_lib.find_exploration(source, cfg.explore.behaviour)
     spec = transfer_lib.read_spec(directory)
+    transfer_lib.require_head(spec, task, directory)
     if env is None:
         # The reward model goes on scoring what it scored while exploring: the reward view, if that was it.
         env = make_env(dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, task=task)),
