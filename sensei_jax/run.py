@@ -8,7 +8,9 @@ tools (`env`, `train`, `transfer`) sit beside them. Config overrides name a sect
 The commands are the stage registry (`pipeline/stages.py`): each lives in a module with `main(args, cfg)` and
 optionally `add_arguments(parser)`. This file dispatches, imports a command's module only when that command runs
 (so `--help` stays fast), and turns the errors a user can fix (a bad config, a missing or corrupt input file, a
-bad flag value) into one `error: ...` line on stderr and exit status 2, for every command alike.
+bad flag value, a path it cannot read or write) into one `error: ...` line on stderr and exit status 2, for every
+command alike. Before a pipeline stage's command starts, the preflight (`pipeline/preflight.py`) checks what that
+stage needs; the pipeline checks the stages it will run. docs/bad_input.md lists the messages.
 
 Several processes (hosts) run one job when given `--coordinator HOST:PORT --num-processes N --process-id I` before
 the command (or SENSEI_COORDINATOR, SENSEI_NUM_PROCESSES, SENSEI_PROCESS_ID), or `--distributed auto`
@@ -24,7 +26,7 @@ import os
 import sys
 
 from sensei_jax import config as config_lib
-from sensei_jax.pipeline import device, stages
+from sensei_jax.pipeline import device, preflight, stages
 
 COMMANDS = stages.STAGES  # name -> Stage, pipeline stages first in run order, then the tools
 
@@ -42,11 +44,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_command(fn, *args) -> int:
-    """Runs a command's `main`; a user error becomes `error: ...` on stderr and exit status 2."""
+    """Runs a command's `main`; a user error becomes `error: ...` on stderr and exit status 2. So does a failed
+    operation on a file or folder (an OSError naming a path: no permission, a read-only or full disk), which no
+    stage caught to name its config key."""
+    from sensei_jax import files
+
     try:
         return int(fn(*args) or 0)
     except user_errors() as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.filename is None:  # not about a path (a socket, a worker process): a bug to see in full
+            raise
+        print(f"error: {files.os_error_cause(error)}", file=sys.stderr)
         return 2
 
 
@@ -125,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         device.check(cfg, args.command)  # run.device, before anything compiles (`config` and `doctor` are exempt)
         if job.enabled and args.command is not None:  # the pipeline checks each stage it still has to run
             stages.check_process_count(args.command, cfg, distributed.process_count())
+        if args.command is not None:  # the pipeline runs its own preflight, over the stages it still has to run
+            preflight.check(cfg, preflight.stages_of(args.command))
     except (config_lib.ConfigError, distributed.DistributedError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
 

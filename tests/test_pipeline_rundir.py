@@ -89,20 +89,22 @@ def test_require_done_names_the_missing_stage(tmp_path):
 
 
 def test_llava_without_checkpoint_fails_before_any_work_saying_what_to_pass(tmp_path, capsys):
-    from sensei_jax.pipeline import runner
+    from sensei_jax.pipeline import preflight
     from sensei_jax.run import main
+    from sensei_jax.vlm.tiny import write_tiny_checkpoint
 
     cfg = _cfg(tmp_path, annotate__annotator="llava")
     with pytest.raises(config_lib.ConfigError, match="--vlm.path DIR"):
-        runner.preflight(cfg)
+        preflight.check(cfg)
     code = main(["--run.root", str(tmp_path), "--annotate.annotator", "llava"])
     assert code == 2 and "--vlm.path" in capsys.readouterr().err
     assert not (tmp_path / "r").exists() and not (tmp_path / "default").exists()
     with pytest.raises(config_lib.ConfigError, match="not a directory"):
-        runner.preflight(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path / "missing")))
+        preflight.check(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path / "missing")))
+    checkpoint = write_tiny_checkpoint(tmp_path / "vlm")
     with pytest.raises(config_lib.ConfigError, match="annotate.context_image"):
-        runner.preflight(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(tmp_path),
-                              annotate__prompt="general", annotate__context_image=str(tmp_path / "missing.png")))
+        preflight.check(_cfg(tmp_path, annotate__annotator="llava", vlm__path=str(checkpoint),
+                             annotate__prompt="general", annotate__context_image=str(tmp_path / "missing.png")))
 
 
 def test_partial_outputs_of_an_unfinished_stage_are_discarded_when_its_config_changes(tmp_path):

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from sensei_jax import config as config_lib
 from sensei_jax.config import Config
-from sensei_jax.pipeline import rundir, stages
+from sensei_jax.pipeline import preflight, rundir, stages
 from sensei_jax.reward.dataset import DatasetError
 
 
@@ -27,24 +27,15 @@ def stage_function(name: str) -> Callable[[Config, Path], dict]:
     return stages.get(name).function()
 
 
-def preflight(cfg: Config) -> None:
-    """Checks, before hours of collection, what later stages will need from the user."""
-    annotate = getattr(cfg, "annotate", None)
-    if annotate is not None and annotate.annotator == "llava":
-        path = cfg.vlm.path
-        if not path:
-            raise config_lib.ConfigError(
-                "annotate.annotator is 'llava' but no checkpoint is given: pass --vlm.path DIR, a local LLaVA-1.5 "
-                "checkpoint in Hugging Face format (config.json, *.safetensors, tokenizer.json, "
-                "preprocessor_config.json; e.g. a download of llava-hf/llava-1.5-7b-hf), or use "
-                "--annotate.annotator oracle to run without a VLM")
-        if not Path(path).is_dir():
-            raise config_lib.ConfigError(f"--vlm.path {path} is not a directory (expected a local LLaVA-1.5 "
-                                         "checkpoint in Hugging Face format)")
-        image = annotate.context_image
-        if annotate.mode == "score" and annotate.prompt == "general" and image and not Path(image).is_file():
-            raise config_lib.ConfigError(f"annotate.context_image {image} is not a file (a PNG shown with "
-                                         "SENSEI-General's context turn; unset it for a text-only context turn)")
+def stages_to_run(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_after: str | None = None
+                  ) -> tuple[str, ...]:
+    """The stages an invocation will run: up to `stop_after`, less those status.json records as done (unless
+    forced: `--force STAGE` redoes it and every later one)."""
+    last = rundir.STAGES.index(stop_after) if stop_after is not None else len(rundir.STAGES) - 1
+    forced_from = min((rundir.stage_index(s) for s in force), default=len(rundir.STAGES))
+    done = rundir.RunDir(cfg.run_dir).read_status()["stages"] if cfg.run_dir.is_dir() else {}
+    return tuple(name for i, name in enumerate(rundir.STAGES[: last + 1])
+                 if i >= forced_from or done.get(name, {}).get("state") != "done")
 
 
 def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_after: str | None = None,
@@ -52,7 +43,7 @@ def run_pipeline(cfg: Config, force: list[str] | tuple[str, ...] = (), stop_afte
     """Runs (or skips, or resumes) every stage, up to `stop_after` if given; returns each stage's summary."""
     if stop_after is not None and stop_after not in rundir.STAGES:
         raise config_lib.ConfigError(f"--stop-after {stop_after!r} is not a stage; stages: {', '.join(rundir.STAGES)}")
-    preflight(cfg)
+    preflight.check(cfg, stages_to_run(cfg, force, stop_after))
     run = rundir.open_run(cfg, force)
     log(f"run folder {run.path} (config {run.config_path})")
     summaries = {}
