@@ -314,3 +314,42 @@ def test_cli_llava(checkpoint, tmp_path):
     assert summary["pairs_per_second"] > 0
     with pytest.raises(ValueError, match="vlm.path"):
         make_annotator(config_lib.load(None, ["--annotate.annotator", "llava"]))
+
+
+def test_two_views_keep_only_the_labels_both_agree_on(tmp_path):
+    """configs/robodesk_sensei.yaml's `pairs.second_camera`: the annotate stage labels the pairs of both cameras and
+    the run's label set keeps a label where the two views agree, unknown elsewhere (SENSEI's GPT-4 set)."""
+    from sensei_jax import files
+    from sensei_jax.pipeline import annotate as annotate_stage
+    from sensei_jax.pipeline.pairs import view_dir
+
+    cfg = config_lib.load(None, ["--annotate.annotator", "random", "--annotate.partition_size", "8",
+                                 "--pairs.camera", "right", "--pairs.second_camera", "left"])
+    num_pairs = 40
+    right = _dataset(tmp_path / "pairs", num_pairs)
+    left = _dataset(view_dir(tmp_path, "left"), num_pairs)
+    same = np.arange(num_pairs) % 3 == 0  # these pairs look the same from both cameras: their labels must agree
+    left.images[same] = right.images[same]
+    left.images[~same] = np.random.default_rng(5).integers(0, 256, left.images[~same].shape, dtype=np.uint8)
+    left.flush(num_written=num_pairs)
+    # Each view's labels, by the same annotator on that view's images alone.
+    prob_right, label_right = RandomAnnotator(cfg.annotate).annotate(np.asarray(right.images))
+    prob_left, label_left = RandomAnnotator(cfg.annotate).annotate(np.asarray(left.images))
+    agree = label_right == label_left
+    assert agree[same].all() and 0 < agree[~same].sum() < (~same).sum()  # both cases occur
+
+    summary = annotate_stage.run_stage(cfg, tmp_path)
+
+    dataset = PairDataset.open(tmp_path / "pairs")
+    combined = dataset.load_preferences("random")
+    np.testing.assert_array_equal(combined[agree], label_right[agree])
+    assert (combined[~agree] == Label.UNKNOWN).all()
+    np.testing.assert_array_equal(dataset.load_preferences("random_right"), label_right)
+    np.testing.assert_array_equal(dataset.load_preferences("random_left"), label_left)
+    np.testing.assert_allclose(dataset.load_prob_first("random"), (prob_right + prob_left) / 2, rtol=1e-6)
+    assert summary["views"]["cameras"] == ["right", "left"]
+    assert summary["views"]["kept"] == agree.sum() and summary["views"]["agreement"] == pytest.approx(agree.mean())
+    assert summary["counts"]["unknown"] == (~agree).sum()
+    # The view's own dataset holds its own labels, and the written summary is the intersected one.
+    np.testing.assert_array_equal(PairDataset.open(view_dir(tmp_path, "left")).load_preferences("random"), label_left)
+    assert files.read_json(tmp_path / "annotate" / "summary.json")["views"]["kept"] == agree.sum()
