@@ -152,3 +152,34 @@ def test_explore_config_section_and_validation():
     with pytest.raises(config_lib.ConfigError, match="behaviour"):
         config_lib.load(None, ["--explore.behaviour", "rnd"])
     assert dataclasses.asdict(ExploreConfig())["explore_weights"] == (0.1, 1.0)
+
+
+def test_code_switch_threshold_is_the_undebiased_ema_of_the_return_quantiles():
+    # The reference code's form: threshold = max(1, EMA(P75) - EMA(P5)) of the semantic lambda-returns, the EMAs
+    # at decay 0.99 starting from zero and not debiased, so the floor holds for the first updates.
+    switch = GoExploreSwitch(ExploreConfig(threshold="code", threshold_decay=0.99))
+    rng = np.random.default_rng(0)
+    state, high, low = switch.init(), 0.0, 0.0
+    thresholds = []
+    for step in range(8):
+        returns = rng.uniform(0.0, 50.0, (4, 6)).astype(np.float32) * (1 + step)  # [N, H]
+        returns[0] = rng.uniform(0.0, 2.0, 6)  # one trajectory of small returns, near the threshold
+        rewards = -returns  # the code form compares returns, not rewards
+        zeros = jnp.zeros_like(returns)
+        ctx = WeightContext(rewards={"semantic": jnp.asarray(rewards), "disagreement": zeros},
+                            state_rewards={"semantic": jnp.asarray(rewards), "disagreement": zeros},
+                            returns={"semantic": jnp.asarray(returns), "disagreement": zeros}, values={},
+                            return_scales={}, retnorm={}, scales={}, traj={})
+        weights, state, metrics = switch(state, ctx)
+        high = 0.99 * high + 0.01 * np.quantile(returns.astype(np.float64), 0.75)
+        low = 0.99 * low + 0.01 * np.quantile(returns.astype(np.float64), 0.05)
+        threshold = max(1.0, high - low)
+        thresholds.append(threshold)
+        np.testing.assert_allclose(float(switch.threshold(state)), threshold, rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["sensei/threshold"]), threshold, rtol=1e-5)
+        explore = returns >= threshold
+        np.testing.assert_allclose(np.asarray(weights["disagreement"]) * 1.1, explore.astype(np.float32), rtol=1e-6)
+        assert 0 < explore.sum() < explore.size  # some states go, some explore
+        assert int(state["count"]) == step + 1
+    # Both regimes occurred: the floor at first, the EMA difference later.
+    assert thresholds[0] == 1.0 and thresholds[-1] > 2.0
