@@ -27,10 +27,11 @@ def transfer(cfg: Config, source: Path, task: str, out_dir: Path | None = None, 
     """Trains and evaluates a task policy from the exploration of `cfg.explore.behaviour` in `source` (a run folder
     or an exploration folder) for `cfg.explore.transfer_steps`. `env` defaults to the run's Robodesk env with
     `task`; `reward_model` to the one the exploration used. `task` (given as `task_key`) is checked against the
-    domain's tasks and the exploration's heads before the env is built."""
+    run's domain (unless `env` is given) and the exploration's heads before the env is built."""
     from sensei_jax.explore import transfer as transfer_lib
 
-    check_task_name(cfg, task_key, task)
+    if env is None:
+        check_task_name(cfg, task_key, task)
     directory = transfer_lib.find_exploration(source, cfg.explore.behaviour)
     spec = transfer_lib.read_spec(directory)
     transfer_lib.require_head(spec, task, directory)
