@@ -183,3 +183,39 @@ def test_code_switch_threshold_is_the_undebiased_ema_of_the_return_quantiles():
         assert int(state["count"]) == step + 1
     # Both regimes occurred: the floor at first, the EMA difference later.
     assert thresholds[0] == 1.0 and thresholds[-1] > 2.0
+
+
+def test_replay_loss_drops_transitions_into_a_new_episode():
+    # Replay posteriors [B=2, T=6]; sequence 0 starts a new episode at step 5 and sequence 1 at step 2. The
+    # transitions 4 -> 5 of sequence 0 and 1 -> 2 of sequence 1 cross an episode boundary and must not count.
+    model = plan2explore.DisagreementEnsemble(3, 8, 2, members=3, units=8, layers=1, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    batch_size, length = 2, 6
+    outs = {"deter": rng.normal(size=(batch_size, length, 3)).astype(np.float32),
+            "stoch": np.eye(4, dtype=np.float32)[rng.integers(0, 4, (batch_size, length, 2))],  # [B, T, 2, 4]
+            "action": rng.uniform(-1, 1, (batch_size, length, 2)).astype(np.float32)}
+    is_first = np.zeros((batch_size, length), bool)
+    is_first[:, 0] = True
+    is_first[0, 5] = is_first[1, 2] = True
+    loss_fn = lambda o, first: plan2explore.replay_loss(model, {k: jnp.asarray(v) for k, v in o.items()},
+                                                        {"is_first": jnp.asarray(first)}, jax.random.key(0))[0]
+    loss = float(loss_fn(outs, is_first))
+
+    # It is the loss of the kept transitions alone, averaged over them.
+    stoch = outs["stoch"].reshape(batch_size, length, -1)
+    keep = ~is_first[:, 1:]
+    kept = [x[keep] for x in (outs["deter"][:, :-1], stoch[:, :-1], outs["action"][:, :-1], stoch[:, 1:])]
+    expected, _ = plan2explore.ensemble_loss(model, *map(jnp.asarray, kept))
+    np.testing.assert_allclose(loss, float(expected), rtol=1e-6)
+
+    # Garbage in everything the crossing transition 4 -> 5 of sequence 0 uses (its inputs at step 4 and its
+    # target at step 5, which no kept transition uses) leaves the loss unchanged ...
+    garbage = {k: v.copy() for k, v in outs.items()}
+    garbage["deter"][0, 4] = 1e3
+    garbage["action"][0, 4] = -1e3
+    garbage["stoch"][0, 5] = 1e3
+    np.testing.assert_allclose(float(loss_fn(garbage, is_first)), loss, rtol=1e-6)
+    # ... and changes it where that step is no boundary (so the garbage would have counted).
+    no_boundary = is_first.copy()
+    no_boundary[0, 5] = False
+    assert float(loss_fn(garbage, no_boundary)) > 100 * float(loss_fn(outs, no_boundary))
