@@ -21,7 +21,7 @@ from sensei_jax import compile_cache
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SCRIPTS = ("env_throughput", "env_reference_parity", "vlm_throughput", "reward_throughput", "train_throughput",
-           "explore_throughput", "suite", "dreamer_vs_reference", "minihack_throughput", "minihack_seeds")
+           "explore_throughput", "suite", "dreamer_vs_reference", "minihack_throughput", "sensei_effect")
 
 # Runs each named script's main in this one process; writes <out>/<name>.json: its printed JSON, or the error.
 _DRIVER = r"""
@@ -170,17 +170,27 @@ def test_minihack_throughput_smoke(smoke):
     assert result["compile_s"] >= 0
 
 
-def test_minihack_seeds_smoke(smoke):
-    report = _report(smoke, "minihack_seeds")
-    # The config of tests/test_pipeline_minihack.py's run, so that both compile the same programs once.
-    assert report["config"] == "configs/minihack_micro.yaml" and report["overrides"] == []
-    assert report["seeds"] == [0] and report["wall_s"]["0"] > 0
-    seed = report["results"]["per_seed"]["0"]
-    assert set(seed) == {"sensei", "p2x", "random (collect)"}
-    assert seed["sensei"]["steps"] == 64 and seed["sensei"]["episodes"] >= 2
-    over = report["results"]["over_seeds"]
-    assert over["sensei"]["episodes"] == seed["sensei"]["episodes"]
-    assert set(over["sensei_above_p2x_seeds"]) == set(seed["sensei"]["episodes_with"]) >= {"key_picked_up"}
+def test_sensei_effect_smoke(smoke):
+    report = _report(smoke, "sensei_effect")
+    toy = report["results"]
+    assert toy["domain"] == "toy" and sorted(toy["per_seed"]) == ["0", "1"]
+    for seed in ("0", "1"):
+        counts = toy["counts"][seed]
+        assert set(counts) == {"sensei", "p2x", "random"}
+        assert all(c["steps"] == 384 and 0 <= c["count"] <= 384 for c in counts.values())
+        assert toy["per_seed"][seed]["sensei"]["corner"] == counts["sensei"]["count"] / 384
+    versus = toy["versus"]["p2x"]["corner"]
+    assert versus["seeds"] == 2 and 0.0 < versus["p_one_sided"] <= 1.0
+    assert toy["sensei_beats_p2x"]["corner"] == versus["seeds_higher"]
+    assert toy["reward_model"]["grid_spearman"] > 0.9
+    # The pipeline path, on the config of tests/test_pipeline_minihack.py's run (both compile the same programs).
+    pipeline = report["results"]["pipeline_smoke"]
+    assert pipeline["domain"] == "minihack_micro" and pipeline["measure"].startswith("share of episodes")
+    seed = pipeline["counts"]["0"]
+    assert set(seed) == {"sensei", "p2x", "random"}
+    assert seed["sensei"]["episodes"] >= 2 and "key_picked_up" in seed["sensei"]["episodes_with"]
+    share = pipeline["per_seed"]["0"]["sensei"]["key_picked_up"]
+    assert share == seed["sensei"]["episodes_with"]["key_picked_up"] / seed["sensei"]["episodes"]
 
 
 def test_suite_smoke(smoke):
@@ -212,3 +222,23 @@ def test_suite_arguments():
     run = subprocess.run([sys.executable, suite, "--profile", "cpu", "--only", "env,warp"], cwd=ROOT, env=_env(),
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "unknown benchmark(s) ['warp']" in run.stderr
+
+
+def test_sensei_effect_statistics():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sensei_effect
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    # Exact sign-flip test: 4 positive differences, only the all-positive assignment is as large: p = 1/16.
+    assert sensei_effect.paired_permutation_p([3.0, 1.0, 2.0, 5.0]) == pytest.approx(1 / 16)
+    assert sensei_effect.paired_permutation_p([-1.0, -2.0]) == 1.0
+    assert sensei_effect.paired_permutation_p([2.0, -1.0]) == pytest.approx(2 / 4)  # +2-1 and +2+1 are >= 0.5
+    low, high = sensei_effect.bootstrap_interval([1.0, 2.0, 3.0, 4.0])
+    assert 1.0 <= low < 2.5 < high <= 4.0
+    per_seed = {0: {"sensei": {"f": 0.5}, "p2x": {"f": 0.1}, "random": {"f": 0.6}},
+                1: {"sensei": {"f": 0.4}, "p2x": {"f": 0.45}, "random": {"f": 0.2}}}
+    summary = sensei_effect.compare(per_seed)
+    assert summary["sensei_beats_p2x"] == {"f": 1} and summary["sensei_beats_random"] == {"f": 1}
+    assert summary["versus"]["p2x"]["f"]["differences"] == pytest.approx([0.4, -0.05])
+    assert summary["methods"]["sensei"]["f"]["mean"] == pytest.approx(0.45)

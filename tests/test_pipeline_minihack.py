@@ -1,6 +1,6 @@
 """MiniHack end to end: configs/minihack_micro.yaml (minihack_default.yaml at micro size) on KeyRoom (every stage,
 real NetHack worlds in worker processes), and a crashed worker process: a clear error, then the exploration resumes
-from its last checkpoint with fresh episodes. benchmarks/minihack_seeds.py's smoke mode runs the same config file,
+from its last checkpoint with fresh episodes. benchmarks/sensei_effect.py's smoke mode runs the same config file,
 so the two share their compiled programs through the persistent compilation cache.
 
 One module-scoped run does the expensive work; the crash test explores on its own in a folder of its own.

@@ -1,18 +1,15 @@
-"""A tiny SENSEI exploration on the PointReach toy env: the semantic reward steers where the agent goes.
+"""SENSEI's effect on the toy domain, over seeds: the semantic reward steers where the agent goes.
 
-The reward model is a real Motif reward model (sensei_jax.reward), distilled here from pairs of PointReach frames
-labelled by one visible feature: the agent's blob further toward the top-right corner is preferred. SENSEI with
-that reward must spend more steps in the corner than disagreement-only Plan2Explore with the same budget and seed.
+benchmarks/sensei_effect.py --toy runs it: a real Motif reward model (sensei_jax.reward) distilled from oracle labels
+on pairs of CornerReach frames (the agent's blob nearer the top-right corner is preferred), then SENSEI, the same
+agent with semantic weight 0 (disagreement-only Plan2Explore) and random actions, per seed. This test runs it on 4
+seeds at a smaller budget than the benchmark's 8 and asserts that SENSEI spends more steps in the corner than the
+baseline on at least 3 of them and on the pooled count, not on one chosen seed.
 
-The outcome depends on the seed. Corner steps (SENSEI vs P2X) for seeds 0-3, measured on a 2-core CPU:
-  - with the initial parameters drawn on the host (the Trainer since it stopped compiling the draws) and the
-    block-linear layers as one matmul per group: 663 vs 634, 41 vs 27, 427 vs 897, 207 vs 113 (only seed 3
-    passes the 1.5x bar);
-  - with per-world random streams and stratified replay sampling (the Trainer since its mesh rework):
-    152 vs 481, 102 vs 15, 265 vs 853, 254 vs 94 (seeds 1 and 3 pass the 1.5x bar);
-  - before that rework: 890 vs 496, 116 vs 67, 636 vs 890, 327 vs 78 (seeds 0, 1 and 3 pass).
-SEED 3 was chosen from these because it passes; the bar is met on one to three of the four seeds tried, depending
-on the version, not on all of them: this test shows the effect on one seed, not that it holds in general.
+Two faults kept this from holding before (docs/exploration.md): the reward model was distilled from too few pairs
+that never showed the walls, so its reward peaked off the corner; and the go/explore switch judged the step into
+an interesting state by the state it led to, so the go mode was never paid for entering one and the agent settled at
+the threshold's edge. With `explore.mode_reward: next` (the old alignment) this test fails.
 """
 
 import json
@@ -20,112 +17,81 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax_env import subprocess_env
 
 from sensei_jax import files
-from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.explore.config import ExploreConfig
-from sensei_jax.envs.toy import PointReach
-from sensei_jax.explore.explorer import Explorer
 from sensei_jax.explore.interactions import InteractionLog
-from sensei_jax.reward import train as reward_train
-from sensei_jax.reward.config import RewardConfig
-from sensei_jax.reward.dataset import PairDataset
-from sensei_jax.reward.labels import Label
-from sensei_jax.reward.model import RewardModel
 
-STEPS = 1536
-SEED = 3  # see the module docstring
-
-
-class CornerReach(PointReach):
-    """PointReach whose info carries an interaction flag: the agent is in the top-right corner."""
-
-    def _info(self, position, target, step):
-        info = super()._info(position, target, step)
-        return {**info, "interaction_flags": {"corner": (position[0] > 0.4) & (position[1] > 0.4)}}
-
-
-def distill_corner_reward_model(out_dir, num_pairs: int = 512, seed: int = 0):
-    """Trains the Motif reward model on frame pairs whose label prefers the agent nearer the top-right corner."""
-    rng = np.random.default_rng(seed)
-    positions = rng.uniform(-0.9, 0.9, (num_pairs, 2, 2)).astype(np.float32)
-    target = jnp.asarray((-0.5, -0.5), jnp.float32)
-    render = jax.jit(jax.vmap(lambda p: PointReach._render(p, target, 16)))
-    images = np.asarray(render(jnp.asarray(positions.reshape(-1, 2)))).reshape(num_pairs, 2, 16, 16, 3)
-    corner_score = positions.sum(-1)  # x + y: larger toward the top-right corner
-    gap = corner_score[:, 0] - corner_score[:, 1]
-    labels = np.where(np.abs(gap) < 0.05, Label.TIE, np.where(gap > 0, Label.FIRST, Label.SECOND)).astype(np.int8)
-    dataset = PairDataset.create(out_dir / "pairs", num_pairs, image_shape=(16, 16, 3), state_size=2)
-    dataset.images[:] = images
-    dataset.states[:] = positions
-    dataset.flush()
-    dataset.save_preferences("corner", labels)
-    cfg = RewardConfig(image_size=64, channels=(8, 16, 16), hidden=64, epochs=8, batch_size=32, learning_rate=1e-3)
-    summary = reward_train.train(dataset, "corner", cfg, out_dir / "distill", progress=False)
-    assert summary["best_val_accuracy"] > 0.9, summary
-    return RewardModel.load(out_dir / "distill")
-
-
-def explore(behaviour: str, out_dir, reward_model, **switch):
-    env = CornerReach(image_size=16, episode_length=32, random_target=False, fixed_target=(-0.5, -0.5))
-    cfg = ExploreConfig(behaviour=behaviour, steps=STEPS, ensemble_size=4, ensemble_units=32, ensemble_layers=1,
-                        batch_size=8, batch_length=16, train_ratio=64.0, replay_capacity=8192, prefill=256,
-                        collect_chunk=32, log_every=512, checkpoint_every=STEPS, task_heads=("reach",),
-                        **switch)
-    dreamer = DreamerConfig.tiny(imag_horizon=5, encoder_keys=("position",), decoder_keys=("position",),
-                                 model_lr=1e-3, actor_lr=1e-3, critic_lr=1e-3)
-    explorer = Explorer(cfg, dreamer, env, num_envs=4, reward_model=reward_model, seed=SEED)
-    return explorer.run(out_dir, log=lambda _: None)
-
-
-def explore_both(root) -> None:
-    """Distils the corner reward model, then explores with SENSEI and with the disagreement-only agent."""
-    # The disagreement-only run is SENSEI's agent with semantic weight 0 in both modes, which is what behaviour
-    # `p2x` optimizes (its fixed weights are tested in test_sensei_components.py); sharing the agent's program lets
-    # the second run reuse the first one's compilation.
-    reward_model = distill_corner_reward_model(root)
-    explore("sensei", root / "sensei", reward_model)
-    explore("sensei", root / "p2x", reward_model, go_weights=(0.0, 1.0), explore_weights=(0.0, 1.0))
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 2048
+SEEDS = (0, 1, 2, 3)
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    # 1,280 updates: this file's time goes into running its programs, not compiling them, so it runs in a
-    # subprocess at XLA's default optimisation level (tests/jax_env.py), in about half the time.
-    root = tmp_path_factory.mktemp("explore")
-    done = subprocess.run([sys.executable, __file__, str(root)], env=subprocess_env(optimized=True),
-                          capture_output=True, text=True, timeout=900)
+def effect(tmp_path_factory):
+    # 8 explorations of 896 updates each: this file's time goes into running its programs, not compiling them, so
+    # it runs in a subprocess at XLA's default optimisation level (tests/jax_env.py).
+    root = tmp_path_factory.mktemp("effect")
+    command = [sys.executable, str(ROOT / "benchmarks" / "sensei_effect.py"), "--toy", "--steps", str(STEPS),
+               "--seeds", *map(str, SEEDS), "--methods", "sensei", "p2x", "random", "--root", str(root)]
+    done = subprocess.run(command, env=subprocess_env(optimized=True), capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-4000:]
-    return {name: (files.read_json(root / name / "summary.json"), root / name) for name in ("sensei", "p2x")}
+    return json.loads(done.stdout)["results"], root
 
 
-def test_sensei_visits_the_preferred_feature_more_than_p2x(runs):
-    sensei, _ = runs["sensei"]
-    p2x, _ = runs["p2x"]
-    assert sensei["steps"] == p2x["steps"] == STEPS
-    assert sensei["interactions"]["corner"] > 1.5 * p2x["interactions"]["corner"], (sensei["interactions"],
-                                                                                 p2x["interactions"])
-    # The switch ran and logged both modes; the baseline's actor never saw the semantic reward.
-    assert 0.0 < sensei["final_metrics"]["weighting/sensei/explore_fraction"] < 1.0
-    assert sensei["final_metrics"]["weight/semantic"] > 0.0 and p2x["final_metrics"]["weight/semantic"] == 0.0
-    # Semantic head and ensemble losses were trained and finite.
+def test_sensei_visits_the_preferred_feature_more_than_p2x_over_seeds(effect):
+    results, _ = effect
+    counts = {seed: results["counts"][str(seed)] for seed in SEEDS}
+    sensei = np.array([counts[s]["sensei"]["count"] for s in SEEDS])
+    p2x = np.array([counts[s]["p2x"]["count"] for s in SEEDS])
+    assert all(counts[s]["sensei"]["steps"] == counts[s]["p2x"]["steps"] == STEPS for s in SEEDS)
+    assert results["sensei_beats_p2x"]["corner"] >= 3, (sensei, p2x)
+    assert sensei.sum() > 1.5 * p2x.sum(), (sensei, p2x)
+    assert results["sensei_beats_random"]["corner"] >= 3, results["methods"]["random"]
+    # The statistics are those of these counts.
+    corner = results["methods"]["sensei"]["corner"]
+    np.testing.assert_allclose(corner["mean"], np.mean(sensei / STEPS))
+    assert corner["ci95"][0] <= corner["mean"] <= corner["ci95"][1]
+    # The reward model ranks positions as the oracle does, walls included (the first fault).
+    assert results["reward_model"]["grid_spearman"] > 0.95, results["reward_model"]
+
+
+def test_exploration_logs_its_mechanism(effect):
+    """The instrumented run: the semantic head's fit, the switch's split and threshold, the per-mode returns and
+    the visit rate over time are in metrics.jsonl and the summary."""
+    _, root = effect
+    out = root / "seed0" / "sensei"
+    summary = files.read_json(out / "summary.json")
+    final = summary["final_metrics"]
+    assert 0.0 < final["weighting/sensei/explore_fraction"] < 1.0
+    assert final["weight/semantic"] > 0.0
+    assert files.read_json(root / "seed0" / "p2x" / "summary.json")["final_metrics"]["weight/semantic"] == 0.0
     for key in ("loss/semantic", "loss/p2e", "loss/task_reach", "loss/critic_semantic", "loss/critic_disagreement"):
-        assert np.isfinite(sensei["final_metrics"][key]), key
-
-
-def test_explore_outputs_count_interactions(runs):
-    summary, out = runs["sensei"]
+        assert np.isfinite(final[key]), key
+    # The semantic head tracks the reward model on replay.
+    assert final["fit/semantic/corr"] > 0.8, final["fit/semantic/corr"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = {k for row in rows for k in row}
+    for key in ("weighting/sensei/threshold", "weighting/sensei/semantic_reward_p75",
+                "weighting/sensei/semantic_return_go", "weighting/sensei/semantic_return_explore",
+                "weighting/sensei/disagreement_return_explore", "actor/entropy", "interaction_rate/corner"):
+        assert key in logged, key
+    # Explore-mode states are the more interesting ones, by construction of the switch.
+    last = [r for r in rows if "weighting/sensei/semantic_reward_explore" in r][-1]
+    assert last["weighting/sensei/semantic_reward_explore"] > last["weighting/sensei/semantic_reward_go"]
+    # The visit rate per log interval adds up to the run's count.
+    rates = [(r["step"], r["interaction_rate/corner"]) for r in rows if "interaction_rate/corner" in r]
+    spans = np.diff([0] + [step for step, _ in rates])
+    np.testing.assert_allclose(sum(rate * span for (_, rate), span in zip(rates, spans)),
+                               summary["interactions"]["corner"], atol=1e-6)
+    # Outputs of the run: 2048 steps over 4 envs = 512 steps per env = 16 episodes of 32 steps per env.
     totals = files.read_json(out / "interactions.json")
     episodes = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert totals["interactions"] == summary["interactions"] and totals["steps"] == STEPS
-    # 1536 steps over 4 envs = 384 steps per env = 12 episodes of 32 steps per env, all finished.
     assert summary["episodes"] == len(episodes) == STEPS // 32
-    assert (out / "checkpoints").is_dir() and (out / "metrics.jsonl").is_file()
+    assert (out / "checkpoints").is_dir()
 
 
 def test_interaction_log_sums_per_episode_and_run():
@@ -145,7 +111,3 @@ def test_interaction_log_sums_per_episode_and_run():
     assert log.totals_dict()["success"] == {"open_drawer": 3}
     # Env 0's third step belongs to its next, unfinished episode.
     assert log.current["interactions"][0].tolist() == [0, 0] and log.current["length"][0] == 1
-
-
-if __name__ == "__main__":
-    explore_both(Path(sys.argv[1]))

@@ -117,3 +117,19 @@ class PointReach:
         agent, goal = blob(position), blob(target)
         image = jnp.stack([agent, goal, 0.25 * (1.0 - jnp.maximum(agent, goal))], -1)
         return jnp.round(jnp.clip(image, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+class CornerReach(PointReach):
+    """PointReach whose info carries one interaction flag, `corner`: the agent is in the top-right corner region
+    (both coordinates above `corner`). The preferred feature of SENSEI's toy experiment (benchmarks/sensei_effect.py):
+    a reward model distilled from frames labelled "nearer the top-right corner is better" should draw the agent
+    there; the target stays where it is and plays no part in it."""
+
+    def __init__(self, *args, corner: float = 0.4, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.corner = corner
+
+    def _info(self, position: jax.Array, target: jax.Array, step: jax.Array) -> dict[str, Any]:
+        info = super()._info(position, target, step)
+        inside = (position[0] > self.corner) & (position[1] > self.corner)
+        return {**info, "interaction_flags": {"corner": inside}}
