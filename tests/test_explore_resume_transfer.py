@@ -1,16 +1,21 @@
 """Exploration resumes exactly after a kill, for SENSEI and the Plan2Explore baseline, and a downstream transfer
-trains a task policy on the success head of an exploration checkpoint (PointReach toy env, tiny agent)."""
+trains a task policy on the success head of an exploration checkpoint, starting from its world model, ensemble and
+replay, and resumes exactly after a kill too (PointReach toy env, tiny agent)."""
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
 from sensei_jax import config as config_lib
 from sensei_jax import files
+from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.dreamer.config import DreamerConfig
+from sensei_jax.dreamer.loop import LATENT_KEYS
 from sensei_jax.envs.toy import PointReach
 from sensei_jax.explore import explorer as explorer_lib
+from sensei_jax.explore import transfer as transfer_lib
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.explore.explorer import Explorer
 from sensei_jax.pipeline import transfer as transfer_stage
@@ -105,3 +110,95 @@ def test_transfer_trains_the_task_policy_on_the_success_head_and_writes_its_resu
     # A task the exploration learned no success head for is refused, naming the heads.
     with pytest.raises(ValueError, match="no success head"):
         transfer_stage.transfer(cfg, root, "open_drawer", env=make_env(), reward_model=reward_model)
+
+
+def transfer_explorers(directory, task, reward_model, seed):
+    """The (source, transfer) Explorers that `explore.transfer.transfer` builds for `directory`'s exploration."""
+    spec = transfer_lib.read_spec(directory)
+    explore_cfg = config_lib.from_dict(ExploreConfig, spec["explore"], prefix="explore")
+    dreamer = config_lib.from_dict(DreamerConfig, spec["dreamer"], prefix="dreamer")
+    common = dict(num_envs=spec["num_envs"], reward_model=reward_model, seed=seed, tasks=tuple(spec["tasks"]))
+    return (Explorer(explore_cfg, dreamer, make_env(), **common),
+            Explorer(explore_cfg, dreamer, make_env(), task=task, **{**common, "seed": seed + 1}))
+
+
+def read_checkpoint(explorer, directory):
+    """The run state of the latest checkpoint in `directory`, read as `explorer` lays its state out."""
+    trainer = explorer.make_trainer(directory)
+    ckpt = Checkpointer(directory / "checkpoints", max_to_keep=None)
+    try:
+        return ckpt.latest_step, trainer.restore(ckpt, like=trainer.abstract_state())
+    finally:
+        ckpt.close()
+
+
+def same_tree(a, b):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(leaves_a) == len(leaves_b) and all(
+        np.shape(x) == np.shape(y) and np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b))
+
+
+def test_transfer_starts_from_the_explorations_world_model_ensemble_and_replay(reward_model, uninterrupted):
+    root, _ = uninterrupted
+    directory = root / "explore" / "sensei"
+    source, target = transfer_explorers(directory, "reach", reward_model, seed=3)
+    state = transfer_lib.restore_exploration(target, source, directory)
+
+    step, saved = read_checkpoint(source, directory)  # the exploration's last checkpoint, read on its own
+    assert step == STEPS
+    fresh = target.make_trainer(directory).initial_state()
+    for part in ("params", "opt"):
+        for name in ("wm", "extras"):  # the world model and the Plan2Explore ensemble, with their optimizer states
+            assert same_tree(state["agent"][part][name], saved["agent"][part][name]), (part, name)
+            assert not same_tree(state["agent"][part][name], fresh["agent"][part][name]), (part, name)
+    assert same_tree(state["replay"], saved["replay"])
+    assert int(state["replay"].filled) == STEPS // NUM_ENVS and int(fresh["replay"].filled) == 0
+    # The actor and critics are the transfer's own, new ones (one critic, for the task), and counting starts at 0.
+    assert set(state["agent"]["params"]) == set(fresh["agent"]["params"])
+    for name in set(state["agent"]["params"]) - {"wm", "extras"}:
+        assert same_tree(state["agent"]["params"][name], fresh["agent"]["params"][name]), name
+    assert int(state["counters"]["env_steps"]) == 0
+
+
+def test_a_killed_transfer_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, reward_model, uninterrupted):
+    root, _ = uninterrupted
+    explore_cfg, dreamer = settings("sensei")
+    cfg = config_lib.load(overrides={"run": {"seed": 3}})
+    cfg = dataclasses.replace(cfg, explore=dataclasses.replace(explore_cfg, transfer_steps=2 * CHECKPOINT_EVERY),
+                              dreamer=dreamer)
+    run = lambda out: transfer_stage.transfer(cfg, root, "reach", out_dir=out, env=make_env(),  # noqa: E731
+                                              reward_model=reward_model, log=lambda _: None)
+    whole = run(tmp_path / "whole")
+
+    real_write_json = files.write_json
+
+    def write_then_die(path, data):
+        real_write_json(path, data)
+        if path.name == "progress.json":
+            raise Interrupted(path)
+
+    monkeypatch.setattr(explorer_lib.files, "write_json", write_then_die)
+    with pytest.raises(Interrupted):
+        run(tmp_path / "killed")
+    monkeypatch.undo()
+    assert files.read_json(tmp_path / "killed" / "progress.json")["step"] == CHECKPOINT_EVERY
+    resumed = run(tmp_path / "killed")
+
+    assert resumed == whole and whole["steps"] == 2 * CHECKPOINT_EVERY
+    lines = lambda d: (d / "episodes.jsonl").read_text().splitlines()  # noqa: E731
+    assert lines(tmp_path / "killed") == lines(tmp_path / "whole")
+    for key in ("interactions", "success", "episodes", "episode_returns"):
+        assert files.read_json(tmp_path / "killed" / "summary.json")[key] == \
+            files.read_json(tmp_path / "whole" / "summary.json")[key], key
+
+    # The transfer's replay went on from the exploration's: its steps first, then the transfer's own. What was
+    # observed stays as it was; the stored latents (the replay context, rewritten by every train step) may not.
+    source, target = transfer_explorers(root / "explore" / "sensei", "reach", reward_model, seed=3)
+    explored = read_checkpoint(source, root / "explore" / "sensei")[1]["replay"]
+    transferred = read_checkpoint(target, tmp_path / "whole")[1]["replay"]
+    steps = STEPS // NUM_ENVS  # per replay stream (one per world)
+    assert int(transferred.filled) == steps + 2 * CHECKPOINT_EVERY // NUM_ENVS
+    assert set(explored.data) - set(LATENT_KEYS) >= {"position", "reward", "is_first"}
+    for key in set(explored.data) - set(LATENT_KEYS):
+        np.testing.assert_array_equal(np.asarray(transferred.data[key])[:, :steps],
+                                      np.asarray(explored.data[key])[:, :steps], err_msg=key)
