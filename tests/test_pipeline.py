@@ -87,11 +87,15 @@ def test_every_stage_is_done_and_every_artifact_exists(finished_run):
     for name in ("collect/meta.json", "pairs/meta.json", "pairs/images.npy", "pairs/plan.npz",
                  "pairs/preference/preferences_ground_truth.npy", "pairs/preference/preferences_oracle.npy",
                  "annotate/summary.json", "distill/metrics.jsonl", "evaluate/summary.json", "report.md",
-                 "preferences.png", "reward_model.png", "interactions.png", "frames.png", "learning_curves.png"):
+                 "preferences.png", "reward_model.png", "interactions.png", "frames.png", "learning_curves.png",
+                 "exploration_diagnostics.png"):
         assert (run.path / name).is_file(), name
     report = (run.path / "report.md").read_text()
-    for figure in ("preferences.png", "reward_model.png", "interactions.png", "frames.png"):
+    for figure in ("preferences.png", "reward_model.png", "interactions.png", "frames.png",
+                   "exploration_diagnostics.png"):
         assert f"]({figure})" in report
+    # The diagnostics table shows SENSEI's semantic-head fit and switch metrics from its metrics.jsonl.
+    assert "| fit/semantic/corr |" in report and "| weighting/sensei/threshold |" in report
     evaluation = files.read_json(run.path / "evaluate" / "summary.json")
     assert {"sensei", "p2x", "random (collect)"} <= set(evaluation["runs"])
     assert evaluation["runs"]["sensei"]["steps"] == evaluation["runs"]["p2x"]["steps"] >= cfg.explore.steps

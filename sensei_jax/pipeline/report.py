@@ -10,6 +10,9 @@ Figures (each written only when its inputs exist, and the report says which are 
                         the report's table of episodes in which each flag held)
     success.png         success-step counts per task
     learning_curves.png episode return and interactions per episode over exploration steps
+    exploration_diagnostics.png  the mechanism of each exploration run over time (from its metrics.jsonl): the
+                        semantic head's fit, the go/explore split and threshold, per-mode semantic return, the
+                        actor's entropy, the share of steps with a flag
     frames.png          strips of frames from the most interesting collected episodes (SENSEI's heuristic)
 """
 
@@ -178,6 +181,63 @@ def learning_figure(curves: dict[str, dict[str, list[tuple[int, float]]]], path:
         ax.set_xlabel("policy step")
         ax.legend(fontsize=7)
     _save(fig, path, dpi)
+
+
+# What the exploration diagnostics figure draws: (title, [(metrics.jsonl key, label)]); `interaction_rate/*` is
+# summed over the flags.
+DIAGNOSTICS = (
+    ("semantic head vs reward model (corr., replay)", [("fit/semantic/corr", "")]),
+    ("explore-mode share of imagined states", [("weighting/sensei/explore_fraction", "")]),
+    ("threshold vs imagined semantic reward", [("weighting/sensei/threshold", "threshold"),
+                                               ("weighting/sensei/semantic_reward_p50", "p50"),
+                                               ("weighting/sensei/semantic_reward_p95", "p95")]),
+    ("semantic return in imagination, by mode", [("weighting/sensei/semantic_return_go", "go"),
+                                                 ("weighting/sensei/semantic_return_explore", "explore")]),
+    ("actor entropy", [("actor/entropy", "")]),
+    ("share of steps with a flag (all flags)", [("interaction_rate/*", "")]),
+)
+
+
+def diagnostic_series(rows: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """[(step, value)] of one metrics.jsonl key over a run (`prefix/*`: the sum of the keys under prefix)."""
+    series = []
+    for row in rows:
+        if key.endswith("/*"):
+            values = [v for k, v in row.items() if k.startswith(key[:-1])]
+            if values:
+                series.append((int(row["step"]), float(sum(values))))
+        elif key in row:
+            series.append((int(row["step"]), float(row[key])))
+    return series
+
+
+def diagnostics_figure(metrics: dict[str, list[dict[str, Any]]], path: Path, dpi: int) -> list[str]:
+    """metrics: method -> its metrics.jsonl rows. Draws the panels of DIAGNOSTICS that have data; returns their
+    titles."""
+    panels = [(title, lines) for title, lines in DIAGNOSTICS
+              if any(diagnostic_series(rows, key) for rows in metrics.values() for key, _ in lines)]
+    if not panels:
+        return []
+    plt = _pyplot()
+    cols = min(3, len(panels))
+    rows_n = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 2.8 * rows_n), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for method, rows in metrics.items():
+            for i, (key, label) in enumerate(lines):
+                series = diagnostic_series(rows, key)
+                if series:
+                    steps, values = zip(*series)
+                    ax.plot(steps, values, color=METHOD_COLORS.get(method.split()[0]), alpha=1.0 - 0.3 * i,
+                            linestyle=("-", "--", ":")[i % 3], label=f"{method} {label}".strip())
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("policy step", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path, dpi)
+    return [title for title, _ in panels]
 
 
 def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int, interest_cfg: InterestConfig,
@@ -353,6 +413,20 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             learning_figure(learning, run_dir / "learning_curves.png", dpi)
             written.append("learning_curves.png")
             md += ["![](learning_curves.png)", ""]
+        metrics = {m: read_jsonl(Path(r["source"]).parent / "metrics.jsonl") for m, r in runs.items()
+                   if r.get("source", "").endswith("summary.json")}
+        metrics = {m: rows for m, rows in metrics.items() if rows}
+        if metrics and diagnostics_figure(metrics, run_dir / "exploration_diagnostics.png", dpi):
+            written.append("exploration_diagnostics.png")
+            last = {m: {k: v for row in rows for k, v in row.items()} for m, rows in metrics.items()}
+            keys = [key for _, lines in DIAGNOSTICS for key, _ in lines if not key.endswith("/*")]
+            shown = [k for k in keys if any(k in values for values in last.values())]
+            md += ["### Diagnostics", "", "How the exploration worked (docs/exploration.md reads them): the semantic "
+                   "head's fit to the reward model on replay, the go/explore split of imagined states and its "
+                   "threshold, the semantic return each mode reaches in imagination, the actor's entropy, and the "
+                   "share of steps with a flag over time. Last logged values:", "",
+                   _table(["metric", *last], [[k, *[last[m].get(k, "-") for m in last]] for k in shown]), "",
+                   "![](exploration_diagnostics.png)", ""]
         transfer = (evaluation or {}).get("transfer")
         if transfer:
             rows = [[b, r.get("steps"), r.get("success_rate"), r.get("mean_return"), r.get("episodes")]
