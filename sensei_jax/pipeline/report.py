@@ -229,7 +229,8 @@ def diagnostics_figure(metrics: dict[str, list[dict[str, Any]]], path: Path, dpi
                 if series:
                     steps, values = zip(*series)
                     ax.plot(steps, values, color=METHOD_COLORS.get(method.split()[0]), alpha=1.0 - 0.3 * i,
-                            linestyle=("-", "--", ":")[i % 3], label=f"{method} {label}".strip())
+                            linestyle=("-", "--", ":")[i % 3], marker="o", markersize=2.5,
+                            label=f"{method} {label}".strip())
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("policy step", fontsize=8)
         ax.legend(fontsize=7)
