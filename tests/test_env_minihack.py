@@ -2,8 +2,8 @@
 ranking, KeyChest's layouts, worker crashes and hangs, bad input, reproducibility.
 
 One KeyRoom env (4 worlds, 2 workers, 5-step episodes) serves most tests; the KeyChest and crash tests start
-their own pools, and a KeyChest success is played by a worker in this process on a hand-made level. The file takes
-about 6 s on 2 idle cores.
+their own pools, a KeyChest success is played by a worker in this process on a hand-made level, and KeyRoom games
+are played to the stairs the same way, by a search over the level map. The file takes about 7 s on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -455,3 +455,113 @@ def test_hung_worker_raises_worker_crashed():
         os.kill(pool.pids[0], signal.SIGSTOP)
         with pytest.raises(WorkerCrashed, match=r"worker 0 .*still running.* within 1 s \(hung\)"):
             pool.step(np.arange(2), np.zeros(2, int))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A real KeyRoom game, played to its end by a search over the level map
+
+
+# Action index -> (dy, dx) on the map, in KEYROOM's action order (N, E, S, W, NE, SE, SW, NW); 8 is APPLY.
+MOVES = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1), 4: (-1, 1), 5: (1, 1), 6: (1, -1), 7: (-1, -1)}
+APPLY = 8
+STONE, DOORWAY = 2359, 2371  # S_stone (also what is not seen yet), S_ndoor; walls lie between them
+DOORS = {DOORWAY, *tasks.OPEN_DOOR_GLYPHS, *tasks.CLOSED_DOOR_GLYPHS}
+
+
+def _passable(glyphs: np.ndarray) -> np.ndarray:
+    """bool [H, W]: tiles one can walk onto (not stone, walls, closed doors, iron bars or trees)."""
+    blocked = (glyphs >= STONE) & (glyphs < DOORWAY) | np.isin(glyphs, [*tasks.CLOSED_DOOR_GLYPHS, 2376, 2377])
+    return ~blocked
+
+
+def _first_move(passable, start, goals, doors):
+    """The first action of a shortest walk from `start` to one of `goals` (breadth first; NetHack allows no diagonal
+    step into or out of a doorway), or None."""
+    import collections
+
+    queue, came_from = collections.deque([start]), {start: None}
+    while queue:
+        cell = queue.popleft()
+        if cell in goals and cell != start:
+            while came_from[cell][0] != start:
+                cell = came_from[cell][0]
+            return came_from[cell][1]
+        for action, (dy, dx) in MOVES.items():
+            nxt = (cell[0] + dy, cell[1] + dx)
+            if nxt in came_from or not (0 <= nxt[0] < passable.shape[0] and 0 <= nxt[1] < passable.shape[1]):
+                continue
+            if passable[nxt] and not (dy and dx and {cell, nxt} & doors):
+                came_from[nxt] = (cell, action)
+                queue.append(nxt)
+    return None
+
+
+def _keyroom_action(glyphs, me, has_key, doors):
+    """Fetch the key, go next to the locked door and APPLY (MiniHack: unlock and open it), walk to the stairs;
+    explore the nearest unseen part of the room while the next target is not in sight."""
+    cells = lambda values: {tuple(p) for p in np.argwhere(np.isin(glyphs, list(values)))}  # noqa: E731
+    passable = _passable(glyphs)
+    unseen = np.pad(glyphs == STONE, 1)
+    near_unseen = np.zeros_like(passable)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            near_unseen |= unseen[1 + dy:1 + dy + glyphs.shape[0], 1 + dx:1 + dx + glyphs.shape[1]]
+    frontier = {tuple(p) for p in np.argwhere(near_unseen & passable & (glyphs != STONE))}
+    closed, stairs = cells(tasks.CLOSED_DOOR_GLYPHS), cells([tasks.STAIRS_DOWN_GLYPH])
+    if not has_key:
+        goals = cells([tasks.KEY_GLYPH]) or frontier
+    elif closed:
+        (y, x), = closed
+        if abs(y - me[0]) + abs(x - me[1]) == 1:
+            return APPLY
+        goals = {(y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)}
+    else:
+        goals = stairs or cells(tasks.OPEN_DOOR_GLYPHS) or frontier
+    return _first_move(passable, me, goals, doors)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_keyroom_played_to_the_stairs_fires_every_flag_in_order(seed):
+    """A real NetHack game of KeyRoom (a worker in this process, its world seeded), each action chosen by a search
+    over the game's level map: pick up the key, unlock the door, reach the stairs. Each flag fires when its event
+    happens (never before), and the stairs end the game with the task's success."""
+    from multiprocessing import shared_memory
+
+    _, size = pool_module._layout("keyroom", 64, 5, 1)
+    block = shared_memory.SharedMemory(create=True, size=size)
+    worker = pool_module._Worker("keyroom", 5, 64, KEYROOM.episode_length, 1, block.name)
+    try:
+        worker.reset(np.array([0]), np.array([seed]))
+        out, game = worker.out, worker.worlds[0].env
+        index = {name: game._observation_keys.index(name) for name in ("glyphs", "blstats")}
+        doors, actions, flags, success = set(), [], [], []
+        while not out["done"][0]:
+            assert len(actions) < 150, "the search found no way to the stairs"
+            glyphs = game.last_observation[index["glyphs"]]
+            x, y = game.last_observation[index["blstats"]][:2]
+            doors |= {tuple(p) for p in np.argwhere(np.isin(glyphs, list(DOORS)))}  # remembered under the agent
+            action = _keyroom_action(glyphs, (int(y), int(x)), out["inventory"][0, 0] > 0, doors)
+            assert action is not None, "the search found no way on"
+            worker.step(np.array([0]), np.array([action]))
+            actions.append(action)
+            flags.append(dict(zip(KEYROOM.interactions, out["interaction_flags"][0].tolist())))
+            success.append(bool(out["success"][0, 0]))
+            reward, terminal = float(out["reward"][0]), bool(out["is_terminal"][0])
+        first = {name: next((t for t, f in enumerate(flags) if f[name]), None) for name in KEYROOM.interactions}
+        assert None not in first.values(), first
+        applied = actions.index(APPLY)
+        # The key is picked up on one step; it stays in the inventory from then on.
+        assert [t for t, f in enumerate(flags) if f["key_picked_up"]] == [first["has_key"]]
+        assert all(f["has_key"] for f in flags[first["has_key"]:])
+        # APPLY came with the key, from next to the locked door (the 8 tiles around: also set while walking up to
+        # it); once it is open, no locked door is near any more.
+        assert first["has_key"] < applied and flags[applied - 1]["near_locked_door"]
+        assert not any(f["near_locked_door"] for f in flags[applied:])
+        # The door opens on APPLY, not before, and the stairs end the game with the task's success.
+        assert first["door_open"] == applied
+        assert success == [False] * (len(actions) - 1) + [True] and terminal and reward == 1.0
+        assert out["episode_step"][0] == 0 and out["inventory"][0, 0] == 0  # already the next episode
+    finally:
+        worker.close()
+        block.close()
+        block.unlink()
