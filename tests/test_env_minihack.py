@@ -449,6 +449,13 @@ def test_crash_inside_a_compiled_step_becomes_worker_crashed():
         env.close()
 
 
+def test_a_short_hang_timeout_does_not_cut_the_start_short():
+    # A worker's start (a fresh interpreter importing NLE) takes far longer than 1 ms; the hang timeout of resets
+    # and steps must not apply to it (on a loaded machine even the 1 s of the test below was too short).
+    with WorkerPool("keyroom", 1, workers=1, timeout=0.001) as pool:
+        assert len(pool.pids) == 1
+
+
 def test_hung_worker_raises_worker_crashed():
     with WorkerPool("keyroom", 2, workers=1, timeout=1.0) as pool:
         pool.reset(np.arange(2), np.arange(2))

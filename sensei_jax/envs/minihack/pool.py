@@ -62,6 +62,7 @@ INSTALL_HINT = "install them with `pip install nle minihack` (or `bash scripts/s
 _RESET, _STEP, _CLOSE = 0, 1, 2
 _OK, _ERROR = b"", b"E"
 _ALIGN = 64  # bytes; every field of the shared block starts on a cache line
+STARTUP_TIMEOUT_S = 120.0  # the least time a worker gets to start, whatever the pool's hang timeout
 
 
 class WorkerCrashed(RuntimeError):
@@ -422,13 +423,16 @@ class WorkerPool:
         A plain blocking read per worker, in turn: the parent holds no copy of a worker's end of its pipe, so a
         worker's death ends the pipe (EOFError) and needs no separate watch; `poll` bounds the wait for a hang.
         """
-        deadline = time.monotonic() + self.timeout
+        # Starting is a fresh interpreter importing NLE and building a level: seconds on a loaded machine, which the
+        # hang timeout of a reset or a step (as short as a test makes it) must not cut short.
+        timeout = max(self.timeout, STARTUP_TIMEOUT_S) if startup else self.timeout
+        deadline = time.monotonic() + timeout
         errors = []
         for index in busy:
             conn = self._conns[index]
             try:
                 if not conn.poll(max(deadline - time.monotonic(), 0.0)):
-                    self._crashed(index, f"did not answer a {what} within {self.timeout:g} s (hung)", dead=False)
+                    self._crashed(index, f"did not answer a {what} within {timeout:g} s (hung)", dead=False)
                 reply = conn.recv_bytes()
             except (EOFError, OSError):
                 self._crashed(index, f"died during a {what}" if what != "start" else "died while starting")
