@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from sensei_jax.dreamer.agent import Agent
+from sensei_jax.dreamer.collection import Collection
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.loop import NonFiniteLossError, Trainer, obs_space
 from sensei_jax.dreamer.train_config import TrainConfig
@@ -197,13 +198,13 @@ def test_collection_traces_once_for_prefill_and_policy(tmp_path, monkeypatch):
     counters start with the sharding the compiled step returns them in (else its second call retraced), and
     `random` is an argument of the program (else prefill and policy were two programs)."""
     traces = []
-    stored_step = Trainer._stored_step
+    stored_step = Collection.stored_step
 
     def counting(self, *args, **kwargs):  # runs once per trace of the collection step
         traces.append(1)
         return stored_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(Trainer, "_stored_step", counting)
+    monkeypatch.setattr(Collection, "stored_step", counting)
     trainer = make_trainer(tmp_path, steps=8 * 8 * 4, train_start=10**6, random_steps=8 * 8 * 2)
     traces.clear()  # building the Trainer evaluates the step's shapes once
     summary = trainer.run()
