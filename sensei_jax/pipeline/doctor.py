@@ -6,7 +6,9 @@
 Prints JAX's backend and devices (kind, count, process index and count), Warp's devices and CUDA (the toolkit it
 is built with, the driver it found and the one it needs), the MJX implementation the env uses and where it runs,
 the versions of the packages that must fit together, host and per-device memory, and the XLA memory settings
-(Warp allocates beside XLA's pool, so a preallocating XLA leaves Warp little of the GPU). It ends with one verdict
+(Warp allocates beside XLA's pool, so a preallocating XLA leaves Warp little of the GPU), and the configured VLM
+checkpoint (`vlm.path`): its model family (`vlm.family` or its config.json's model_type, through the family
+registry `sensei_jax.vlm.family`) and whether its folder holds every file loading needs. It ends with one verdict
 line. The facts come from `sensei_jax.hardware`; the reasons a GPU is missing from `pipeline/device.py`, the same
 ones the `run.device` check gives.
 """
@@ -53,6 +55,33 @@ def verdict(facts: dict[str, Any]) -> dict[str, Any]:
     return {"gpu_ready": not problems, "line": line, "problems": problems}
 
 
+def vlm_facts(cfg: Config) -> dict[str, Any]:
+    """The configured VLM checkpoint: `{"path", "family", "model", "problem"}`, read through the family registry
+    from config.json and file headers only (nothing is loaded); `problem` is None when the folder is complete."""
+    from sensei_jax.vlm import checkpoint, family
+
+    path = cfg.vlm.path
+    facts: dict[str, Any] = {"path": path, "family": cfg.vlm.family, "model": None, "problem": None,
+                             "families": list(family.names())}
+    if not path:
+        return facts
+    try:
+        kind = family.resolve(path, cfg.vlm.family)
+        facts.update(family=kind.name, model=kind.title)
+        checkpoint.check_folder(path, cfg.vlm.family)
+    except (OSError, ValueError) as error:
+        facts["problem"] = str(error)
+    return facts
+
+
+def _vlm_line(vlm: dict[str, Any]) -> str:
+    if not vlm["path"]:
+        return f"vlm       no checkpoint set (vlm.path); families: {', '.join(vlm['families'])}"
+    if vlm["problem"]:
+        return f"vlm       {vlm['path']}: {vlm['problem']}"
+    return f"vlm       {vlm['path']}: {vlm['model']} (family {vlm['family']}), every file loading needs is there"
+
+
 def _bytes(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**30:.1f} GiB"
 
@@ -90,12 +119,14 @@ def render(facts: dict[str, Any], result: dict[str, Any]) -> str:
         lines.append(f"          XLA preallocates {fraction} of each GPU; Warp allocates outside that pool: lower "
                      "XLA_PYTHON_CLIENT_MEM_FRACTION if Warp runs out of memory")
     lines.append("versions  " + ", ".join(f"{k} {v or '(missing)'}" for k, v in facts["versions"].items()))
+    if "vlm" in facts:
+        lines.append(_vlm_line(facts["vlm"]))
     lines.append(result["line"])
     return "\n".join(lines)
 
 
 def main(args: argparse.Namespace, cfg: Config) -> int:
-    facts = hardware.machine_facts()
+    facts = hardware.machine_facts() | {"vlm": vlm_facts(cfg)}
     result = verdict(facts)
     print(json.dumps(facts | {"verdict": result}) if args.json else render(facts, result))
     return 0

@@ -11,6 +11,7 @@ and `make_annotator` are `sensei_jax.annotators`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import string
 import zlib
@@ -26,8 +27,8 @@ from sensei_jax.annotators.base import check_pairs, label_from_prob
 from sensei_jax.annotators.config import AnnotateConfig
 from sensei_jax.distributed import replicated, rows_array, to_host
 from sensei_jax.reward.labels import Label
+from sensei_jax.vlm import family as family_lib
 from sensei_jax.vlm.config import VlmConfig
-from sensei_jax.vlm.processor import chat_prompt
 from sensei_jax.vlm.sharding import make_mesh
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -50,30 +51,50 @@ def parse_study_answer(text: str) -> Label:
     return STUDY_ANSWERS.get(word, Label.UNKNOWN)
 
 
+def _per_prompt(features, images_per_prompt: int, both_orders: bool):
+    """Image features (leaves [M, L, ...], the pair's images in order) -> per prompt (leaves [R, ipp * L, ...]);
+    with both_orders and two images per prompt the (B, A) prompts follow the (A, B) ones."""
+
+    def regroup(leaf):
+        grouped = leaf.reshape(-1, images_per_prompt, *leaf.shape[1:])
+        if images_per_prompt == 2 and both_orders:
+            grouped = jnp.concatenate([grouped, grouped[:, ::-1]], axis=0)
+        return grouped.reshape(grouped.shape[0], -1, *leaf.shape[2:])
+
+    return jax.tree.map(regroup, features)
+
+
+def _with_context(features, context):
+    """Per-prompt features (leaves [R, X, ...]) with the context image's (leaves [C, Lc, ...]) before them."""
+
+    def join(leaf, before):
+        before = before.reshape(1, -1, *before.shape[2:])
+        return jnp.concatenate([jnp.broadcast_to(before, (leaf.shape[0], *before.shape[1:])), leaf], axis=1)
+
+    return jax.tree.map(join, features, context)
+
+
 @functools.partial(jax.jit, static_argnames=("images_per_prompt", "both_orders"))
 def score_prompts(model, pixels, input_ids, last, candidates, images_per_prompt: int, both_orders: bool,
-                  context_pixels=None):
-    """Log-probabilities of the candidate tokens after each prompt.
+                  context_pixels=None, positions=None):
+    """Log-probabilities of the candidate tokens after each prompt, for a model of any family.
 
     pixels [M, h, w, 3]: two-image layout, M = 2B (the pair's images in order) and the prompts are (A, B) then,
-    with both_orders, (B, A); composite layout, M = prompts, one composite each. context_pixels [C, h, w, 3]:
+    with both_orders, (B, A); composite layout, M = prompts, one composite each. context_pixels [C, h', w', 3]:
     images of an earlier turn, the same for every prompt and placed before the pair's. input_ids [T] (the same
-    prompt for every row, right-padded), last: index of its last real token, candidates int [2].
+    prompt for every row, right-padded), last: index of its last real token, candidates int [2], positions int
+    [..., T] (the family's position ids of the prompt; None: 0..T-1).
     Returns float32 [R, 2] candidate log-probabilities and [R] their total probability, R = prompts.
     """
-    features = model.image_features(pixels)  # [M, L, D]
-    prompts = features.reshape(-1, images_per_prompt, *features.shape[1:])
-    if images_per_prompt == 2 and both_orders:
-        prompts = jnp.concatenate([prompts, prompts[:, ::-1]], axis=0)
+    features = _per_prompt(model.image_features(pixels), images_per_prompt, both_orders)
     if context_pixels is not None:
-        context = model.image_features(context_pixels)
-        context = jnp.broadcast_to(context, (prompts.shape[0], *context.shape))
-        prompts = jnp.concatenate([context, prompts], axis=1)
-    rows = prompts.shape[0]
-    features = prompts.reshape(-1, *features.shape[1:])
+        features = _with_context(features, model.image_features(context_pixels))
+    rows = jax.tree.leaves(features)[0].shape[0]
     ids = jnp.broadcast_to(input_ids, (rows, input_ids.shape[0]))
     mask = jnp.broadcast_to(jnp.arange(input_ids.shape[0]) <= last, ids.shape)
-    hidden = model.hidden_states(ids, attention_mask=mask, image_features=features)
+    if positions is not None:  # [..., T] -> [..., R, T]
+        positions = jnp.broadcast_to(positions[..., None, :], (*positions.shape[:-1], rows, positions.shape[-1]))
+    hidden = model.hidden_states(ids, attention_mask=mask, image_features=features, positions=positions)
     logits = model.head(hidden[:, last])  # only the last position goes through the vocabulary-wide head
     logp = jax.nn.log_softmax(logits, axis=-1)[:, candidates]
     return logp, jnp.exp(jax.nn.logsumexp(logp, axis=-1))
@@ -88,8 +109,21 @@ class PairScorer(Protocol):
         `both_orders`, R = 2B and rows B.. show each pair swapped."""
 
 
-class LlavaScorer:
-    """LLaVA as a `PairScorer`: the prompt and answer tokens of `annotate` (score mode), one prefill per order.
+@dataclasses.dataclass(frozen=True)
+class PromptEncoding:
+    """One annotation prompt as the model reads it: ids int32 [T] right-padded to a multiple of
+    `annotate.seq_bucket`, the real length, and the family's position ids int32 [..., T]."""
+
+    input_ids: np.ndarray
+    length: int
+    positions: np.ndarray
+
+
+class VlmScorer:
+    """A vision-language model of any family as a `PairScorer`: the prompt and answer tokens of `annotate` (score
+    mode), one prefill per order. The family's processor renders the conversation (its chat template), counts the
+    image tokens and gives the position ids; with image-size-dependent token counts (Qwen3-VL) the prompt is
+    encoded once per pair image size.
 
     With a `mesh` (`sharding.make_mesh`; the model loaded onto it) each batch's images are split over `data`, so
     batches must hold a multiple of its data size (`pairs_per_call`); the answers come back whole on every host."""
@@ -99,31 +133,56 @@ class LlavaScorer:
         composite_layout = cfg.layout == "composite"
         self.images_per_prompt = 1 if composite_layout else 2
         images = "<image>\n" * self.images_per_prompt
-        self.context_pixels = None
+        self.context_image = self.context_pixels = None
         if cfg.prompt == "general":
             context = "<image>\n" if cfg.context_image else ""
             turns = [(context + cfg.context_question, cfg.context_answer), (images + cfg.general_question, None)]
             answers = cfg.general_answers
             if cfg.context_image:
-                self.context_pixels = processor.preprocess_images([_read_rgb(cfg.context_image)])
+                self.context_image = _read_rgb(cfg.context_image)
+                self.context_pixels = processor.preprocess_images([self.context_image])
         else:
             question = cfg.composite_question if composite_layout else cfg.question
             turns = [(images + question, None)]
             answers = cfg.composite_answers if composite_layout else cfg.answers
-        self.prompt = chat_prompt(turns, cfg.system)
-        shared, candidates = processor.answer_tokens(processor.expand(self.prompt), answers)
+        self.prompt = processor.chat_prompt(turns, cfg.system)
+        self.shared, candidates = processor.answer_tokens(processor.expand(self.prompt), answers)
         self.candidates = np.array(candidates, np.int32)
         if self.candidates[0] == self.candidates[1]:
             raise ValueError(f"the two answers {answers} map to the same token")
-        ids = processor.tokenize(self.prompt) + shared
-        self.length = len(ids)
-        bucket = cfg.seq_bucket * -(-len(ids) // cfg.seq_bucket)
-        limit = model.config.text.max_position_embeddings
+        self._encodings: dict[tuple | None, PromptEncoding] = {}
+        if processor.fixed_image_tokens:
+            self._select(None)
+
+    def image_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Raw (H, W) of the images one prompt shows, in order, for pair images of height x width."""
+        context = [] if self.context_image is None else [tuple(self.context_image.shape[:2])]
+        if self.images_per_prompt == 2:
+            return context + [(height, width)] * 2
+        return context + [(2 * height + self.cfg.composite_gap, width)]
+
+    def _select(self, sizes: list[tuple[int, int]] | None) -> PromptEncoding:
+        """The prompt encoded for images of `sizes` (cached), kept as `input_ids`, `length`, `positions`."""
+        key = None if self.processor.fixed_image_tokens else tuple(sizes)
+        if key not in self._encodings:
+            self._encodings[key] = self._encode(sizes)
+        encoding = self._encodings[key]
+        self.input_ids, self.length, self.positions = encoding.input_ids, encoding.length, encoding.positions
+        return encoding
+
+    def _encode(self, sizes) -> PromptEncoding:
+        ids = self.processor.tokenize(self.prompt, image_sizes=sizes) + self.shared
+        bucket = self.cfg.seq_bucket * -(-len(ids) // self.cfg.seq_bucket)
+        limit = self.model.config.text.max_position_embeddings
         if bucket > limit:
             raise ValueError(f"the annotation prompt takes {len(ids)} tokens ({bucket} padded), more than the "
                              f"model's {limit} positions; shorten the annotate prompt or annotate.seq_bucket")
-        self.input_ids = np.zeros(bucket, np.int32)
-        self.input_ids[: len(ids)] = ids
+        input_ids = np.zeros(bucket, np.int32)
+        input_ids[: len(ids)] = ids
+        real = self.processor.positions(ids, sizes)
+        positions = np.zeros((*real.shape[:-1], bucket), np.int32)  # padding rows get position 0, as in HF
+        positions[..., :len(ids)] = real
+        return PromptEncoding(input_ids, len(ids), positions)
 
     def _images(self, pairs: np.ndarray, both_orders: bool) -> np.ndarray:
         """The uint8 images of one batch, in the order `score_prompts` expects its pixels."""
@@ -139,20 +198,23 @@ class LlavaScorer:
         images = self._images(pairs, both_orders)
         if self.mesh is None:
             return jnp.asarray(self.processor.preprocess_images(images))
-        image_cfg = self.processor.image_config
-        shape = (len(images), image_cfg.crop_height, image_cfg.crop_width, 3)
+        shape = (len(images), *self.processor.pixel_shape(images.shape[1:3]), 3)
         return rows_array(self.mesh, shape, lambda rows: self.processor.preprocess_images(images[rows]))
 
     def _constant(self, array: np.ndarray) -> jax.Array:
         return jnp.asarray(array) if self.mesh is None else replicated(self.mesh, array)
 
     def score(self, pairs, both_orders):
+        encoding = self._select(self.image_sizes(*pairs.shape[2:4]))
         context = None if self.context_pixels is None else self._constant(self.context_pixels)
-        logp, mass = score_prompts(self.model, self._pixels(pairs, both_orders), self._constant(self.input_ids),
-                                   self.length - 1, self._constant(self.candidates),
+        logp, mass = score_prompts(self.model, self._pixels(pairs, both_orders), self._constant(encoding.input_ids),
+                                   encoding.length - 1, self._constant(self.candidates),
                                    images_per_prompt=self.images_per_prompt, both_orders=both_orders,
-                                   context_pixels=context)
+                                   context_pixels=context, positions=self._constant(encoding.positions))
         return to_host(logp).astype(np.float64), to_host(mass)
+
+
+LlavaScorer = VlmScorer  # the name the LLaVA-only annotator had
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -237,16 +299,17 @@ class StudyAnnotator:
         self.model, self.processor, self.cfg, self.mesh = model, processor, cfg, mesh
         self.batch_size = pairs_per_call(cfg, mesh)
         self.first_user = "<image>\n" + cfg.study_query
-        eos = processor.tokenizer.token_to_id("</s>")
+        eos = processor.tokenizer.token_to_id(processor.eos_token)
         self.eos = -1 if eos is None else eos
         self.last_diagnostics: dict[str, np.ndarray] = {}
 
     def prompt(self, first_answer: str | None = None) -> str:
         """The first turn's prompt, or (given its answer) the second turn's."""
         if first_answer is None:
-            return chat_prompt([(self.first_user, None)], self.cfg.study_system)
+            return self.processor.chat_prompt([(self.first_user, None)], self.cfg.study_system)
         followup = self.cfg.study_followup.replace("{answer}", first_answer)
-        return chat_prompt([(self.first_user, first_answer), (followup, None)], self.cfg.study_system)
+        return self.processor.chat_prompt([(self.first_user, first_answer), (followup, None)],
+                                          self.cfg.study_system)
 
     def _keys(self, chunk: np.ndarray, turn: int) -> np.ndarray:
         base = jax.random.PRNGKey(self.cfg.seed)
@@ -297,18 +360,17 @@ class StudyAnnotator:
 
 
 def from_config(vlm: VlmConfig, cfg: AnnotateConfig, devices: list | None = None) -> LlavaAnnotator | StudyAnnotator:
-    """The LLaVA annotator of `cfg.mode`, with the checkpoint at `vlm.path`, on the mesh (data = devices /
-    annotate.model_parallel, model = annotate.model_parallel) over `devices` (default: every device of every
-    host)."""
-    from sensei_jax.vlm.model import LlavaModel
-    from sensei_jax.vlm.processor import LlavaProcessor
-
+    """The VLM annotator of `cfg.mode` with the checkpoint at `vlm.path`, built by its family (`vlm.family`, or the
+    one its config.json's model_type names), on the mesh (data = devices / annotate.model_parallel, model =
+    annotate.model_parallel) over `devices` (default: every device of every host)."""
     if not vlm.path:
         raise ValueError("the llava annotator needs a checkpoint: set --vlm.path DIR (a Hugging Face "
-                         "llava-1.5 directory with config.json, safetensors, tokenizer.json)")
+                         "checkpoint directory with config.json, safetensors, tokenizer.json, of a family in "
+                         f"{', '.join(family_lib.names())})")
+    family = family_lib.resolve(vlm.path, vlm.family)
     mesh = make_mesh(cfg.model_parallel, devices)
-    model = LlavaModel.from_pretrained(vlm.path, DTYPES[vlm.dtype], mesh, vlm.attention)
-    processor = LlavaProcessor.from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
+    model = family.model_class().from_pretrained(vlm.path, DTYPES[vlm.dtype], mesh, vlm.attention)
+    processor = family.processor_class().from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
     if cfg.mode == "study":
         return StudyAnnotator(model, processor, cfg, mesh)
-    return LlavaAnnotator(LlavaScorer(model, processor, cfg, mesh), cfg, pairs_per_call(cfg, mesh))
+    return LlavaAnnotator(VlmScorer(model, processor, cfg, mesh), cfg, pairs_per_call(cfg, mesh))

@@ -1,11 +1,12 @@
-"""What a LLaVA checkpoint folder must hold, checked without loading it (no jax import, reads headers only).
+"""What a VLM checkpoint folder must hold, checked without loading it (no jax import, reads headers only).
 
-A Hugging Face LLaVA-1.5 folder, as `LlavaModel.from_pretrained` and `LlavaProcessor.from_pretrained` read it:
+A Hugging Face folder of a registered family (`vlm/family.py`), as its model and processor classes read it:
 
-    config.json                       model_type 'llava' with a 'llama' text model and a 'clip_vision_model' tower
+    config.json                       model_type 'llava' (a 'llama' text model, a 'clip_vision_model' tower) or
+                                      'qwen3_vl'; the family's config class reads it
     model.safetensors                 the weights, or model.safetensors.index.json and the shards it lists
     tokenizer.json                    the fast tokenizer
-    preprocessor_config.json          CLIPImageProcessor settings
+    preprocessor_config.json          the image processor's settings (CLIPImageProcessor, Qwen2VLImageProcessor)
 
 `check_folder` finds a missing file, an unreadable JSON file, a config of another model family, and a weight file
 cut short (a partial download) in seconds, before a run collects for hours and then fails to load its annotator.
@@ -18,7 +19,7 @@ import struct
 from pathlib import Path
 
 from sensei_jax import files
-from sensei_jax.vlm.llava_config import LlavaConfig
+from sensei_jax.vlm import family as family_lib
 
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
@@ -48,22 +49,25 @@ def checkpoint_files(directory: str | Path) -> list[Path]:
     raise FileNotFoundError(f"no {SINGLE_FILE} or {INDEX_FILE} in {directory}")
 
 
-def check_folder(directory: str | Path) -> LlavaConfig:
-    """The model config of checkpoint folder `directory` once every file it needs is there and readable. Raises
-    FileNotFoundError or ValueError naming the file and what it should hold."""
+def check_folder(directory: str | Path, family: str | None = None):
+    """The model config of checkpoint folder `directory` once every file it needs is there and readable, read by
+    its family (`family`, i.e. vlm.family, or the one its model_type names). Raises FileNotFoundError or
+    ValueError naming the file and what it should hold."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a folder (expected a LLaVA-1.5 checkpoint in Hugging Face "
-                                "format)")
-    cfg = LlavaConfig.from_hf_dict(_json_object(directory / CONFIG_FILE, "the LLaVA model config"),
-                                   source=str(directory / CONFIG_FILE))
+        raise FileNotFoundError(f"{directory} is not a folder (expected a vision-language model checkpoint in "
+                                "Hugging Face format)")
+    config_file = directory / CONFIG_FILE
+    data = _json_object(config_file, "the model config, a Hugging Face config.json")
+    kind = family_lib.resolve(directory, family)
+    cfg = kind.config_class().from_hf_dict(data, source=str(config_file))
     for shard in checkpoint_files(directory):
         check_safetensors(shard)
     tokenizer = _json_object(directory / TOKENIZER_FILE, "a fast tokenizer in Hugging Face tokenizers format")
     if "model" not in tokenizer:
         raise ValueError(f"{directory / TOKENIZER_FILE} has no 'model' entry: expected a fast tokenizer in "
                          "Hugging Face tokenizers format")
-    _json_object(directory / PREPROCESSOR_FILE, "CLIPImageProcessor settings")
+    _json_object(directory / PREPROCESSOR_FILE, "the image processor's settings")
     return cfg
 
 

@@ -10,23 +10,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sensei_jax.vlm.layers import INIT, RMSNorm, attention, linear
+from sensei_jax.vlm.layers import INIT, RMSNorm, attention, linear, rotate
 from sensei_jax.vlm.llava_config import TextConfig
 
 # One layer's cache: keys and values [B, S, K, H].
 KVCache = tuple[jax.Array, jax.Array]
 
 
+def inverse_frequencies(size: int, theta: float) -> jax.Array:
+    """float32 [size / 2]: theta^(-2i / size), the rotary frequencies of a head of `size` features."""
+    return 1.0 / theta ** (jnp.arange(0, size, 2, dtype=jnp.float32) / size)
+
+
 def rotary(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
     """Rotary embedding of x [B, T, N, H] at integer positions [B, T], computed in float32."""
-    size = x.shape[-1]
-    inv_freq = 1.0 / theta ** (jnp.arange(0, size, 2, dtype=jnp.float32) / size)
-    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
-    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
-    x32 = x.astype(jnp.float32)
-    half = size // 2
-    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
-    return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+    angles = positions.astype(jnp.float32)[..., None] * inverse_frequencies(x.shape[-1], theta)  # [B, T, H/2]
+    return rotate(x, angles)
 
 
 class LlamaAttention(nnx.Module):

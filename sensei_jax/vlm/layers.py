@@ -59,6 +59,24 @@ class RMSNorm(nnx.Module):
         return self.scale[...] * y.astype(x.dtype)
 
 
+def causal_mask(attention_mask: jax.Array) -> jax.Array:
+    """[B, T] validity (1 = real token) -> bool [B, T, T]: causal, padded keys hidden, the diagonal always kept
+    (so a padding query never has an empty softmax)."""
+    length = attention_mask.shape[1]
+    causal = jnp.tril(jnp.ones((length, length), bool))
+    return (causal[None] & attention_mask.astype(bool)[:, None, :]) | jnp.eye(length, dtype=bool)[None]
+
+
+def rotate(x: jax.Array, angles: jax.Array) -> jax.Array:
+    """Rotary embedding in Hugging Face's rotate-half form: x [..., N, H] by float32 angles [..., H / 2] (one per
+    frequency, broadcast over the N heads), computed in float32 and cast back."""
+    angles = jnp.concatenate([angles, angles], axis=-1)[..., None, :]
+    x32 = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
 ATTENTION_KERNELS = ("auto", "xla", "cudnn")
 
 

@@ -111,6 +111,14 @@ class LlavaConfig:
         layers = self.vision.num_hidden_layers
         return self.vision_feature_layer % (layers + 1)
 
+    def model_parallel_sizes(self) -> dict[str, int]:
+        """The sizes the `model` mesh axis splits (`sharding.check_model_parallel`)."""
+        text, vision = self.text, self.vision
+        return {"text num_attention_heads": text.num_attention_heads, "text num_key_value_heads": text.kv_heads,
+                "text intermediate_size": text.intermediate_size, "text hidden_size": text.hidden_size,
+                "text vocab_size": text.vocab_size, "vision num_attention_heads": vision.num_attention_heads,
+                "vision intermediate_size": vision.intermediate_size}
+
     @property
     def image_seq_length(self) -> int:
         """Image tokens per image: one per patch, plus the CLS token for the "full" strategy."""

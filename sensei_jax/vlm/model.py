@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from sensei_jax.vlm.language import KVCache, LlamaModel
-from sensei_jax.vlm.layers import ATTENTION_KERNELS, activation, linear
+from sensei_jax.vlm.layers import ATTENTION_KERNELS, activation, causal_mask, linear
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.params import load_weights
 from sensei_jax.vlm.sharding import check_model_parallel, parameter_shardings
@@ -30,14 +30,6 @@ class MultiModalProjector(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_2(self.act(self.linear_1(x)))
-
-
-def causal_mask(attention_mask: jax.Array) -> jax.Array:
-    """[B, T] validity (1 = real token) -> bool [B, T, T]: causal, padded keys hidden, the diagonal always kept
-    (so a padding query never has an empty softmax)."""
-    length = attention_mask.shape[1]
-    causal = jnp.tril(jnp.ones((length, length), bool))
-    return (causal[None] & attention_mask.astype(bool)[:, None, :]) | jnp.eye(length, dtype=bool)[None]
 
 
 class LlavaModel(nnx.Module):
@@ -115,14 +107,17 @@ class LlavaModel(nnx.Module):
     # -- forward -----------------------------------------------------------------------------------------------
 
     def hidden_states(self, input_ids: jax.Array, pixel_values: jax.Array | None = None,
-                      attention_mask: jax.Array | None = None, image_features: jax.Array | None = None) -> jax.Array:
-        """Final-norm hidden states [B, T, D] for right-padded input_ids [B, T] (attention_mask [B, T], 1 = real)."""
+                      attention_mask: jax.Array | None = None, image_features: jax.Array | None = None,
+                      positions: jax.Array | None = None) -> jax.Array:
+        """Final-norm hidden states [B, T, D] for right-padded input_ids [B, T] (attention_mask [B, T], 1 = real;
+        positions int [B, T], by default 0..T-1)."""
         if image_features is None and pixel_values is not None:
             self.check_image_count(input_ids, pixel_values.shape[0])
             image_features = self.image_features(pixel_values)
         if attention_mask is None:
             attention_mask = jnp.ones(input_ids.shape, bool)
-        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
         hidden, _ = self.language_model(self.embed(input_ids, image_features), positions,
                                         causal_mask(attention_mask))
         return hidden

@@ -143,7 +143,12 @@ def preprocess_image(image: np.ndarray, cfg: ImageProcessorConfig) -> np.ndarray
 
 
 class LlavaProcessor:
-    """Prompts -> token ids with expanded image placeholders; images -> normalized NHWC pixel arrays."""
+    """Prompts -> token ids with expanded image placeholders; images -> normalized NHWC pixel arrays. The llava
+    family's processor (`vlm/family.py`): every image takes `image_seq_length` tokens whatever its size, and
+    positions count tokens."""
+
+    eos_token = "</s>"
+    fixed_image_tokens = True
 
     def __init__(self, tokenizer, image_config: ImageProcessorConfig, image_token_index: int, image_seq_length: int):
         self.tokenizer = tokenizer
@@ -187,14 +192,28 @@ class LlavaProcessor:
         """uint8 images [N, H, W, 3] (or a list of differently sized ones) -> float32 [N, crop_h, crop_w, 3]."""
         return np.stack([preprocess_image(image, self.image_config) for image in images])
 
+    def pixel_shape(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of the preprocessed pixels: the crop, whatever the raw size."""
+        return self.image_config.crop_height, self.image_config.crop_width
+
     # -- text --------------------------------------------------------------------------------------------------
 
-    def expand(self, prompt: str) -> str:
+    def chat_prompt(self, turns: Sequence[tuple[str, str | None]], system: str = "") -> str:
+        """`chat_prompt`: the llava_v1 format, `<image>\n` placeholders as written."""
+        return chat_prompt(turns, system)
+
+    def expand(self, prompt: str, image_sizes: Sequence[tuple[int, int]] | None = None) -> str:
+        """Each `<image>` as `image_seq_length` image tokens (the same for every image size)."""
         return prompt.replace(IMAGE_TOKEN, self.image_token * self.image_seq_length)
 
-    def tokenize(self, prompt: str, add_special_tokens: bool = True) -> list[int]:
+    def tokenize(self, prompt: str, add_special_tokens: bool = True,
+                 image_sizes: Sequence[tuple[int, int]] | None = None) -> list[int]:
         """Token ids of one prompt with each `<image>` expanded to the image token count."""
         return self.tokenizer.encode(self.expand(prompt), add_special_tokens=add_special_tokens).ids
+
+    def positions(self, input_ids: Sequence[int], image_sizes: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
+        """Llama's positions: int32 [T], one per token, image tokens included."""
+        return np.arange(len(input_ids), dtype=np.int32)
 
     def encode(self, prompts: Sequence[str], length: int | None = None, padding_side: str = "right",
                pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:

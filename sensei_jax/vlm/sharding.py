@@ -1,10 +1,13 @@
-"""LLaVA over a device mesh: a `data` axis for image pairs and prompts, a `model` axis for the parameters.
+"""A vision-language model over a device mesh: a `data` axis for image pairs and prompts, a `model` axis for the
+parameters. Any registered family (`vlm/family.py`): the layout goes by parameter names, and the sizes it splits
+come from the family's config (`model_parallel_sizes`).
 
 Tensor parallelism follows the Megatron layout. Layers that open a block (q/k/v, gate/up, CLIP fc1, the projector's
-linear_1, the head) are split by output features, so each device holds whole attention heads and a slice of the
-MLP; the layers that close it (o, down, CLIP out_proj and fc2, linear_2) are split by input features, and XLA adds
-one all-reduce per block. The token table is split by vocabulary rows. Norms, the patch embedding, the class and
-position embeddings are small and replicated. Batches are split by rows over `data`; with several hosts the mesh
+linear_1, Qwen3-VL's vision and merger linear_fc1, the head) are split by output features, so each device holds
+whole attention heads and a slice of the MLP; the layers that close it (o, down, CLIP out_proj and fc2, linear_2,
+linear_fc2) are split by input features, and XLA adds one all-reduce per block. The token table is split by
+vocabulary rows. Norms, the patch embedding, the class and position embeddings and Qwen3-VL's fused vision qkv
+and its output projection are small and replicated. Batches are split by rows over `data`; with several hosts the mesh
 spans all of them, each host feeds and reads only its own rows' devices, and the model axis stays inside a host.
 """
 
@@ -15,12 +18,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sensei_jax.vlm.llava_config import LlavaConfig
-
 AXES = ("data", "model")
 # Parameter names (the module holding a kernel and bias) split by output features / by input features.
-COLUMN_PARALLEL = frozenset({"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "fc1", "linear_1", "lm_head"})
-ROW_PARALLEL = frozenset({"o_proj", "down_proj", "out_proj", "fc2", "linear_2"})
+COLUMN_PARALLEL = frozenset({"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "fc1", "linear_1", "linear_fc1",
+                             "lm_head"})
+ROW_PARALLEL = frozenset({"o_proj", "down_proj", "out_proj", "fc2", "linear_2", "linear_fc2"})
 
 
 def make_mesh(model_parallel: int, devices: list | None = None, key: str = "annotate.model_parallel") -> Mesh:
@@ -38,14 +40,10 @@ def make_mesh(model_parallel: int, devices: list | None = None, key: str = "anno
     return Mesh(grid, AXES)
 
 
-def check_model_parallel(cfg: LlavaConfig, model_parallel: int, key: str = "annotate.model_parallel") -> None:
-    """Raises ValueError naming `key` unless `model_parallel` divides every size the model axis splits."""
-    text, vision = cfg.text, cfg.vision
-    sizes = {"text num_attention_heads": text.num_attention_heads, "text num_key_value_heads": text.kv_heads,
-             "text intermediate_size": text.intermediate_size, "text hidden_size": text.hidden_size,
-             "text vocab_size": text.vocab_size, "vision num_attention_heads": vision.num_attention_heads,
-             "vision intermediate_size": vision.intermediate_size}
-    bad = [f"{name} {size}" for name, size in sizes.items() if size % model_parallel]
+def check_model_parallel(cfg, model_parallel: int, key: str = "annotate.model_parallel") -> None:
+    """Raises ValueError naming `key` unless `model_parallel` divides every size the model axis splits (a family
+    config's `model_parallel_sizes()`)."""
+    bad = [f"{name} {size}" for name, size in cfg.model_parallel_sizes().items() if size % model_parallel]
     if bad:
         raise ValueError(f"{key}={model_parallel} must divide the sizes the model axis splits; it does not divide "
                          + ", ".join(bad))
@@ -65,14 +63,14 @@ def parameter_spec(path: tuple, ndim: int) -> P:
 
 
 def parameter_shardings(model_or_state, mesh: Mesh) -> dict[tuple, NamedSharding]:
-    """nnx path -> NamedSharding for every parameter of a (possibly abstract) LlavaModel."""
+    """nnx path -> NamedSharding for every parameter of a (possibly abstract) model of any family."""
     state = model_or_state if isinstance(model_or_state, nnx.State) else nnx.state(model_or_state, nnx.Param)
     return {path: NamedSharding(mesh, parameter_spec(path, len(leaf.shape)))
             for path, leaf in nnx.to_flat_state(state)}
 
 
 def bytes_per_device(model, model_parallel: int) -> int:
-    """Parameter bytes one device holds of `model` (a LlavaModel, abstract from `model.abstract_model` or real)
+    """Parameter bytes one device holds of `model` (of any family, abstract from `nnx.eval_shape` or real)
     with the model axis of size `model_parallel`; shapes only, nothing allocated."""
     check_model_parallel(model.config, model_parallel, key="model_parallel")
     total = 0
