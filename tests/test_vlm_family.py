@@ -34,9 +34,10 @@ def test_the_family_follows_the_model_type_or_the_setting(llava_dir):
 
 def test_an_unknown_model_type_or_family_is_named_with_its_file(llava_dir, tmp_path):
     other = _with_model_type(llava_dir, tmp_path / "gemma", "gemma3")
-    with pytest.raises(ValueError, match=rf"{other}/config.json: model_type is 'gemma3'; supported: 'llava'"):
+    with pytest.raises(ValueError, match=rf"{other}/config.json: model_type is 'gemma3'; supported: 'llava' "
+                                         r"\(LLaVA-1.5\), 'qwen3_vl' \(Qwen3-VL\)"):
         family.resolve(other)
-    with pytest.raises(ValueError, match=r"vlm.family: unknown model family 'gemma'; known: llava"):
+    with pytest.raises(ValueError, match=r"vlm.family: unknown model family 'gemma'; known: llava, qwen3_vl"):
         family.resolve(llava_dir, "gemma")
     with pytest.raises(config_lib.ConfigError, match="vlm.family"):
         config_lib.load(None, ["--vlm.family", "gemma"])

@@ -116,6 +116,9 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "llava": Family("llava", "LLaVA-1.5", ("llava",), "sensei_jax.vlm.llava_config:LlavaConfig",
                     "sensei_jax.vlm.model:LlavaModel", "sensei_jax.vlm.processor:LlavaProcessor"),
+    "qwen3_vl": Family("qwen3_vl", "Qwen3-VL", ("qwen3_vl",), "sensei_jax.vlm.qwen3_vl.config:Qwen3VLConfig",
+                       "sensei_jax.vlm.qwen3_vl.model:Qwen3VLModel",
+                       "sensei_jax.vlm.qwen3_vl.processor:Qwen3VLProcessor"),
 }
 
 

@@ -19,11 +19,13 @@ parameter shardings, each device receives only its own block of each tensor.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import re
 import struct
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
@@ -205,6 +207,60 @@ def _place(array: np.ndarray, dtype, sharding: jax.sharding.Sharding | None) -> 
                                         lambda index: np.ascontiguousarray(array[index]).astype(dtype))
 
 
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """Where one checkpoint tensor goes: the model's nnx path, the abstract leaf (shape and dtype), the shape the
+    checkpoint stores it in, and the function that turns the stored array into the model's layout."""
+
+    path: tuple
+    leaf: Any
+    checkpoint_shape: tuple[int, ...]
+    to_model: Callable[[np.ndarray], np.ndarray]
+
+
+def load_tensors(abstract: nnx.Module, directory: str | Path, slots: dict[str, Slot],
+                 canonical: Callable[[str], str], unused: Callable[[str], bool],
+                 shardings: dict[tuple, jax.sharding.Sharding] | None = None) -> nnx.Module:
+    """`abstract` (a model of shapes only) with the tensors of the safetensors files in `directory`, for any
+    family: each stored key is brought to its `canonical` form and goes to its slot, cast to the slot's dtype
+    (with `shardings`, nnx path -> sharding, straight into its sharding). Keys without a slot must be `unused`;
+    missing, unexpected, duplicated and mis-shaped tensors are reported together, by checkpoint key."""
+    directory = Path(directory)
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = shardings or {}
+    values: dict[tuple, jax.Array] = {}
+    seen: dict[str, str] = {}
+    errors: list[str] = []
+    for file in checkpoint_files(directory):
+        for raw_key, array in read_safetensors(file).items():
+            key = canonical(raw_key)
+            if key in seen:
+                errors.append(f"{raw_key} ({file.name}) duplicates {seen[key]}")
+                continue
+            seen[key] = raw_key
+            if key not in slots:
+                if not unused(key):
+                    errors.append(f"unexpected tensor {raw_key} ({file.name})")
+                continue
+            slot = slots[key]
+            if tuple(array.shape) != slot.checkpoint_shape:
+                errors.append(f"tensor {raw_key} ({file.name}) has shape {tuple(array.shape)}, expected "
+                              f"{slot.checkpoint_shape}")
+                continue
+            if not np.issubdtype(array.dtype, np.floating) and array.dtype != ml_dtypes.bfloat16:
+                errors.append(f"tensor {raw_key} ({file.name}) has non-float dtype {array.dtype}")
+                continue
+            values[slot.path] = _place(slot.to_model(array), slot.leaf.dtype, shardings.get(slot.path))
+    errors.extend(f"missing tensor {key} (in any layout)" for key, slot in slots.items()
+                  if slot.path not in values and key not in seen)
+    if errors:
+        shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise ValueError(f"checkpoint {directory} does not match its config.json:\n  {shown}")
+    state = nnx.from_flat_state([(path, abstract_state_leaf.replace(values[path]))
+                                 for path, abstract_state_leaf in nnx.to_flat_state(abstract_state)])
+    return nnx.merge(graphdef, state)
+
+
 def load_weights(abstract: nnx.Module, directory: str | Path,
                  shardings: dict[tuple, jax.sharding.Sharding] | None = None) -> nnx.Module:
     """`abstract` (a LlavaModel of shapes only, from `nnx.eval_shape`, built from the config.json in `directory`)
@@ -213,42 +269,11 @@ def load_weights(abstract: nnx.Module, directory: str | Path,
     With `shardings` (nnx path -> sharding, e.g. `sharding.parameter_shardings`) every tensor goes from the file
     straight into its sharding. The model is passed in, not built here, so that `LlavaModel.from_pretrained` can
     call this module without this module importing the model back."""
-    directory = Path(directory)
     cfg: LlavaConfig = abstract.config
-    graphdef, abstract_state = nnx.split(abstract)
-    table = _parameter_table(abstract_state)
-    shardings = shardings or {}
-    values: dict[tuple, jax.Array] = {}
-    seen: dict[str, str] = {}
-    errors: list[str] = []
-    for file in checkpoint_files(directory):
-        for raw_key, array in read_safetensors(file).items():
-            key = canonical_key(raw_key)
-            if key in seen:
-                errors.append(f"{raw_key} ({file.name}) duplicates {seen[key]}")
-                continue
-            seen[key] = raw_key
-            if key not in table:
-                if not _is_unused(key, cfg):
-                    errors.append(f"unexpected tensor {raw_key} ({file.name})")
-                continue
-            path, transform, leaf = table[key]
-            expected = _checkpoint_shape(leaf.shape, transform, cfg)
-            if tuple(array.shape) != expected:
-                errors.append(f"tensor {raw_key} ({file.name}) has shape {tuple(array.shape)}, expected {expected}")
-                continue
-            if not np.issubdtype(array.dtype, np.floating) and array.dtype != ml_dtypes.bfloat16:
-                errors.append(f"tensor {raw_key} ({file.name}) has non-float dtype {array.dtype}")
-                continue
-            values[path] = _place(_to_model(array, transform), leaf.dtype, shardings.get(path))
-    missing = [key for key, (path, _, _) in table.items() if path not in values and key not in seen]
-    errors.extend(f"missing tensor {key} (in any layout)" for key in missing)
-    if errors:
-        shown = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
-        raise ValueError(f"checkpoint {directory} does not match its config.json:\n  {shown}")
-    state = nnx.from_flat_state([(path, abstract_state_leaf.replace(values[path]))
-                                 for path, abstract_state_leaf in nnx.to_flat_state(abstract_state)])
-    return nnx.merge(graphdef, state)
+    slots = {key: Slot(path, leaf, _checkpoint_shape(leaf.shape, transform, cfg),
+                       functools.partial(_to_model, transform=transform))
+             for key, (path, transform, leaf) in _parameter_table(nnx.state(abstract)).items()}
+    return load_tensors(abstract, directory, slots, canonical_key, lambda key: _is_unused(key, cfg), shardings)
 
 
 def save_pretrained(model, directory: str | Path, layout: Layout = "hub", dtype=None,
@@ -268,6 +293,13 @@ def save_pretrained(model, directory: str | Path, layout: Layout = "hub", dtype=
     config = cfg.to_hf_dict()
     config["torch_dtype"] = str(np.dtype(dtype or next(iter(tensors.values())).dtype).name)
     (directory / "config.json").write_text(json.dumps(config, indent=2))
+    return write_weights(directory, tensors, max_shard_bytes)
+
+
+def write_weights(directory: str | Path, tensors: dict[str, np.ndarray], max_shard_bytes: int | None = None) -> Path:
+    """Writes `tensors` as model.safetensors, or (with max_shard_bytes) as shards of at most that size plus the
+    model.safetensors.index.json that lists them, as Hugging Face checkpoints are stored."""
+    directory = Path(directory)
     if max_shard_bytes is None:
         write_safetensors(directory / SINGLE_FILE, tensors)
         return directory

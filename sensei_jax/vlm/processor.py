@@ -142,6 +142,46 @@ def preprocess_image(image: np.ndarray, cfg: ImageProcessorConfig) -> np.ndarray
     return pixels
 
 
+def pad_rows(rows: Sequence[Sequence[int]], length: int | None = None, padding_side: str = "right",
+             pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Token id rows -> (input_ids int32 [B, T], attention_mask int32 [B, T]), padded to `length` (default: the
+    longest row) on `padding_side`."""
+    longest = max(len(r) for r in rows)
+    length = length or longest
+    if longest > length:
+        raise ValueError(f"a prompt has {longest} tokens, more than the padded length {length}")
+    ids = np.full((len(rows), length), pad_id, np.int32)
+    mask = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        span = slice(0, len(row)) if padding_side == "right" else slice(length - len(row), length)
+        ids[i, span], mask[i, span] = row, 1
+    return ids, mask
+
+
+def answer_tokens(tokenizer, prompt: str, answers: Sequence[str]) -> tuple[list[int], list[int]]:
+    """How each answer continues `prompt`: (the tokens all answers begin with, e.g. Llama's lone "▁" before a
+    digit; then each answer's one remaining token). Raises if an answer changes how the prompt itself tokenizes
+    or takes more than one token after the shared ones."""
+    base = tokenizer.encode(prompt, add_special_tokens=False).ids
+    tails = []
+    for answer in answers:
+        full = tokenizer.encode(prompt + answer, add_special_tokens=False).ids
+        if full[:len(base)] != base:
+            raise ValueError(f"answer {answer!r} merges with the end of the prompt when tokenized; start it "
+                             f"with a space")
+        tails.append(full[len(base):])
+    shared: list[int] = []
+    while (len(shared) + 1 < min(len(t) for t in tails)
+           and all(t[len(shared)] == tails[0][len(shared)] for t in tails)):
+        shared.append(tails[0][len(shared)])
+    for answer, tail in zip(answers, tails):
+        if len(tail) != len(shared) + 1:
+            pieces = [tokenizer.id_to_token(i) for i in tail]
+            raise ValueError(f"answer {answer!r} is not a single token after the prompt (it tokenizes as "
+                             f"{pieces}); pick answer words that are one token each, e.g. with a leading space")
+    return shared, [tail[-1] for tail in tails]
+
+
 class LlavaProcessor:
     """Prompts -> token ids with expanded image placeholders; images -> normalized NHWC pixel arrays. The llava
     family's processor (`vlm/family.py`): every image takes `image_seq_length` tokens whatever its size, and
@@ -219,40 +259,11 @@ class LlavaProcessor:
                pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Prompts -> (input_ids int32 [B, T], attention_mask int32 [B, T]), padded to `length` (default: the
         longest prompt) on `padding_side` ("right" for scoring, "left" for generation)."""
-        rows = [self.tokenize(p) for p in prompts]
-        longest = max(len(r) for r in rows)
-        length = length or longest
-        if longest > length:
-            raise ValueError(f"a prompt has {longest} tokens, more than the padded length {length}")
-        ids = np.full((len(rows), length), pad_id, np.int32)
-        mask = np.zeros((len(rows), length), np.int32)
-        for i, row in enumerate(rows):
-            span = slice(0, len(row)) if padding_side == "right" else slice(length - len(row), length)
-            ids[i, span], mask[i, span] = row, 1
-        return ids, mask
+        return pad_rows([self.tokenize(p) for p in prompts], length, padding_side, pad_id)
 
     def answer_tokens(self, prompt: str, answers: Sequence[str]) -> tuple[list[int], list[int]]:
-        """How each answer continues `prompt`: (the tokens all answers begin with, e.g. Llama's lone "▁" before
-        a digit; then each answer's one remaining token). Raises if an answer changes how the prompt itself
-        tokenizes or takes more than one token after the shared ones."""
-        base = self.tokenizer.encode(prompt, add_special_tokens=False).ids
-        tails = []
-        for answer in answers:
-            full = self.tokenizer.encode(prompt + answer, add_special_tokens=False).ids
-            if full[:len(base)] != base:
-                raise ValueError(f"answer {answer!r} merges with the end of the prompt when tokenized; start it "
-                                 f"with a space")
-            tails.append(full[len(base):])
-        shared: list[int] = []
-        while (len(shared) + 1 < min(len(t) for t in tails)
-               and all(t[len(shared)] == tails[0][len(shared)] for t in tails)):
-            shared.append(tails[0][len(shared)])
-        for answer, tail in zip(answers, tails):
-            if len(tail) != len(shared) + 1:
-                pieces = [self.tokenizer.id_to_token(i) for i in tail]
-                raise ValueError(f"answer {answer!r} is not a single token after the prompt (it tokenizes as "
-                                 f"{pieces}); pick answer words that are one token each, e.g. with a leading space")
-        return shared, [tail[-1] for tail in tails]
+        """`answer_tokens` with this processor's tokenizer."""
+        return answer_tokens(self.tokenizer, prompt, answers)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(list(int(i) for i in ids), skip_special_tokens=skip_special_tokens)
