@@ -99,3 +99,20 @@ def _direct_logp_with_context(scorer, pairs):
         logits = model(jnp.asarray([ids]), [context, jnp.asarray(processor.preprocess_images(pair))])
         out.append(np.asarray(jax.nn.log_softmax(logits[0, -1]))[scorer.candidates])
     return np.stack(out)
+
+
+def test_study_mode_generates_two_chatml_turns(annotator, cfg):
+    from sensei_jax.vlm.annotate import StudyAnnotator, parse_study_answer
+
+    scorer = annotator.scorer
+    study_cfg = dataclasses.replace(cfg, mode="study", max_new_tokens=4, batch_size=3, seq_bucket=64)
+    study = StudyAnnotator(scorer.model, scorer.processor, study_cfg)
+    assert study.prompt().startswith(f"<|im_start|>system\n{study_cfg.study_system}<|im_end|>\n<|im_start|>user\n"
+                                     "<|vision_start|><|image_pad|><|vision_end|>")
+    assert study.eos == scorer.processor.tokenizer.token_to_id("<|im_end|>")
+    prob, label = study.annotate(PAIRS[:3])
+    first, answers = study.last_diagnostics["first_turn"], study.last_diagnostics["answer"]
+    assert label.tolist() == [parse_study_answer(a) for a in answers] and first.shape == (3,)
+    again = StudyAnnotator(scorer.model, scorer.processor, study_cfg)
+    again.annotate(PAIRS[2::-1].copy())  # seeded by pair: the same answers in any order
+    assert again.last_diagnostics["first_turn"].tolist() == first[::-1].tolist()

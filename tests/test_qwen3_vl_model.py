@@ -136,3 +136,23 @@ def test_presets_have_the_released_sizes():
               for name in ("2b", "4b", "8b")}
     assert 2.0e9 < counts["2b"] < 2.3e9 and 4.3e9 < counts["4b"] < 4.5e9 and 8.7e9 < counts["8b"] < 8.8e9, counts
     assert random_model(Qwen3VLConfig.tiny(tie_word_embeddings=True)).config.text.tie_word_embeddings
+
+
+def test_cached_greedy_decoding_of_left_padded_prompts_equals_full_forward_passes(checkpoint):
+    from sensei_jax.vlm.generate import greedy_generate
+
+    model, processor = Qwen3VLModel.from_pretrained(checkpoint), Qwen3VLProcessor.from_pretrained(checkpoint)
+    prompts = [processor.chat_prompt([("<image>\n" + QUESTION, None)]), processor.chat_prompt([("<image>\nfirst?", None)])]
+    images = np.stack([IMAGE, IMAGE[::-1]])
+    sizes = [IMAGE.shape[:2]] * 2
+    ids, mask = processor.encode(prompts, padding_side="left", image_sizes=sizes)
+    assert mask[1, 0] == 0  # the second prompt is shorter: left padding
+    pixels = processor.preprocess_images(images)
+    new = 5
+    tokens = greedy_generate(model, ids, mask, pixels, max_new_tokens=new, eos_id=-1)
+    for row in range(2):
+        sequence = ids[row][mask[row].astype(bool)].tolist()
+        for _ in range(new):  # no cache: the whole sequence again for every token
+            logits = model(jnp.asarray([sequence]), jnp.asarray(pixels[row:row + 1]))
+            sequence.append(int(jnp.argmax(logits[0, -1])))
+        assert tokens[row].tolist() == sequence[-new:], row

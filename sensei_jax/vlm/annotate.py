@@ -249,6 +249,7 @@ class LlavaAnnotator:
     Pairs go to the scorer in calls of `batch_size` (default `annotate.batch_size`) pairs."""
 
     name = "llava"
+    family: str | None = None  # the model family (`vlm/family.py`), set by `from_config`, named in the summary
 
     def __init__(self, scorer: PairScorer, cfg: AnnotateConfig, batch_size: int | None = None):
         self.scorer, self.cfg = scorer, cfg
@@ -282,7 +283,8 @@ class LlavaAnnotator:
 
     def settings(self) -> dict:
         """What decided the labels, for the stage summary."""
-        return {"mode": "score", "prompt": self.cfg.prompt, "layout": self.cfg.layout,
+        family = {} if self.family is None else {"family": self.family}
+        return {**family, "mode": "score", "prompt": self.cfg.prompt, "layout": self.cfg.layout,
                 "both_orders": self.cfg.both_orders}
 
 
@@ -294,6 +296,7 @@ class StudyAnnotator:
     """
 
     name = "llava"
+    family: str | None = None  # the model family (`vlm/family.py`), set by `from_config`, named in the summary
 
     def __init__(self, model, processor, cfg: AnnotateConfig, mesh: Mesh | None = None):
         self.model, self.processor, self.cfg, self.mesh = model, processor, cfg, mesh
@@ -319,14 +322,16 @@ class StudyAnnotator:
     def _generate(self, prompts: list[str], pixels: np.ndarray, chunk: np.ndarray, turn: int) -> list[str]:
         from sensei_jax.vlm.generate import greedy_generate, sample_generate
 
-        longest = max(len(self.processor.tokenize(p)) for p in prompts)
+        sizes = [(2 * chunk.shape[2] + self.cfg.composite_gap, chunk.shape[3])]  # the one composite per prompt
+        longest = max(len(self.processor.tokenize(p, image_sizes=sizes)) for p in prompts)
         bucket = self.cfg.seq_bucket * -(-longest // self.cfg.seq_bucket)
         limit = self.model.config.text.max_position_embeddings
         if bucket + self.cfg.max_new_tokens > limit:
             raise ValueError(f"study turn {turn + 1}: a {longest}-token prompt ({bucket} padded) plus "
                              f"annotate.max_new_tokens {self.cfg.max_new_tokens} exceeds the model's {limit} "
                              f"positions; lower annotate.max_new_tokens")
-        ids, mask = self.processor.encode(prompts, length=bucket, padding_side="left")
+        ids, mask = self.processor.encode(prompts, length=bucket, padding_side="left",
+                                          image_sizes=sizes * len(prompts))
         common = dict(max_new_tokens=self.cfg.max_new_tokens, eos_id=self.eos)
         if self.cfg.temperature > 0:
             out = sample_generate(self.model, ids, mask, pixels, keys=self._keys(chunk, turn),
@@ -355,8 +360,9 @@ class StudyAnnotator:
         return prob_first, label
 
     def settings(self) -> dict:
-        return {"mode": "study", "layout": "composite", "both_orders": False, "temperature": self.cfg.temperature,
-                "top_p": self.cfg.top_p, "max_new_tokens": self.cfg.max_new_tokens}
+        family = {} if self.family is None else {"family": self.family}
+        return {**family, "mode": "study", "layout": "composite", "both_orders": False,
+                "temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "max_new_tokens": self.cfg.max_new_tokens}
 
 
 def from_config(vlm: VlmConfig, cfg: AnnotateConfig, devices: list | None = None) -> LlavaAnnotator | StudyAnnotator:
@@ -372,5 +378,8 @@ def from_config(vlm: VlmConfig, cfg: AnnotateConfig, devices: list | None = None
     model = family.model_class().from_pretrained(vlm.path, DTYPES[vlm.dtype], mesh, vlm.attention)
     processor = family.processor_class().from_pretrained(vlm.path, pad_to_square=vlm.pad_to_square)
     if cfg.mode == "study":
-        return StudyAnnotator(model, processor, cfg, mesh)
-    return LlavaAnnotator(VlmScorer(model, processor, cfg, mesh), cfg, pairs_per_call(cfg, mesh))
+        annotator = StudyAnnotator(model, processor, cfg, mesh)
+    else:
+        annotator = LlavaAnnotator(VlmScorer(model, processor, cfg, mesh), cfg, pairs_per_call(cfg, mesh))
+    annotator.family = family.name
+    return annotator

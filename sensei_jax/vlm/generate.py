@@ -2,8 +2,10 @@
 sampling with a temperature and nucleus (top-p) filtering.
 
 Prompts are left-padded to a static length P, so every row's last prompt token sits at P - 1 and all rows write
-the same cache slot at each step; positions count real tokens only (cumsum of the mask), so padding does not
-shift the rotary phases. The cache holds P + max_new_tokens positions. The step loop is a `lax.while_loop` that
+the same cache slot at each step. The prompt's positions are the model family's (`model.prompt_positions`: for
+LLaVA they count real tokens only, the cumsum of the mask, so padding does not shift the rotary phases; Qwen3-VL's
+are its MRoPE ids), and each generated token takes the prompt's largest position plus its step, on every
+position axis. The cache holds P + max_new_tokens positions. The step loop is a `lax.while_loop` that
 ends when every row has produced EOS (or after max_new_tokens), so a long budget costs only what is generated.
 """
 
@@ -15,7 +17,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sensei_jax.vlm.model import LlavaModel
 from sensei_jax.distributed import rows_array, to_host
 
 
@@ -39,7 +40,7 @@ def sample_token(key: jax.Array, logits: jax.Array, temperature, top_p) -> jax.A
 
 
 @functools.partial(jax.jit, static_argnames=("max_new_tokens", "sample"))
-def _decode(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, pad_id, keys, temperature, top_p,
+def _decode(model, input_ids, attention_mask, positions, pixel_values, eos_id, pad_id, keys, temperature, top_p,
             max_new_tokens: int, sample: bool):
     batch, prompt_len = input_ids.shape
     total = prompt_len + max_new_tokens
@@ -52,19 +53,19 @@ def _decode(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, 
         return jax.vmap(sample_token, in_axes=(0, 0, None, None))(step_keys, logits, temperature, top_p)
 
     features = None if pixel_values is None else model.image_features(pixel_values)
-    embeds = model.embed(input_ids, features)
+    embeds, extra = model.decode_inputs(input_ids, features)
     valid = jnp.concatenate([attention_mask.astype(bool), jnp.ones((batch, max_new_tokens), bool)], axis=1)
-    positions = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0)
+    positions = jnp.moveaxis(positions, 0, -2)  # rows first (as the mesh splits them) -> [..., B, P]
     slots = jnp.arange(total)
     # Prefill: query i sees valid cache slots j <= i, and always itself (padding rows stay finite).
     causal = (slots[None, :] <= jnp.arange(prompt_len)[:, None])[None] & valid[:, None, :]
     causal = causal | (slots[None, :] == jnp.arange(prompt_len)[:, None])[None]
     cache = model.language_model.init_cache(batch, total)
-    logits, cache = model.decode(embeds, positions, causal, cache, 0)
+    logits, cache = model.decode(embeds, positions, causal, cache, 0, extra)
     token = choose(logits[:, -1], 0)
     done = token == eos_id
     out = jnp.full((batch, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(token)
-    last_position = positions[:, -1]
+    last_position = positions.max(axis=-1)  # [..., B]
 
     def running(carry):
         t, _, _, done, _ = carry
@@ -73,9 +74,9 @@ def _decode(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, 
     def step(carry):
         t, cache, token, done, out = carry
         slot = prompt_len + t - 1  # where the token generated at step t - 1 goes
-        embeds = model.embed(token[:, None], None)
+        embeds, _ = model.decode_inputs(token[:, None], None)
         mask = (valid & (slots[None, :] <= slot))[:, None, :]
-        logits, cache = model.decode(embeds, (last_position + t)[:, None], mask, cache, slot)
+        logits, cache = model.decode(embeds, (last_position + t)[..., None], mask, cache, slot)
         next_token = jnp.where(done, pad_id, choose(logits[:, -1], t))
         out = out.at[:, t].set(next_token)
         return t + 1, cache, next_token, done | (next_token == eos_id), out
@@ -84,9 +85,9 @@ def _decode(model: LlavaModel, input_ids, attention_mask, pixel_values, eos_id, 
     return out
 
 
-def _check_prompts(model: LlavaModel, input_ids, attention_mask, pixel_values, max_new_tokens: int, mesh):
-    """Validated prompts as device arrays: on the default device, or with `mesh` split by rows over its `data`
-    axis (the parameters carry their own shardings)."""
+def _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens: int, mesh):
+    """Validated prompts and their positions (rows first) as device arrays: on the default device, or with
+    `mesh` split by rows over its `data` axis (the parameters carry their own shardings)."""
     input_ids, attention_mask = np.asarray(input_ids), np.asarray(attention_mask, np.int32)
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {attention_mask.shape} does not match input_ids {input_ids.shape}")
@@ -95,15 +96,17 @@ def _check_prompts(model: LlavaModel, input_ids, attention_mask, pixel_values, m
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     model.check_image_count(input_ids, 0 if pixel_values is None else len(pixel_values))
-    arrays = [input_ids, attention_mask] + ([] if pixel_values is None else [np.asarray(pixel_values)])
+    positions = np.asarray(model.prompt_positions(input_ids, attention_mask, pixel_values))
+    positions = np.moveaxis(positions, -2, 0)  # [B, ..., P]: rows first, so the mesh splits them like the ids
+    arrays = [input_ids, attention_mask, positions] + ([] if pixel_values is None else [np.asarray(pixel_values)])
     if mesh is None:
         placed = [jnp.asarray(a) for a in arrays]
     else:
         placed = [rows_array(mesh, a.shape, a.__getitem__) for a in arrays]
-    return placed[0], placed[1], (placed[2] if pixel_values is not None else None)
+    return placed[0], placed[1], placed[2], (placed[3] if pixel_values is not None else None)
 
 
-def greedy_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=None, *, max_new_tokens: int,
+def greedy_generate(model, input_ids, attention_mask, pixel_values=None, *, max_new_tokens: int,
                     eos_id: int, pad_id: int = 0, mesh=None) -> np.ndarray:
     """Greedy continuation of left-padded prompts.
 
@@ -112,13 +115,14 @@ def greedy_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=N
     `mesh` (`sharding.make_mesh`; B and N multiples of its data axis) the prompts are split over `data` and the
     cache follows the parameters' heads over `model`; the tokens come back whole on every host.
     """
-    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens, mesh)
-    out = _decode(model, ids, mask, pixels, jnp.int32(eos_id), jnp.int32(pad_id), None, None, None,
+    ids, mask, positions, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens,
+                                                  mesh)
+    out = _decode(model, ids, mask, positions, pixels, jnp.int32(eos_id), jnp.int32(pad_id), None, None, None,
                   max_new_tokens=max_new_tokens, sample=False)
     return to_host(out)
 
 
-def sample_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=None, *, keys, temperature: float,
+def sample_generate(model, input_ids, attention_mask, pixel_values=None, *, keys, temperature: float,
                     top_p: float = 1.0, max_new_tokens: int, eos_id: int, pad_id: int = 0, mesh=None) -> np.ndarray:
     """Sampled continuation of left-padded prompts (arguments and result as `greedy_generate`).
 
@@ -133,8 +137,9 @@ def sample_generate(model: LlavaModel, input_ids, attention_mask, pixel_values=N
     if keys.shape != (np.shape(input_ids)[0], 2):
         raise ValueError(f"keys must be uint32 [B, 2] (one PRNGKey per prompt), got {keys.shape} for "
                          f"{np.shape(input_ids)[0]} prompts")
-    ids, mask, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens, mesh)
+    ids, mask, positions, pixels = _check_prompts(model, input_ids, attention_mask, pixel_values, max_new_tokens,
+                                                  mesh)
     keys = jnp.asarray(keys) if mesh is None else rows_array(mesh, keys.shape, keys.__getitem__)
-    out = _decode(model, ids, mask, pixels, jnp.int32(eos_id), jnp.int32(pad_id), keys, jnp.float32(temperature),
+    out = _decode(model, ids, mask, positions, pixels, jnp.int32(eos_id), jnp.int32(pad_id), keys, jnp.float32(temperature),
                   jnp.float32(top_p), max_new_tokens=max_new_tokens, sample=True)
     return to_host(out)

@@ -128,8 +128,18 @@ class LlavaModel(nnx.Module):
         order of appearance, attention_mask [B, T] -> float32 logits [B, T, vocab]."""
         return self.head(self.hidden_states(input_ids, pixel_values, attention_mask))
 
+    # -- cached decoding (`generate.py`) ------------------------------------------------------------------------
+
+    def prompt_positions(self, input_ids, attention_mask, pixel_values=None) -> np.ndarray:
+        """Positions of left-padded prompts, int [B, P]: real tokens counted from 0, padding at 0."""
+        return np.maximum(np.cumsum(np.asarray(attention_mask), axis=1) - 1, 0)
+
+    def decode_inputs(self, input_ids: jax.Array, image_features: jax.Array | None):
+        """(embeddings [B, T, D] with the image features in place, nothing else the decoder needs)."""
+        return self.embed(input_ids, image_features), None
+
     def decode(self, embeds: jax.Array, positions: jax.Array, mask: jax.Array, cache: list[KVCache],
-               cache_index) -> tuple[jax.Array, list[KVCache]]:
+               cache_index, extra=None) -> tuple[jax.Array, list[KVCache]]:
         """One cached step: embeds [B, T, D] written at cache_index -> (logits [B, T, vocab], cache)."""
         hidden, cache = self.language_model(embeds, positions, mask, cache, cache_index)
         return self.head(hidden), cache

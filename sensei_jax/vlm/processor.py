@@ -256,9 +256,10 @@ class LlavaProcessor:
         return np.arange(len(input_ids), dtype=np.int32)
 
     def encode(self, prompts: Sequence[str], length: int | None = None, padding_side: str = "right",
-               pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               pad_id: int = 0, image_sizes: Sequence[tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Prompts -> (input_ids int32 [B, T], attention_mask int32 [B, T]), padded to `length` (default: the
-        longest prompt) on `padding_side` ("right" for scoring, "left" for generation)."""
+        longest prompt) on `padding_side` ("right" for scoring, "left" for generation); `image_sizes` does not
+        change LLaVA's token counts."""
         return pad_rows([self.tokenize(p) for p in prompts], length, padding_side, pad_id)
 
     def answer_tokens(self, prompt: str, answers: Sequence[str]) -> tuple[list[int], list[int]]:

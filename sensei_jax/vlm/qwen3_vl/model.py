@@ -133,9 +133,30 @@ class Qwen3VLModel(nnx.Module):
         per image size), one image per placeholder run in order of appearance -> float32 logits [B, T, vocab]."""
         return self.head(self.hidden_states(input_ids, pixel_values, attention_mask, positions=positions))
 
+    # -- cached decoding (`generate.py`) ------------------------------------------------------------------------
+
+    def check_image_count(self, input_ids, num_images: int) -> None:
+        """Raises unless input_ids hold one image placeholder run per image (skipped under tracing)."""
+        if isinstance(input_ids, jax.core.Tracer):
+            return
+        is_image = (np.asarray(input_ids) == self.config.image_token_id).astype(int)
+        runs = int((np.diff(is_image, axis=-1, prepend=0) == 1).sum())
+        if runs != num_images:
+            raise ValueError(f"input_ids hold {runs} image placeholder runs (id {self.config.image_token_id}) but "
+                             f"{num_images} images were given")
+
+    def prompt_positions(self, input_ids, attention_mask, pixel_values=None) -> np.ndarray:
+        """MRoPE ids of padded prompts, int [3, B, P] (`default_positions`)."""
+        return np.asarray(self.default_positions(input_ids, attention_mask, pixel_values))
+
+    def decode_inputs(self, input_ids: jax.Array, image_features: VisualFeatures | None):
+        """(embeddings [B, T, D] with the image tokens in place, the DeepStack input; `embed`)."""
+        return self.embed(input_ids, image_features)
+
     def decode(self, embeds: jax.Array, positions: jax.Array, mask: jax.Array, cache: list[KVCache],
                cache_index, deepstack=None) -> tuple[jax.Array, list[KVCache]]:
-        """One cached step: embeds [B, T, D] at positions [3, B, T], written at cache_index -> (logits, cache)."""
+        """One cached step: embeds [B, T, D] at positions [3, B, T], written at cache_index, with the DeepStack
+        input of the prefill (None for generated tokens) -> (logits [B, T, vocab], cache)."""
         hidden, cache = self.language_model(embeds, positions, mask, cache, cache_index, deepstack)
         return self.head(hidden), cache
 
