@@ -1,19 +1,23 @@
-"""LLaVA pair-scoring throughput: pairs/s with both orders, i.e. 2 prefills of 2 images each per pair.
+"""VLM pair-scoring throughput, any model family: pairs/s with both orders, i.e. 2 prefills of 2 images each per pair.
 
-    python benchmarks/vlm_throughput.py --model tiny           # times the tiny model (any machine)
+    python benchmarks/vlm_throughput.py --model tiny           # times the tiny LLaVA (any machine)
     python benchmarks/vlm_throughput.py --model 7b --image-sizes 224 336
                                                                # 7B: shapes, weight memory, FLOPs per pair; timed
                                                                # only on an accelerator (or with --time-on-cpu)
-    python benchmarks/vlm_throughput.py --vlm-path DIR         # a local llava-hf checkpoint's weights
-    python benchmarks/vlm_throughput.py --smoke                # tiny model, one call: that it runs (CI)
+    python benchmarks/vlm_throughput.py --family qwen3_vl --model 4b 8b --image-sizes 256 448
+                                                               # Qwen3-VL at its released shapes
+    python benchmarks/vlm_throughput.py --vlm-path DIR         # a local checkpoint's weights (family from its config)
+    python benchmarks/vlm_throughput.py --smoke                # tiny LLaVA, one call: that it runs (CI)
 
 Random weights of the true shapes (no checkpoint needed), initialised on the device by one jitted nnx init (a 7B
 model never passes through host memory). LLaVA-1.5's vision tower is CLIP ViT-L/14-336 (24x24 patches, 576 image
 tokens per image); `--image-sizes 224` builds the same model from its config with image_size 224 (16x16 patches,
-256 tokens), i.e. CLIP ViT-L/14 at 224 px. The timed call is the annotator's own compiled scoring function
-(`sensei_jax.vlm.annotate.score_prompts`). Prints one JSON object with the hardware it ran on. Weight count,
-memory (whole and per device at model_parallel 1/2/4/8) and per-pair FLOPs come from `nnx.eval_shape` and the
-lowered program, without allocating the model.
+256 tokens), i.e. CLIP ViT-L/14 at 224 px. Qwen3-VL reads any size: an image of S x S px (S a multiple of 32,
+what its processor resizes to) takes (S / 32)^2 tokens; the default 256 is what SENSEI's 224 px pairs become
+under the released min_pixels of 256 x 256. The timed call is the annotator's own compiled scoring function
+(`sensei_jax.vlm.annotate.score_prompts`) with the family's position ids. Prints one JSON object with the
+hardware it ran on. Weight count, memory (whole and per device at model_parallel 1/2/4/8) and per-pair FLOPs
+come from `nnx.eval_shape` and the lowered program, without allocating the model.
 """
 
 from __future__ import annotations
@@ -28,34 +32,63 @@ import numpy as np
 from flax import nnx
 
 import common
+from sensei_jax.vlm import family as family_lib
 from sensei_jax.vlm.annotate import score_prompts
 from sensei_jax.vlm.llava_config import LlavaConfig
-from sensei_jax.vlm.model import LlavaModel, abstract_model, parameter_bytes, parameter_count
+from sensei_jax.vlm.model import parameter_bytes, parameter_count
+from sensei_jax.vlm.qwen3_vl.config import Qwen3VLConfig
+from sensei_jax.vlm.qwen3_vl.positions import prompt_positions
 from sensei_jax.vlm.sharding import bytes_per_device, check_model_parallel
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, per device
 TEXT_TOKENS = 110  # the default Robodesk question and chat template with 2 images, rounded up
 PRESETS = {"tiny": LlavaConfig.tiny, "7b": LlavaConfig.llava_1_5_7b, "13b": LlavaConfig.llava_1_5_13b}
+QWEN3_VL_PRESETS = {"tiny": Qwen3VLConfig.tiny, "2b": Qwen3VLConfig.qwen3_vl_2b, "4b": Qwen3VLConfig.qwen3_vl_4b,
+                    "8b": Qwen3VLConfig.qwen3_vl_8b}
+FAMILY_PRESETS = {"llava": PRESETS, "qwen3_vl": QWEN3_VL_PRESETS}
+QWEN3_VL_IMAGE_SIZE = 256  # 224 px pairs resized to the released min_pixels (256 x 256): 8 x 8 = 64 tokens
 SMOKE = {"model": "tiny", "image_sizes": [32], "batch": 2, "iters": 1, "dtype": "float32"}
 
 
-def with_image_size(cfg: LlavaConfig, image_size: int | None) -> LlavaConfig:
-    """`cfg` with its vision tower at `image_size` px (same weights' shapes but the position table, whose length
-    follows the patch grid); None keeps the config's own size."""
-    if image_size is None or image_size == cfg.vision.image_size:
+def family_of(cfg) -> str:
+    """The model family of a config object (`vlm/family.py`)."""
+    return next(name for name, f in family_lib.FAMILIES.items() if isinstance(cfg, f.config_class()))
+
+
+def with_image_size(cfg, image_size: int | None):
+    """`cfg` with LLaVA's vision tower at `image_size` px (same weights' shapes but the position table, whose
+    length follows the patch grid); None keeps the config's own size. Qwen3-VL configs do not change: that
+    family reads any image size."""
+    if image_size is None or family_of(cfg) != "llava" or image_size == cfg.vision.image_size:
         return cfg
     return dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, image_size=int(image_size)))
 
 
-def device_random_model(cfg: LlavaConfig, dtype, seed: int = 0) -> LlavaModel:
+def image_size_of(cfg, image_size: int | None) -> int:
+    """The square pixel size the benchmark feeds: LLaVA's tower size; for Qwen3-VL `image_size` (default 256)
+    rounded to a multiple of patch * merge, as its processor would resize it."""
+    if family_of(cfg) == "llava":
+        return cfg.vision.image_size
+    factor = cfg.vision.patch_size * cfg.vision.spatial_merge_size
+    return max(factor, factor * round((image_size or QWEN3_VL_IMAGE_SIZE) / factor))
+
+
+def abstract_model(cfg, dtype):
+    """The family's model of `cfg`, shapes only (`nnx.eval_shape`)."""
+    model_class = family_lib.get(family_of(cfg)).model_class()
+    return nnx.eval_shape(lambda: model_class(cfg, dtype, rngs=nnx.Rngs(0)))
+
+
+def device_random_model(cfg, dtype, seed: int = 0):
     """A model with the nnx initializers' random weights, created by one jitted init: the arrays are born on the
     default device (nothing of model size on the host); the structure comes from `abstract_model`."""
+    model_class = family_lib.get(family_of(cfg)).model_class()
     graphdef, _ = nnx.split(abstract_model(cfg, dtype))
-    init = jax.jit(lambda key: nnx.state(LlavaModel(cfg, dtype, rngs=nnx.Rngs(key))))
+    init = jax.jit(lambda key: nnx.state(model_class(cfg, dtype, rngs=nnx.Rngs(key))))
     return nnx.merge(graphdef, init(jax.random.key(seed)))
 
 
-def _divides(cfg: LlavaConfig, model_parallel: int) -> bool:
+def _divides(cfg, model_parallel: int) -> bool:
     try:
         check_model_parallel(cfg, model_parallel)
     except ValueError:
@@ -63,44 +96,55 @@ def _divides(cfg: LlavaConfig, model_parallel: int) -> bool:
     return True
 
 
-def inputs(cfg: LlavaConfig, batch: int, bucket: int):
-    """A prompt with two image runs and TEXT_TOKENS of text, padded to a multiple of `bucket`, and random pixels
-    of `batch` pairs: (ids [T], real length, pixels float32 [2 * batch, S, S, 3])."""
-    image_len = cfg.image_seq_length
+def inputs(cfg, batch: int, bucket: int, image_size: int | None = None):
+    """A prompt with two image runs and TEXT_TOKENS of text, padded to a multiple of `bucket`, its position ids and
+    random pixels of `batch` pairs: (ids [T], real length, positions [..., T], pixels float32 [2 * batch, S, S,
+    3]). Qwen3-VL's image runs sit between its vision start and end tokens."""
+    size = image_size_of(cfg, image_size)
+    if family_of(cfg) == "llava":
+        image_len, image_id, grid = cfg.image_seq_length, cfg.image_token_index, None
+    else:
+        side = size // (cfg.vision.patch_size * cfg.vision.spatial_merge_size)
+        image_len, image_id, grid = side * side, cfg.image_token_id, (side, side)
     length = 2 + 2 * image_len + TEXT_TOKENS
     padded = bucket * -(-length // bucket)
-    ids = np.full(padded, 5, np.int32)
+    ids = np.full(padded, 5 if image_id != 5 else 7, np.int32)
     ids[0] = 1
-    ids[2:2 + image_len] = cfg.image_token_index
-    ids[3 + image_len:3 + 2 * image_len] = cfg.image_token_index
-    size = cfg.vision.image_size
+    ids[2:2 + image_len] = image_id
+    ids[3 + image_len:3 + 2 * image_len] = image_id
+    if grid is None:
+        positions = np.arange(padded, dtype=np.int32)
+    else:
+        positions = np.zeros((3, padded), np.int32)
+        positions[:, :length] = prompt_positions(ids[:length], [grid, grid], image_id)
     pixels = np.random.default_rng(0).normal(size=(2 * batch, size, size, 3)).astype(np.float32)
-    return ids, length, pixels
+    return ids, length, positions, pixels
 
 
-def measure(cfg: LlavaConfig, dtype="bfloat16", batch: int = 4, iters: int = 5, bucket: int = 64,
-            timed: bool = True, model: LlavaModel | None = None, name: str = "") -> dict:
-    """Pair scoring with both orders for the model of `cfg` (random weights unless `model` is given): shapes,
-    memory and FLOPs always; with `timed`, 'compile_s' (init excluded, first call) and 'pairs_per_s' over `iters`
-    calls of `batch` pairs."""
+def measure(cfg, dtype="bfloat16", batch: int = 4, iters: int = 5, bucket: int = 64,
+            timed: bool = True, model=None, name: str = "", image_size: int | None = None) -> dict:
+    """Pair scoring with both orders for the model of `cfg`, any family (random weights unless `model` is given):
+    shapes, memory and FLOPs always; with `timed`, 'compile_s' (init excluded, first call) and 'pairs_per_s' over
+    `iters` calls of `batch` pairs. `image_size`: Qwen3-VL's pixel size (LLaVA's comes from `cfg`)."""
     dtype = jnp.dtype(dtype)
     abstract = abstract_model(cfg, dtype)
-    ids, length, pixels = inputs(cfg, batch, bucket)
+    ids, length, positions, pixels = inputs(cfg, batch, bucket, image_size)
     candidates = jnp.asarray([7, 8], jnp.int32)
     lowered = score_prompts.lower(abstract, jax.ShapeDtypeStruct(pixels.shape, jnp.float32),
                                   jax.ShapeDtypeStruct(ids.shape, jnp.int32), length - 1, candidates,
-                                  images_per_prompt=2, both_orders=True)
+                                  images_per_prompt=2, both_orders=True,
+                                  positions=jax.ShapeDtypeStruct(positions.shape, jnp.int32))
     cost = lowered.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops_per_call = float(cost.get("flops", float("nan")))
     result = {
-        "model": name, "dtype": dtype.name, "image_size": cfg.vision.image_size,
+        "model": name, "family": family_of(cfg), "dtype": dtype.name, "image_size": image_size_of(cfg, image_size),
         "parameters": parameter_count(abstract), "weight_bytes": parameter_bytes(abstract),
         "weight_gib": parameter_bytes(abstract) / 2**30,
         # Tensor parallel (`annotate.model_parallel`): the weights one device holds, by model-axis size.
         "weight_gib_per_device": {str(n): bytes_per_device(abstract, n) / 2**30 for n in (1, 2, 4, 8)
                                   if _divides(cfg, n)},
-        "image_tokens_per_image": cfg.image_seq_length,
+        "image_tokens_per_image": (length - 2 - TEXT_TOKENS) // 2,
         "prompt_tokens": length, "padded_tokens": int(len(ids)), "pairs_per_call": batch,
         "prefills_per_pair": 2, "flops_per_pair": flops_per_call / batch,
         "weights": "random" if model is None else "checkpoint",
@@ -114,7 +158,8 @@ def measure(cfg: LlavaConfig, dtype="bfloat16", batch: int = 4, iters: int = 5, 
     result["init_s"] = time.perf_counter() - begin
 
     def call():
-        return score_prompts(model, pixels, ids, length - 1, candidates, images_per_prompt=2, both_orders=True)
+        return score_prompts(model, pixels, ids, length - 1, candidates, images_per_prompt=2, both_orders=True,
+                             positions=positions)
 
     begin = time.perf_counter()
     jax.block_until_ready(call())
@@ -134,28 +179,39 @@ def measure(cfg: LlavaConfig, dtype="bfloat16", batch: int = 4, iters: int = 5, 
 
 
 def measure_sizes(model: str, image_sizes: list[int | None], dtype="bfloat16", batch: int = 4, iters: int = 5,
-                  bucket: int = 64, timed: bool = True, vlm_path: str | None = None) -> list[dict]:
-    """`measure` at each image size. With `vlm_path` (a local llava-hf checkpoint) the config is the checkpoint's,
-    and at its own image size its weights are loaded and timed; other sizes use random weights of that config."""
-    base = LlavaConfig.from_pretrained(vlm_path) if vlm_path else PRESETS[model]()
-    name = str(vlm_path) if vlm_path else model
+                  bucket: int = 64, timed: bool = True, vlm_path: str | None = None,
+                  family: str = "llava") -> list[dict]:
+    """`measure` at each image size for preset `model` of `family`. With `vlm_path` (a local checkpoint of any
+    family) the config is the checkpoint's, and at its own image size its weights are loaded and timed; other
+    sizes use random weights of that config."""
+    if vlm_path:
+        kind = family_lib.resolve(vlm_path)
+        base, name = kind.config_class().from_pretrained(vlm_path), str(vlm_path)
+    else:
+        if model not in FAMILY_PRESETS[family]:
+            raise ValueError(f"--model {model!r} is not a {family} preset; presets: "
+                             f"{', '.join(FAMILY_PRESETS[family])}")
+        kind, base, name = family_lib.get(family), FAMILY_PRESETS[family][model](), model
     results = []
     for size in image_sizes:
         cfg = with_image_size(base, size)
+        own_size = family_of(cfg) != "llava" or cfg.vision.image_size == base.vision.image_size
         loaded = None
-        if vlm_path and timed and cfg.vision.image_size == base.vision.image_size:
-            loaded = LlavaModel.from_pretrained(vlm_path, jnp.dtype(dtype))
-        results.append(measure(cfg, dtype, batch, iters, bucket, timed, loaded, name))
+        if vlm_path and timed and own_size:
+            loaded = kind.model_class().from_pretrained(vlm_path, jnp.dtype(dtype))
+        results.append(measure(cfg, dtype, batch, iters, bucket, timed, loaded, name, image_size=size))
         loaded = None  # free the weights before the next size
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=tuple(PRESETS), default="tiny")
-    parser.add_argument("--vlm-path", help="a local llava-hf checkpoint directory (config.json + safetensors)")
+    parser.add_argument("--family", choices=tuple(FAMILY_PRESETS), default="llava")
+    parser.add_argument("--model", nargs="+", default=["tiny"],
+                        help="presets of the family: llava tiny, 7b, 13b; qwen3_vl tiny, 2b, 4b, 8b")
+    parser.add_argument("--vlm-path", help="a local checkpoint directory (config.json + safetensors), any family")
     parser.add_argument("--image-sizes", type=int, nargs="+", default=None,
-                        help="vision tower input sizes in px (default: the config's own, 336 for 7B/13B)")
+                        help="input sizes in px (default: LLaVA's tower size, 336 for 7B/13B; Qwen3-VL 256)")
     parser.add_argument("--dtype", choices=("bfloat16", "float32", "float16"), default="bfloat16")
     parser.add_argument("--batch", type=int, default=None, help="pairs per call (default: 8 tiny, 4 7b)")
     parser.add_argument("--iters", type=int, default=5)
@@ -164,16 +220,25 @@ def main(argv: list[str] | None = None) -> None:
     common.add_smoke(parser)
     args = parser.parse_args(argv)
     if args.smoke:
-        args.model, args.image_sizes, args.batch = SMOKE["model"], SMOKE["image_sizes"], SMOKE["batch"]
-        args.iters, args.dtype = SMOKE["iters"], SMOKE["dtype"]
-    batch = args.batch or (8 if args.model == "tiny" else 4)
-    big = args.model != "tiny" or args.vlm_path
-    timed = not big or jax.default_backend() != "cpu" or args.time_on_cpu
-    results = measure_sizes(args.model, args.image_sizes or [None], args.dtype, batch, args.iters, args.bucket,
-                            timed, args.vlm_path)
+        args.family, args.model, args.image_sizes = "llava", [SMOKE["model"]], SMOKE["image_sizes"]
+        args.batch, args.iters, args.dtype = SMOKE["batch"], SMOKE["iters"], SMOKE["dtype"]
+    unknown = [m for m in args.model if m not in FAMILY_PRESETS[args.family]]
+    if unknown and not args.vlm_path:
+        parser.error(f"--model {' '.join(unknown)}: not a {args.family} preset; presets: "
+                     f"{', '.join(FAMILY_PRESETS[args.family])}")
+    models = args.model[:1] if args.vlm_path else args.model
+    results = []
+    timed_all = True
+    for model in models:
+        batch = args.batch or (8 if model == "tiny" else 4)
+        big = model != "tiny" or args.vlm_path
+        timed = not big or jax.default_backend() != "cpu" or args.time_on_cpu
+        timed_all &= timed
+        results += measure_sizes(model, args.image_sizes or [None], args.dtype, batch, args.iters, args.bucket,
+                                 timed, args.vlm_path, args.family)
     out = common.report("vlm_throughput", results, smoke=args.smoke)
-    if not timed:
-        out["timed"] = "no (7B/13B on a CPU; pass --time-on-cpu to force)"
+    if not timed_all:
+        out["timed"] = "no (full-size models on a CPU; pass --time-on-cpu to force)"
     common.emit(out)
 
 

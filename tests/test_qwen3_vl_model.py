@@ -156,3 +156,19 @@ def test_cached_greedy_decoding_of_left_padded_prompts_equals_full_forward_passe
             logits = model(jnp.asarray([sequence]), jnp.asarray(pixels[row:row + 1]))
             sequence.append(int(jnp.argmax(logits[0, -1])))
         assert tokens[row].tolist() == sequence[-new:], row
+
+
+def test_the_throughput_benchmark_times_qwen3_vl():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import vlm_throughput
+    finally:
+        sys.path.pop(0)
+    row = vlm_throughput.measure(Qwen3VLConfig.tiny(), "float32", batch=1, iters=1, image_size=32, name="tiny")
+    assert row["family"] == "qwen3_vl" and row["image_size"] == 32 and row["image_tokens_per_image"] == 4
+    assert row["timed"] and row["pairs_per_s"] > 0 and row["flops_per_pair"] > 0
+    shapes = vlm_throughput.measure_sizes("8b", [256], timed=False, family="qwen3_vl")[0]
+    assert shapes["image_tokens_per_image"] == 64 and 16 < shapes["weight_gib"] < 16.5
