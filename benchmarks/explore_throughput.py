@@ -6,8 +6,8 @@ with compile time separated. Prints JSON with the hardware.
     python benchmarks/explore_throughput.py --smoke                            # toy env, a chunk: that it runs (CI)
 
 The driver (`Explorer.run` on the DreamerV3 `Trainer`) alternates two compiled calls: a collection of
-`collect_chunk` policy steps of every env (policy, env step, the reward model on the scored image, replay write)
-and the train steps the train ratio owes (train_ratio / (batch_size x batch_length) per policy step). Both are
+`train.collect_steps` policy steps of every env (policy, env step, the reward model on the scored image, replay
+write) and the train steps the train ratio owes (train_ratio / (batch_size x batch_length) per policy step). Both are
 timed through the Explorer's own Trainer (`collect`, `train_step`), and
 
     explore_steps_per_s = 1 / (1 / collect_steps_per_s + updates_per_step * train_step_s)
@@ -33,6 +33,7 @@ import jax
 import common
 from sensei_jax import config as config_lib
 from sensei_jax.dreamer.config import DreamerConfig
+from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.explore.explorer import Explorer
 from sensei_jax.reward.config import RewardConfig
@@ -48,48 +49,51 @@ def random_reward_model(cfg: RewardConfig | None = None, seed: int = 0) -> Rewar
 
 
 def toy_setup(smoke: bool = False):
-    """(env, explore, dreamer, reward model, scored image key) of the CPU-sized PointReach exploration."""
+    """(env, explore, train, dreamer, reward model, scored image key) of the CPU-sized PointReach exploration."""
     from sensei_jax.envs.toy import PointReach
 
     env = PointReach(image_size=16, episode_length=32)
-    explore = ExploreConfig(ensemble_size=4, ensemble_units=32, ensemble_layers=1, batch_size=8, batch_length=16,
-                            train_ratio=64.0, replay_capacity=8192, prefill=0, collect_chunk=32,
-                            task_heads=("reach",))
+    explore = ExploreConfig(ensemble_size=4, ensemble_units=32, ensemble_layers=1, task_heads=("reach",))
+    train = TrainConfig(batch_size=8, batch_length=16, train_ratio=64.0, replay_capacity=8192, train_start=0,
+                        random_steps=0, collect_steps=32)
     if smoke:
-        explore = dataclasses.replace(explore, ensemble_size=2, batch_size=2, batch_length=8, collect_chunk=8)
+        explore = dataclasses.replace(explore, ensemble_size=2)
+        train = dataclasses.replace(train, batch_size=2, batch_length=8, collect_steps=8)
     dreamer = DreamerConfig.tiny(imag_horizon=5 if not smoke else 3, encoder_keys=("position",),
                                  decoder_keys=("position",))
-    return env, explore, dreamer, random_reward_model(), "image"
+    return env, explore, train, dreamer, random_reward_model(), "image"
 
 
 def robodesk_setup(config: str):
-    """(env, explore, dreamer, reward model, scored image key) of a run config, as the explore stage builds them."""
+    """(env, explore, train, dreamer, reward model, scored image key) of a run config, as the explore stage builds
+    them."""
     from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY
     from sensei_jax.pipeline.envs import make_env
 
-    cfg = config_lib.load(config, ["--explore.prefill", "0"])
+    cfg = config_lib.load(config, ["--train.train_start", "0", "--train.random_steps", "0"])
     env = make_env(cfg, reward_view=True)
     image_key = REWARD_IMAGE_KEY if cfg.env.reward_image_size else "image"
     reward_cfg = dataclasses.replace(cfg.reward, image_size=cfg.env.reward_image_size or cfg.env.image_size)
-    return env, cfg.explore, cfg.dreamer, random_reward_model(reward_cfg), image_key
+    return env, cfg.explore, cfg.train, cfg.dreamer, random_reward_model(reward_cfg), image_key
 
 
 def measure(setup, num_envs: int, behaviour: str = "sensei", collect_calls: int = 2, train_steps: int = 3,
             train_step_s: float | None = None) -> dict:
-    """One env count: `setup` = (env, explore, dreamer, reward model, image key). Times `collect_calls` collection
+    """One env count: `setup` = (env, explore, train, dreamer, reward model, image key). Times `collect_calls` collection
     calls after a compiling one, then (unless `train_step_s` is given) `train_steps` train steps after a compiling
     one. Returns the rates, compile times and the composed explore_steps_per_s."""
-    env, explore, dreamer, reward_model, image_key = setup
+    env, explore, train, dreamer, reward_model, image_key = setup
     # A replay just big enough for the timed calls: writes and window sampling cost the same in any capacity, and
     # the paper's 1M steps of 64x64 images would be 12 GB of device memory per env count.
-    capacity = num_envs * max(explore.collect_chunk, explore.batch_length + 1) * (collect_calls + 4)
-    explore = dataclasses.replace(explore, behaviour=behaviour, prefill=0, log_every=10**9, checkpoint_every=10**9,
-                                  replay_capacity=min(explore.replay_capacity, capacity))
-    explorer = Explorer(explore, dreamer, env, num_envs, reward_model=reward_model, image_key=image_key)
-    per_call = explore.collect_chunk * num_envs
-    updates_per_step = explore.train_ratio / (explore.batch_size * explore.batch_length)
-    result = {"behaviour": behaviour, "num_envs": num_envs, "collect_chunk": explore.collect_chunk,
-              "batch": [explore.batch_size, explore.batch_length], "train_ratio": explore.train_ratio,
+    capacity = num_envs * max(train.collect_steps, train.batch_length + 1) * (collect_calls + 4)
+    explore = dataclasses.replace(explore, behaviour=behaviour)
+    train = dataclasses.replace(train, train_start=0, random_steps=0, log_every=10**9, save_every=10**9,
+                                replay_capacity=min(train.replay_capacity, capacity))
+    explorer = Explorer(explore, dreamer, env, num_envs, reward_model=reward_model, image_key=image_key, train=train)
+    per_call = train.collect_steps * num_envs
+    updates_per_step = train.train_ratio / (train.batch_size * train.batch_length)
+    result = {"behaviour": behaviour, "num_envs": num_envs, "collect_steps": train.collect_steps,
+              "batch": [train.batch_size, train.batch_length], "train_ratio": train.train_ratio,
               "updates_per_step": updates_per_step, "dreamer_preset": dreamer.preset,
               "compute_dtype": dreamer.compute_dtype}
     with tempfile.TemporaryDirectory() as tmp:

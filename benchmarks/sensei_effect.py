@@ -135,8 +135,10 @@ def plot(per_seed: dict[int, dict[str, dict[str, float]]], summary: dict[str, An
 # The toy domain, in this process.
 
 # The exploration settings of the toy domain (tiny agent, 4 worlds, 32-step episodes); steps is set per run.
-TOY_EXPLORE = dict(ensemble_size=4, ensemble_units=32, ensemble_layers=1, batch_size=8, batch_length=16,
-                   train_ratio=64.0, replay_capacity=16384, prefill=256, collect_chunk=32, task_heads=("reach",))
+TOY_EXPLORE = dict(ensemble_size=4, ensemble_units=32, ensemble_layers=1, task_heads=("reach",))
+# Its loop schedule (the train section's keys); the log and save intervals are set per run.
+TOY_SCHEDULE = dict(batch_size=8, batch_length=16, train_ratio=64.0, replay_capacity=16384, train_start=256,
+                    random_steps=256, collect_steps=32)
 TOY_METHODS = {  # method -> ExploreConfig keys over TOY_EXPLORE; None: random actions
     "sensei": {},
     # SENSEI's agent and program with semantic weight 0 in both modes: disagreement only, as behaviour p2x.
@@ -211,16 +213,17 @@ def toy_explore(method: str, seed: int, out_dir: Path, steps: int, reward_model)
     """One toy exploration run (resumable: the Explorer checkpoints at the end); returns its summary.json."""
     from sensei_jax import files
     from sensei_jax.dreamer.config import DreamerConfig
+    from sensei_jax.dreamer.train_config import TrainConfig
     from sensei_jax.explore.config import ExploreConfig
     from sensei_jax.explore.explorer import Explorer
 
     if (out_dir / "summary.json").is_file():
         return files.read_json(out_dir / "summary.json")
-    cfg = ExploreConfig(behaviour="sensei", steps=steps, log_every=max(steps // 8, 32), checkpoint_every=steps,
-                        **TOY_EXPLORE, **TOY_METHODS[method])
+    cfg = ExploreConfig(behaviour="sensei", steps=steps, **TOY_EXPLORE, **TOY_METHODS[method])
+    train = TrainConfig(log_every=max(steps // 8, 32), save_every=steps, **TOY_SCHEDULE)
     dreamer = DreamerConfig.tiny(imag_horizon=5, encoder_keys=("position",), decoder_keys=("position",),
                                  model_lr=1e-3, actor_lr=1e-3, critic_lr=1e-3)
-    explorer = Explorer(cfg, dreamer, toy_env(), num_envs=4, reward_model=reward_model, seed=seed)
+    explorer = Explorer(cfg, dreamer, toy_env(), num_envs=4, reward_model=reward_model, seed=seed, train=train)
     return explorer.run(out_dir, log=lambda _: None)
 
 

@@ -81,11 +81,24 @@ _JOB_FLAGS = ("a job of several processes is set on the command line, before the
               "--num-processes N --process-id I, or --distributed auto (or the SENSEI_COORDINATOR, "
               "SENSEI_NUM_PROCESSES, SENSEI_PROCESS_ID, SENSEI_DISTRIBUTED variables)")
 # Keys that once existed: a config still using one gets an error that says what replaced it.
+# The exploration's data and update schedule moved to the `train` section, the one schedule that both `train` and
+# `explore` read: old key -> its new home.
+_SCHEDULE_MOVES = {
+    "explore.batch_size": "train.batch_size",
+    "explore.batch_length": "train.batch_length",
+    "explore.train_ratio": "train.train_ratio",
+    "explore.replay_capacity": "train.replay_capacity",
+    "explore.prefill": "train.train_start and train.random_steps (set both to the old value)",
+    "explore.collect_chunk": "train.collect_steps",
+    "explore.log_every": "train.log_every",
+    "explore.checkpoint_every": "train.save_every",
+}
 REMOVED_KEYS = {
     "train.distributed": _JOB_FLAGS,
     "train.coordinator_address": _JOB_FLAGS,
     "train.num_processes": _JOB_FLAGS,
     "train.process_id": _JOB_FLAGS,
+    **{old: f"it moved to {new}, the schedule of both train and explore" for old, new in _SCHEDULE_MOVES.items()},
 }
 
 

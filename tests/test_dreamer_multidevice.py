@@ -75,12 +75,13 @@ def _explore_run(out: Path, devices: int):
     model_cfg = RewardModelConfig(image_size=64, channels=(8, 16, 16), hidden=32)
     reward_model = RewardModel(model_cfg, init_params(model_cfg, seed=0))
     cfg = ExploreConfig(behaviour="sensei", steps=EXPLORE_STEPS, ensemble_size=2, ensemble_units=32,
-                        ensemble_layers=1, batch_size=8, batch_length=16, train_ratio=64.0, replay_capacity=2048,
-                        prefill=128, collect_chunk=32, log_every=64, checkpoint_every=EXPLORE_STEPS,
-                        task_heads=("reach",))
+                        ensemble_layers=1, task_heads=("reach",))
+    schedule = TrainConfig(batch_size=8, batch_length=16, train_ratio=64.0, replay_capacity=2048, train_start=128,
+                           random_steps=128, collect_steps=32, log_every=64, save_every=EXPLORE_STEPS,
+                           devices=devices, progress=False)
     dreamer = DreamerConfig.tiny(imag_horizon=5, encoder_keys=("position",), decoder_keys=("position",))
     explorer = Explorer(cfg, dreamer, env, num_envs=4, reward_model=reward_model, seed=0,
-                        train=TrainConfig(devices=devices, progress=False))
+                        train=schedule)
     summary = explorer.run(out, log=lambda _: None)
     assert len(jax.tree.leaves(explorer.state["replay"].data)) > 0
     return explorer.trainer, summary

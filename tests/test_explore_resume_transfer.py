@@ -13,6 +13,7 @@ from sensei_jax import files
 from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.loop import LATENT_KEYS
+from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.envs.toy import PointReach
 from sensei_jax.explore import explorer as explorer_lib
 from sensei_jax.explore import transfer as transfer_lib
@@ -33,11 +34,14 @@ def make_env():
     return PointReach(image_size=16, episode_length=32)
 
 
+# The loop's schedule of every exploration here (the train section's keys).
+SCHEDULE = TrainConfig(batch_size=4, batch_length=8, train_ratio=32.0, replay_capacity=2048, train_start=64,
+                       random_steps=64, collect_steps=32, log_every=128, save_every=CHECKPOINT_EVERY)
+
+
 def settings(behaviour: str) -> tuple[ExploreConfig, DreamerConfig]:
     explore = ExploreConfig(behaviour=behaviour, steps=STEPS, ensemble_size=2, ensemble_units=16, ensemble_layers=1,
-                            batch_size=4, batch_length=8, train_ratio=32.0, replay_capacity=2048, prefill=64,
-                            collect_chunk=32, log_every=128, checkpoint_every=CHECKPOINT_EVERY, task_heads=("reach",),
-                            transfer_steps=128, transfer_eval_episodes=4)
+                            task_heads=("reach",), transfer_steps=128, transfer_eval_episodes=4)
     dreamer = DreamerConfig.tiny(imag_horizon=4, encoder_keys=("position",), decoder_keys=("position",))
     return explore, dreamer
 
@@ -59,7 +63,7 @@ def uninterrupted(tmp_path_factory, reward_model):
 def explore(behaviour, out_dir, reward_model):
     explore_cfg, dreamer = settings(behaviour)
     model = reward_model if behaviour != "p2x" else None
-    return Explorer(explore_cfg, dreamer, make_env(), NUM_ENVS, reward_model=model, seed=3).run(
+    return Explorer(explore_cfg, dreamer, make_env(), NUM_ENVS, reward_model=model, seed=3, train=SCHEDULE).run(
         out_dir, log=lambda _: None)
 
 
@@ -117,7 +121,9 @@ def transfer_explorers(directory, task, reward_model, seed):
     spec = transfer_lib.read_spec(directory)
     explore_cfg = config_lib.from_dict(ExploreConfig, spec["explore"], prefix="explore")
     dreamer = config_lib.from_dict(DreamerConfig, spec["dreamer"], prefix="dreamer")
-    common = dict(num_envs=spec["num_envs"], reward_model=reward_model, seed=seed, tasks=tuple(spec["tasks"]))
+    train = dataclasses.replace(TrainConfig(), **transfer_lib.exploration_schedule(spec, directory))
+    common = dict(num_envs=spec["num_envs"], reward_model=reward_model, seed=seed, tasks=tuple(spec["tasks"]),
+                  train=train)
     return (Explorer(explore_cfg, dreamer, make_env(), **common),
             Explorer(explore_cfg, dreamer, make_env(), task=task, **{**common, "seed": seed + 1}))
 

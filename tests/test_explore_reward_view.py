@@ -16,6 +16,7 @@ from flax import nnx
 from sensei_jax import config as config_lib
 from sensei_jax.dreamer.agent import Agent
 from sensei_jax.dreamer.config import DreamerConfig
+from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.dreamer.loop import obs_space
 from sensei_jax.dreamer.world_model import WorldModel
 from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY
@@ -45,15 +46,20 @@ def reward_model(size: int = VIEW) -> RewardModel:
 
 def explore_config(**kwargs) -> ExploreConfig:
     return ExploreConfig(behaviour="sensei", steps=STEPS, ensemble_size=2, ensemble_units=16, ensemble_layers=1,
-                         batch_size=2, batch_length=4, train_ratio=8.0, replay_capacity=256, prefill=4 * STEPS,
-                         collect_chunk=8, log_every=STEPS, checkpoint_every=STEPS, task_heads=(), **kwargs)
+                         task_heads=(), **kwargs)
+
+
+# The loop's schedule: every step of the run is a random prefill step, so no update runs.
+SCHEDULE = TrainConfig(batch_size=2, batch_length=4, train_ratio=8.0, replay_capacity=256, train_start=4 * STEPS,
+                       random_steps=4 * STEPS, collect_steps=8, log_every=STEPS, save_every=STEPS)
 
 
 def test_toy_reward_view_is_scored_but_never_stored(tmp_path):
     env = ViewedReach(image_size=16, episode_length=8)
     model = reward_model()
     dreamer = DreamerConfig.tiny(encoder_keys=("image",), decoder_keys=("image",))
-    explorer = Explorer(explore_config(), dreamer, env, num_envs=2, reward_model=model, image_key=REWARD_IMAGE_KEY)
+    explorer = Explorer(explore_config(), dreamer, env, num_envs=2, reward_model=model, image_key=REWARD_IMAGE_KEY,
+                        train=SCHEDULE)
     assert REWARD_IMAGE_KEY not in explorer.obs_space and "image" in explorer.obs_space
     explorer.run(tmp_path, log=lambda _: None)
     replay = jax.device_get(explorer.state["replay"])
@@ -74,7 +80,7 @@ def test_a_reward_view_the_world_model_reads_is_stored():
     env = ViewedReach(image_size=16, episode_length=8)
     dreamer = DreamerConfig.tiny(encoder_keys=("image", REWARD_IMAGE_KEY), decoder_keys=("image",))
     explorer = Explorer(explore_config(), dreamer, env, num_envs=2, reward_model=reward_model(),
-                        image_key=REWARD_IMAGE_KEY)
+                        image_key=REWARD_IMAGE_KEY, train=SCHEDULE)
     assert REWARD_IMAGE_KEY in explorer.obs_space and REWARD_IMAGE_KEY in explorer.train_cfg.obs_keys
 
 
@@ -124,14 +130,15 @@ def test_robodesk_semantic_reward_scores_the_reward_view(tmp_path):
     """The explore stage on the tiny SENSEI config with a 16 px agent image: the semantic reward in replay is the
     reward model on a fresh 64 px 'right' render of each stored state, not on the agent's image."""
     overrides = {"env": {"num_envs": 2, "image_size": 16, "episode_length": 16},
-                 "explore": {"steps": 16, "prefill": 64, "collect_chunk": 8, "log_every": 16,
-                             "checkpoint_every": 16, "batch_size": 2, "batch_length": 4, "replay_capacity": 64,
-                             "ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1, "task_heads": []}}
+                 "explore": {"steps": 16, "ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1,
+                             "task_heads": []},
+                 "train": {"train_start": 64, "random_steps": 64, "collect_steps": 8, "log_every": 16,
+                           "save_every": 16, "batch_size": 2, "batch_length": 4, "replay_capacity": 64}}
     cfg = config_lib.load(config_lib.CONFIG_DIR / "robodesk_sensei_tiny.yaml", overrides)
     assert (cfg.env.reward_camera, cfg.env.reward_image_size, cfg.reward.image_size) == ("right", VIEW, VIEW)
     model = reward_model()
     env = make_env(cfg, reward_view=True)
-    explorer = Explorer(cfg.explore, cfg.dreamer, env, 2, reward_model=model,
+    explorer = Explorer(cfg.explore, cfg.dreamer, env, 2, reward_model=model, train=cfg.train,
                         image_key=explore_stage.scored_image_key(env, model, "distill/"))
     explorer.run(tmp_path, log=lambda _: None)
     replay = jax.device_get(explorer.state["replay"])

@@ -24,9 +24,9 @@ MICRO = {
     "annotate": {"annotator": "oracle", "partition_size": 16},
     "reward": {"epochs": 2, "hidden": 16, "channels": [4, 8, 8], "batch_size": 8, "val_fraction": 0.25},
     "dreamer": {"preset": "tiny"},
-    "explore": {"steps": 32, "prefill": 0, "batch_size": 2, "batch_length": 8, "train_ratio": 16.0,
-                "collect_chunk": 8, "log_every": 16, "checkpoint_every": 16, "replay_capacity": 256,
-                "ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1},
+    "explore": {"steps": 32, "ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1},
+    "train": {"train_start": 0, "random_steps": 0, "batch_size": 2, "batch_length": 8, "train_ratio": 16.0,
+              "collect_steps": 8, "log_every": 16, "save_every": 16, "replay_capacity": 256},
     "report": {"strip_frames": 4, "strip_episodes": 2, "dpi": 40},
 }
 

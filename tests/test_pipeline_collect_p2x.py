@@ -17,8 +17,9 @@ MICRO = {
     "env": {"num_envs": WORLDS, "episode_length": 16},
     "collect": {"policy": "p2x", "steps": NUM_CHUNKS * CHUNK_STEPS, "chunk_steps": CHUNK_STEPS},
     "dreamer": {"preset": "tiny"},
-    "explore": {"prefill": 0, "batch_size": 2, "batch_length": 4, "train_ratio": 8.0, "log_every": 8,
-                "replay_capacity": 64, "ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1},
+    "explore": {"ensemble_size": 2, "ensemble_units": 16, "ensemble_layers": 1},
+    "train": {"train_start": 0, "random_steps": 0, "batch_size": 2, "batch_length": 4, "train_ratio": 8.0,
+              "log_every": 8, "replay_capacity": 64},
 }
 
 

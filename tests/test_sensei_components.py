@@ -1,6 +1,7 @@
 """Plan2Explore ensemble and the go/explore switch, on tiny sizes."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -152,6 +153,38 @@ def test_explore_config_section_and_validation():
     with pytest.raises(config_lib.ConfigError, match="behaviour"):
         config_lib.load(None, ["--explore.behaviour", "rnd"])
     assert dataclasses.asdict(ExploreConfig())["explore_weights"] == (0.1, 1.0)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("batch_size", "train.batch_size"), ("batch_length", "train.batch_length"), ("train_ratio", "train.train_ratio"),
+    ("replay_capacity", "train.replay_capacity"), ("prefill", "train.train_start and train.random_steps"),
+    ("collect_chunk", "train.collect_steps"), ("log_every", "train.log_every"),
+    ("checkpoint_every", "train.save_every")])
+def test_the_explore_schedule_keys_moved_to_the_train_section(old, new):
+    with pytest.raises(config_lib.ConfigError, match=rf"'explore\.{old}' was removed: it moved to {re.escape(new)}"):
+        config_lib.load(None, [f"--explore.{old}", "8"])
+
+
+def test_exploration_runs_on_the_train_sections_schedule():
+    """`explore` reads the schedule keys `train` reads: none of them is left at a default of its own."""
+    from sensei_jax.dreamer.train_config import SCHEDULE_KEYS
+    from sensei_jax.explore.explorer import train_config
+
+    overrides = {"train": {"batch_size": 3, "batch_length": 5, "train_ratio": 7.0, "replay_capacity": 4096,
+                           "replay_context": 0, "replay_recency": 0.5, "train_start": 11, "random_steps": 13,
+                           "collect_steps": 17, "log_every": 19, "save_every": 23, "steps": 99}}
+    cfg = config_lib.load(None, overrides)
+    loop = train_config(cfg.explore, 4, cfg.train)
+    assert {k: getattr(loop, k) for k in SCHEDULE_KEYS} == {k: getattr(cfg.train, k) for k in SCHEDULE_KEYS}
+    # What exploring sets itself: its budget and worlds; a replay of at least one window per world.
+    assert (loop.steps, loop.num_envs, loop.store_final_obs) == (cfg.explore.steps, 4, False)
+    assert train_config(cfg.explore, 1024, cfg.train).replay_capacity == 1024 * 5
+    # A replay too small for the train command's worlds still loads (an exploration sizes its own), and the train
+    # command refuses it, naming the keys.
+    small = config_lib.load(None, {"train": {"replay_capacity": 64, "num_envs": 16, "batch_length": 16}})
+    with pytest.raises(ValueError, match=r"train.replay_capacity 64 gives 4 steps per env over train.num_envs 16"):
+        small.train.check_replay()
+    cfg.train.check_replay()
 
 
 def test_code_switch_threshold_is_the_undebiased_ema_of_the_return_quantiles():

@@ -3,12 +3,22 @@
 Kept free of JAX imports so that reading a config stays fast. Step counts are env (policy) steps summed over all
 parallel envs, as the reference counts them; `train_ratio` is replayed steps per env step (SENSEI: 512), so the
 number of updates per env step is train_ratio / (batch_size * batch_length).
+
+This section is the one data and update schedule of every command that runs the loop: `train` (plain DreamerV3)
+and `explore` / `baseline` / a Plan2Explore `collect` (the Explorer) read the same keys, `SCHEDULE_KEYS`. What an
+exploration sets itself is its budget (`explore.steps`), its worlds (the env section's), the stored observations,
+the exploring policy, no stored final observation (its envs reset themselves), no videos and one kept checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal
+
+# The keys of the data and update schedule: what `train` and `explore` both read from this section, and what a
+# downstream transfer takes over from the exploration it starts from.
+SCHEDULE_KEYS = ("train_ratio", "batch_size", "batch_length", "replay_context", "replay_capacity", "replay_recency",
+                 "train_start", "random_steps", "collect_steps", "log_every", "save_every")
 
 
 @dataclasses.dataclass
@@ -58,12 +68,18 @@ class TrainConfig:
             raise ValueError(f"train.replay_context must be 0 or 1, got {self.replay_context}")
         if not 0.0 <= self.replay_recency <= 1.0:
             raise ValueError(f"train.replay_recency must be in [0, 1], got {self.replay_recency}")
-        per_env = self.replay_capacity // self.num_envs
-        if per_env < self.batch_length + self.replay_context:
-            raise ValueError(f"train.replay_capacity {self.replay_capacity} gives {per_env} steps per env, fewer "
-                             f"than batch_length + replay_context = {self.batch_length + self.replay_context}")
         if self.video_every < 0 or self.devices < 0 or self.train_start < 0 or self.random_steps < 0:
             raise ValueError("train.video_every, train.devices, train.train_start and train.random_steps must be >= 0")
+
+    def check_replay(self) -> None:
+        """Raises ValueError, naming the keys, unless the replay holds one sampled window per world of the `train`
+        command (`train.num_envs`). Not checked on reading the section: an exploration runs its own world count
+        and sizes its replay for them (`sensei_jax.explore.explorer.train_config`)."""
+        per_env = self.replay_capacity // self.num_envs
+        if per_env < self.sequence_length:
+            raise ValueError(f"train.replay_capacity {self.replay_capacity} gives {per_env} steps per env over "
+                             f"train.num_envs {self.num_envs}, fewer than batch_length + replay_context = "
+                             f"{self.sequence_length}")
 
     @property
     def sequence_length(self) -> int:

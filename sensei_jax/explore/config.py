@@ -3,7 +3,9 @@
 Kept free of JAX imports so that reading a config stays fast. Defaults are SENSEI's Robodesk settings
 (`robodesk_sensei` in the reference): Plan2Explore ensemble of 8 MLPs of 3x640, semantic reward clipped to +-200,
 go/explore switch at the 0.75 quantile of the semantic reward, weights go {semantic 1, disagreement 0} and explore
-{semantic 0.1, disagreement 1}.
+{semantic 0.1, disagreement 1}. The data and update schedule (batch, train ratio, replay, prefill, intervals) is
+not here: an exploration runs the DreamerV3 loop on the `train` section's schedule, as the `train` command does
+(`sensei_jax.dreamer.train_config`).
 """
 
 from __future__ import annotations
@@ -29,16 +31,6 @@ class ExploreConfig:
                                    "open_slide_easy", "push_red", "push_green", "push_blue", "lift_upright_block",
                                    "lift_ball", "lift_flat_block", "stack")
     task_head_scale: float = 1.0  # loss scale of the sparse task-success heads (stop-gradient features)
-
-    # Data and update schedule (SENSEI: batch 16 x 64, train_ratio 512 replayed steps per policy step, replay 1e6).
-    batch_size: int = 16
-    batch_length: int = 64
-    train_ratio: float = 512.0
-    replay_capacity: int = 1_000_000
-    prefill: int = 2500  # policy steps with random actions before training starts
-    collect_chunk: int = 64  # policy steps (per env) collected per compiled call
-    log_every: int = 5000  # policy steps between metric logs
-    checkpoint_every: int = 50_000  # policy steps between resumable checkpoints (agent, replay, counters)
 
     # Plan2Explore disagreement ensemble (SENSEI: 8 MLPs of 3x640, Adam lr 1e-4, eps 1e-5, clip 100).
     ensemble_size: int = 8
@@ -89,12 +81,6 @@ class ExploreConfig:
             raise ValueError(f"explore.semantic_clip must be positive, got {self.semantic_clip}")
         if self.steps < 0:
             raise ValueError(f"explore.steps must be >= 0, got {self.steps}")
-        for name in ("batch_size", "batch_length", "replay_capacity", "collect_chunk", "log_every",
-                     "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"explore.{name} must be positive, got {getattr(self, name)}")
-        if self.train_ratio <= 0:
-            raise ValueError(f"explore.train_ratio must be positive, got {self.train_ratio}")
         if self.mode_reward not in ("state", "next"):
             raise ValueError(f"explore.mode_reward must be 'state' or 'next', got {self.mode_reward!r}")
         if self.advantage_denominator is not None and self.advantage_denominator <= 0:

@@ -1,7 +1,8 @@
 """The Explorer: SENSEI exploration (or its Plan2Explore / Motif-only baselines) on the DreamerV3 `Trainer`.
 
-Collection is one compiled call that scans `collect_chunk` policy steps of all envs (policy, env step, the reward
-model on the observed image `image_key`, replay write), followed by the updates the train ratio owes; the Trainer brings
+Collection is one compiled call that scans `train.collect_steps` policy steps of all envs (policy, env step, the
+reward model on the observed image `image_key`, replay write), followed by the updates the train ratio owes. The
+schedule is the `train` section's, the one the `train` command runs on (`train_config`); the Trainer brings
 data-parallel sharding over devices, the non-finite loss stop and exact checkpoint/resume. This module adds
 SENSEI's agent (`sensei.build_agent`), the replay fields it learns from (semantic reward, task success) and the
 per-episode interaction log.
@@ -44,16 +45,15 @@ from sensei_jax.metrics import MetricsWriter
 
 def train_config(explore: ExploreConfig, num_envs: int, train: TrainConfig | None = None,
                  obs_keys: tuple[str, ...] = ()) -> TrainConfig:
-    """The loop settings of an exploration: its schedule from `explore`, devices and precision from `train`, the
-    stored env observations `obs_keys` (empty: all)."""
+    """The loop settings of an exploration: the schedule, devices and precision of `train` (the section the
+    `train` command reads too), and what exploring fixes: `explore.steps`, `num_envs` worlds, the stored env
+    observations `obs_keys` (empty: all), the exploring policy, no stored final observation (the envs reset
+    themselves), no videos, one kept checkpoint, and a replay that holds at least one window per world."""
     train = TrainConfig() if train is None else train
-    capacity = max(explore.replay_capacity, num_envs * (explore.batch_length + train.replay_context))
+    capacity = max(train.replay_capacity, num_envs * train.sequence_length)
     return dataclasses.replace(
-        train, steps=max(explore.steps, 1), num_envs=num_envs, train_ratio=explore.train_ratio,
-        batch_size=explore.batch_size, batch_length=explore.batch_length, replay_capacity=capacity,
-        replay_recency=0.0, train_start=explore.prefill, random_steps=explore.prefill,
-        collect_steps=explore.collect_chunk, obs_keys=tuple(obs_keys), policy_mode="explore", store_final_obs=False,
-        log_every=explore.log_every, save_every=explore.checkpoint_every, video_every=0, keep_checkpoints=1)
+        train, steps=max(explore.steps, 1), num_envs=num_envs, replay_capacity=capacity, obs_keys=tuple(obs_keys),
+        policy_mode="explore", store_final_obs=False, video_every=0, keep_checkpoints=1)
 
 
 class Explorer:
@@ -71,7 +71,8 @@ class Explorer:
         `reward_image` next to an agent that sees `image`), it is read from the env state at collection time
         only: neither the agent's observation space nor the replay holds it.
     reward_model_dir: where `reward_model` was loaded from, recorded in spec.json for a later transfer.
-    train: the `train` section for devices, distribution and precision (the schedule comes from `explore`).
+    train: the `train` section: the schedule (batch, train ratio, replay, prefill, intervals), devices and
+        precision (default: its defaults); see `train_config`.
 
     The hooks `store_fields` and `record_step` run inside the compiled collection step; a caller with its own
     record (the collect stage) passes its `record_fn` to `make_trainer`.
@@ -164,7 +165,8 @@ class Explorer:
         out_dir.mkdir(parents=True, exist_ok=True)
         spec = {"behaviour": cfg.behaviour, "tasks": list(self.tasks), "semantic": self.reward_model is not None,
                 "image_key": self.image_key, "num_envs": self.num_envs, "reward_model": self.reward_model_dir,
-                "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer)}
+                "explore": dataclasses.asdict(cfg), "dreamer": dataclasses.asdict(self.dreamer),
+                "train": dataclasses.asdict(self.train_cfg)}
         if writes:
             files.write_json(out_dir / "spec.json", spec)
         trainer = self.make_trainer(out_dir)
@@ -184,6 +186,7 @@ class Explorer:
                 files.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
             log(f"explore: resuming at step {book['step']} from {out_dir / 'checkpoints'}")
         writer = MetricsWriter(out_dir)
+        log_every = self.train_cfg.log_every
         next_log: int | None = None
 
         def on_collect(outputs: dict[str, Any], first_step: int) -> None:
@@ -202,9 +205,9 @@ class Explorer:
                     **{f"episode/interactions/{k}": np.mean([e["interactions"][k] for e in finished])
                        for k in self.interactions}})
             if next_log is None:
-                next_log = (first_step // cfg.log_every + 1) * cfg.log_every
+                next_log = (first_step // log_every + 1) * log_every
             if chunk_end >= next_log or chunk_end >= steps:
-                next_log = (chunk_end // cfg.log_every + 1) * cfg.log_every
+                next_log = (chunk_end // log_every + 1) * log_every
                 totals = log_.totals_dict()["interactions"]
                 # The share of this interval's steps with each flag: how the visits change as the agent learns.
                 last = curves[-1] if curves else {"step": 0, "interactions": {}}
@@ -260,7 +263,7 @@ class Explorer:
         while len(log_.episodes) < episodes:
             loop, outputs = trainer.rollout(agent_state, loop, mode="eval")
             log_.add(outputs["records"], step)
-            step += self.cfg.collect_chunk
+            step += self.train_cfg.collect_steps
         done = log_.episodes[:episodes]
         return {"episodes": len(done),
                 "success_rate": {t: float(np.mean([e["success"][t] > 0 for e in done])) for t in self.tasks},

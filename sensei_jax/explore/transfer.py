@@ -23,7 +23,7 @@ from sensei_jax import files
 from sensei_jax.distributed import is_main_process
 from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.dreamer.config import DreamerConfig
-from sensei_jax.dreamer.train_config import TrainConfig
+from sensei_jax.dreamer.train_config import SCHEDULE_KEYS, TrainConfig
 from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.explore.explorer import Explorer, load_reward_model
 
@@ -72,6 +72,14 @@ def require_head(spec: dict[str, Any], task: str, directory: Path) -> None:
                          "explore.task_heads before exploring")
 
 
+def exploration_schedule(spec: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """The `train` schedule keys (`SCHEDULE_KEYS`) the exploration of `spec` (in `directory`) ran on."""
+    if "train" not in spec:
+        raise ValueError(f"{Path(directory) / 'spec.json'} has no 'train' schedule: it was written before "
+                         "explorations ran on the train section's schedule; explore again to transfer from it")
+    return {k: spec["train"][k] for k in SCHEDULE_KEYS}
+
+
 def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_episodes: int, seed: int = 0,
              train: TrainConfig | None = None, reward_model=None, log=print) -> dict[str, Any]:
     """Trains and evaluates a policy for `task` from the exploration in `directory` (see the module docstring).
@@ -84,10 +92,13 @@ def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_ep
     spec = read_spec(directory)
     require_head(spec, task, directory)
     tasks = tuple(spec["tasks"])
-    # The agent is rebuilt exactly as it explored; only the transfer schedule is new.
+    # The agent is rebuilt exactly as it explored, on its replay and schedule; only the budget is new, and no step
+    # acts at random or waits for data (the replay is full).
     explore_cfg = config_lib.from_dict(ExploreConfig, spec["explore"], prefix="explore")
-    explore_cfg = dataclasses.replace(explore_cfg, prefill=0, steps=steps, transfer_steps=steps,
+    explore_cfg = dataclasses.replace(explore_cfg, steps=steps, transfer_steps=steps,
                                       transfer_eval_episodes=eval_episodes)
+    schedule = {**exploration_schedule(spec, directory), "train_start": 0, "random_steps": 0}
+    train = dataclasses.replace(train or TrainConfig(), **schedule)
     dreamer = config_lib.from_dict(DreamerConfig, spec["dreamer"], prefix="dreamer")
     if reward_model is None and spec["semantic"]:
         reward_model = load_reward_model(spec["reward_model"], required=True)

@@ -154,7 +154,7 @@ def dataset_bytes(cfg: Config, stages: Iterable[str] = stage_registry.PIPELINE) 
         sizes["pairs"] = (cfg.pairs.contrastive + cfg.pairs.uniform) * 2 * views * 3 * _pair_size(cfg) ** 2
     explorations = int("explore" in stages) + int("baseline" in stages and cfg.explore.behaviour != "p2x")
     if explorations:
-        sizes["explore"] = explorations * min(cfg.explore.replay_capacity, cfg.explore.steps) * agent_frame
+        sizes["explore"] = explorations * min(cfg.train.replay_capacity, cfg.explore.steps) * agent_frame
     return sizes
 
 

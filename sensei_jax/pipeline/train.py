@@ -43,6 +43,10 @@ def build(cfg: Config, logdir: Path):
     from sensei_jax.dreamer.agent import Agent
     from sensei_jax.dreamer.loop import Trainer, obs_space
 
+    try:
+        cfg.train.check_replay()
+    except ValueError as error:
+        raise config_lib.ConfigError(str(error)) from error
     env = make_env(cfg)
     dreamer = cfg.dreamer
     if cfg.train.precision is not None:
