@@ -1,6 +1,7 @@
-"""LLaVA-1.5 in flax.nnx and its image-pair annotator.
+"""Vision-language models in flax.nnx (LLaVA-1.5; Qwen3-VL in the `qwen3_vl` package) and their image-pair
+annotator, behind one model interface (`family`: the registry of families and what each class offers).
 
-Modules: `llava_config` (architecture + HF config.json), `vision` (CLIP), `language` (Llama), `model`
+LLaVA's modules: `llava_config` (architecture + HF config.json), `vision` (CLIP), `language` (Llama), `model`
 (`LlavaModel`, `LlavaModel.from_pretrained`), `params` (safetensors loading in every key layout), `sharding` (the
 (data, model) mesh and the tensor-parallel parameter layout), `processor` (tokenizer, images, the llava_v1
 conversation format), `generate` (cached greedy or sampled decoding),
@@ -16,6 +17,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "LlavaConfig": "sensei_jax.vlm.llava_config",
     "LlavaModel": "sensei_jax.vlm.model",
     "LlavaProcessor": "sensei_jax.vlm.processor",
+    "Qwen3VLModel": "sensei_jax.vlm.qwen3_vl.model",
+    "Qwen3VLProcessor": "sensei_jax.vlm.qwen3_vl.processor",
     "greedy_generate": "sensei_jax.vlm.generate",
     "random_model": "sensei_jax.vlm.model",
     "sample_generate": "sensei_jax.vlm.generate",

@@ -1,6 +1,7 @@
-"""The LLaVA annotator: a batch of image pairs in, per pair P(first is more interesting) and a `Label` out.
+"""The VLM annotator, for a model of any family (`vlm/family.py`): a batch of image pairs in, per pair P(first is
+more interesting) and a `Label` out.
 
-Two modes (`annotate.mode`). `score` (`LlavaAnnotator` over a `LlavaScorer`) scores without generation: one
+Two modes (`annotate.mode`). `score` (`LlavaAnnotator` over a `VlmScorer`) scores without generation: one
 prefill per ordering, and the log-probabilities of the two answer tokens at the last prompt position give
 P(first) for (A, B) and for (B, A); their average cancels position bias. Pairs are two `<image>` placeholders or
 one composite image (stacked with a white gap, padded to a square); the prompt is SENSEI's question, or
