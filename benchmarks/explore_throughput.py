@@ -64,6 +64,13 @@ def toy_setup(smoke: bool = False):
     return env, explore, train, dreamer, random_reward_model(), "image"
 
 
+# --env -> (config, smoke) -> (setup, default world count, the config file the report names).
+SETUPS = {
+    "toy": lambda config, smoke: (toy_setup(smoke), 4, None),
+    "robodesk": lambda config, smoke: (robodesk_setup(config), config_lib.load(config).env.num_envs, config),
+}
+
+
 def robodesk_setup(config: str):
     """(env, explore, train, dreamer, reward model, scored image key) of a run config, as the explore stage builds
     them."""
@@ -147,15 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.smoke:
         args.env, args.num_envs = SMOKE["env"], SMOKE["num_envs"]
         args.collect_calls, args.train_steps = SMOKE["collect_calls"], SMOKE["train_steps"]
-    if args.env == "toy":
-        setup, default_envs = toy_setup(args.smoke), 4
-    else:
-        setup = robodesk_setup(args.config)
-        default_envs = config_lib.load(args.config).env.num_envs
+    setup, default_envs, config = SETUPS[args.env](args.config, args.smoke)
     results = measure_counts(setup, args.num_envs or [default_envs], args.behaviour, args.collect_calls,
                              args.train_steps)
-    common.emit(common.report("explore_throughput", results, smoke=args.smoke, env=args.env,
-                              config=args.config if args.env == "robodesk" else None))
+    common.emit(common.report("explore_throughput", results, smoke=args.smoke, env=args.env, config=config))
 
 
 if __name__ == "__main__":

@@ -303,19 +303,23 @@ def read_pipeline_seed(run_dir: Path) -> tuple[dict[str, dict[str, float]], dict
     runs = json.loads(path.read_text())["runs"]
     import yaml
 
-    minihack = (yaml.safe_load((run_dir / "config.yaml").read_text()).get("run") or {}).get("domain") == "minihack"
+    from sensei_jax import domains
+
+    domain = domains.get((yaml.safe_load((run_dir / "config.yaml").read_text()).get("run") or {})
+                         .get("domain", "robodesk"))
+    episodic = domain.episode_measure  # MiniHack counts episodes with the flag, the others steps
     shares, raw = {}, {}
     for method, name in PIPELINE_METHODS.items():
         if name not in runs:
             continue
         r = runs[name]
-        if minihack:
+        if episodic:
             shares[method] = {k: v / max(r["episodes"], 1) for k, v in r["episodes_with"].items()}
             raw[method] = {"episodes": r["episodes"], "episodes_with": r["episodes_with"]}
         else:
             shares[method] = {k: v / max(r["steps"], 1) for k, v in r["interactions"].items()}
             raw[method] = {"steps": r["steps"], "interactions": r["interactions"]}
-    return shares, raw, "share of episodes with the flag" if minihack else "share of steps with the object moving"
+    return shares, raw, "share of episodes with the flag" if episodic else f"share of {domain.counted}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -132,10 +132,8 @@ def run_train(sizes: dict, args) -> list[dict]:
 def run_explore(sizes: dict, args) -> list[dict]:
     import explore_throughput
 
-    if sizes["env"] == "toy":
-        setup = explore_throughput.toy_setup(sizes.get("smoke", False))
-    else:
-        setup = explore_throughput.robodesk_setup(str(REPO / sizes["config"]))
+    config = str(REPO / sizes["config"]) if "config" in sizes else None
+    setup, _, _ = explore_throughput.SETUPS[sizes["env"]](config, sizes.get("smoke", False))
     return explore_throughput.measure_counts(setup, sizes["num_envs"], "sensei", sizes["collect_calls"],
                                              sizes["train_steps"])
 

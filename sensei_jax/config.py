@@ -21,6 +21,7 @@ from sensei_jax.explore.config import ExploreConfig
 from sensei_jax.dreamer.train_config import TrainConfig
 from sensei_jax.envs.minihack.config import MiniHackConfig
 from sensei_jax.envs.robodesk.config import InterestConfig, RobodeskConfig
+from sensei_jax.envs.toy.config import ToyConfig
 from sensei_jax.pipeline.config import CollectConfig, EvaluateConfig, PairsConfig, ReportConfig
 from sensei_jax.reward.config import RewardConfig
 from sensei_jax.vlm.config import VlmConfig
@@ -45,9 +46,16 @@ class RunConfig:
     # Warp a CUDA device; `cpu` runs JAX on the CPU even where a GPU is; `tpu` stops unless JAX runs on a TPU (the
     # MJX-Warp env never does); `auto` takes JAX's default backend.
     device: Literal["auto", "cpu", "gpu", "tpu"] = "auto"
-    # The environment of the pipeline: Robodesk on MJX (section `env`) or MiniHack, NetHack stepped by worker
-    # processes on the host (section `minihack`).
-    domain: Literal["robodesk", "minihack"] = "robodesk"
+    # The environment of the pipeline, a name of the domain registry (`sensei_jax.domains.DOMAINS`): `robodesk`
+    # (MJX, section `env`), `minihack` (NetHack stepped by worker processes on the host, section `minihack`) or
+    # `toy` (the CornerReach point mass, section `toy`: the whole pipeline in seconds on a CPU).
+    domain: str = "robodesk"
+
+    def __post_init__(self):
+        from sensei_jax.domains import DOMAINS
+
+        if self.domain not in DOMAINS:
+            raise ValueError(f"run.domain: unknown domain {self.domain!r}; known: {', '.join(DOMAINS)}")
 
 
 @dataclasses.dataclass
@@ -57,6 +65,7 @@ class Config:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     env: RobodeskConfig = dataclasses.field(default_factory=RobodeskConfig)
     minihack: MiniHackConfig = dataclasses.field(default_factory=MiniHackConfig)
+    toy: ToyConfig = dataclasses.field(default_factory=ToyConfig)
     dreamer: DreamerConfig = dataclasses.field(default_factory=DreamerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     explore: ExploreConfig = dataclasses.field(default_factory=ExploreConfig)
@@ -343,17 +352,13 @@ def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] |
 
 
 def check_sections(cfg: Config) -> Config:
-    """Raises ConfigError, naming both keys, where two sections disagree; returns `cfg`."""
-    view, trained = cfg.env.reward_image_size, cfg.reward.image_size
-    if view is not None and view != trained:
-        raise ConfigError(f"env.reward_image_size ({view}) and reward.image_size ({trained}) must be equal: the "
-                          "reward model scores the env's reward view at the resolution it is trained at")
-    if cfg.run.domain == "minihack":
-        native = cfg.minihack.reward_image_size
-        if cfg.reward.image_size != native:
-            raise ConfigError(f"reward.image_size ({cfg.reward.image_size}) must be {native} with run.domain "
-                              f"minihack: the reward model scores the native {native}x{native} crop "
-                              f"(minihack.crop {cfg.minihack.crop} tiles of 16 px)")
+    """Raises ConfigError, naming both keys, where two sections disagree (the run's domain says what must agree
+    with its env's section); returns `cfg`."""
+    from sensei_jax import domains
+
+    problem = domains.of(cfg).check(cfg)
+    if problem:
+        raise ConfigError(problem)
     return cfg
 
 

@@ -28,6 +28,7 @@ def _worker(out: Path) -> None:
     from jax.sharding import PartitionSpec as P
 
     from sensei_jax import config as config_lib
+    from sensei_jax.domains.robodesk import DOMAIN
     from sensei_jax.pipeline import collect
     from sensei_jax.pipeline.envs import make_env
 
@@ -41,7 +42,7 @@ def _worker(out: Path) -> None:
         key = jax.device_put(jax.random.key(0), jax.sharding.NamedSharding(mesh, P()))
         states = collect.build_reset(env, NUM_ENVS, mesh)(key)
         actions = jax.device_put(np.zeros((NUM_ENVS, env.action_size), np.float32), states.reward.sharding)
-        chunk = collect.build_chunk(env, cfg.collect.action_smoothing, cfg.collect.chunk_steps, mesh)
+        chunk = collect.build_chunk(env, DOMAIN.record, cfg.collect.action_smoothing, cfg.collect.chunk_steps, mesh)
         _, _, records = chunk(states, actions, key)
         contacts = states.data._impl.contact__frame
         result.update(

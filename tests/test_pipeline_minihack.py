@@ -149,7 +149,7 @@ def test_collected_flags_are_stored_in_the_order_meta_json_names_them():
     import jax.numpy as jnp
 
     from sensei_jax.envs.minihack import FEATURES, INTERACTIONS, MiniHackState
-    from sensei_jax.pipeline.collect import minihack_record
+    from sensei_jax.domains.minihack import DOMAIN
 
     names = INTERACTIONS["keyroom"]
     assert list(names) != sorted(names)  # otherwise this test guards nothing
@@ -159,7 +159,7 @@ def test_collected_flags_are_stored_in_the_order_meta_json_names_them():
               "success": {"keyroom": jnp.zeros(1, bool)}, "features": jnp.zeros((1, len(FEATURES))),
               "episode_step": jnp.zeros(1, jnp.int32), "is_terminal": jnp.zeros(1, bool)},
         world=jnp.zeros(1, jnp.int32))
-    stored = np.asarray(minihack_record(None, state)["interaction"][0])
+    stored = np.asarray(DOMAIN.record(None, state)["interaction"][0])
     assert stored.tolist() == [name == "door_open" for name in sorted(names)]
 
 

@@ -3,76 +3,45 @@
 Robodesk (`OracleAnnotator`): each state is restored in the Robodesk environment, its features are read from
 `env.scene()` and the State's interaction flags (`interest.state_features`), and the two frames' heuristic scores
 are compared (`interest.compare`): the same heuristic, score and tie margin that give the pair sampler's ground
-truth. MiniHack (`MiniHackOracle`): NetHack states cannot be restored, so the pairs carry the features the env
-computed from inventory, screen and messages at each step, and the task's heuristic scores those
-(`envs.minihack.tasks`).
+truth. Domains whose worlds cannot be restored (`ScoreOracle`): the pairs carry the states stored at each step
+(MiniHack: the features the env computed from inventory, screen and messages; the toy: the position), and the
+domain's heuristic scores those (`sensei_jax.domains`).
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sensei_jax.envs.robodesk import interest
 from sensei_jax.envs.robodesk.config import InterestConfig
 
 
-def make_state_decoder(env, batch: int = 64):
-    """A function: simulator states float32 [M, S] -> `interest.state_features` as numpy arrays [M, ...], by
-    restoring the states in `env` (a Robodesk; build it with render_images=False, the oracle needs no pixels).
-    Compiled once for `batch` worlds; longer inputs run in chunks, the last one padded."""
-    compiled = jax.jit(lambda physics: interest.state_features(env, env.restore(physics)))
-
-    def decode(physics_states: np.ndarray) -> dict[str, np.ndarray]:
-        physics_states = np.asarray(physics_states, np.float32)
-        pieces = []
-        for start in range(0, len(physics_states), batch):
-            chunk = physics_states[start:start + batch]
-            count = len(chunk)
-            if count < batch:  # one compiled shape
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, 0)])
-            out = jax.device_get(compiled(jnp.asarray(chunk)))
-            pieces.append({k: v[:count] for k, v in out.items()})
-        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
-
-    return decode
-
-
-class OracleAnnotator:
-    """SENSEI's heuristic on the simulator states behind each image (restored in the environment)."""
+class ScoreOracle:
+    """A domain's heuristic on the states stored with each frame (`sensei_jax.domains`): MiniHack's task features
+    (key in the inventory beats none, and so on), the toy's position. `scores(states [M, S]) -> [M]` and
+    `compare(score_first, score_second) -> (prob_first, label)` are the same functions that give the pair
+    sampler's ground truth."""
 
     name = "oracle"
+
+    def __init__(self, score, compare, domain: str):
+        self.scores, self.compare, self.domain = score, compare, domain
+
+    def annotate(self, images, states=None):
+        frames = pair_frames(states, f"the {self.domain} oracle needs the stored states of the pairs")
+        score = np.asarray(self.scores(frames)).reshape(-1, 2)
+        return self.compare(score[:, 0], score[:, 1])
+
+
+class OracleAnnotator(ScoreOracle):
+    """Robodesk's oracle: SENSEI's heuristic on the simulator states behind each image, restored in `env` (a
+    Robodesk; build it with render_images=False, the oracle needs no pixels)."""
 
     def __init__(self, cfg: InterestConfig, env, batch: int = 64):
+        self.decode = interest.make_state_decoder(env, batch)  # states [M, S] -> the heuristic's features
+        super().__init__(lambda states: interest.interest(self.decode(states), cfg)["score"],
+                         lambda a, b: interest.compare(a, b, cfg), "Robodesk")
         self.cfg = cfg
-        self.decode = make_state_decoder(env, batch)
-
-    def scores(self, states: np.ndarray) -> np.ndarray:
-        """states [M, S] -> heuristic score float32 [M]."""
-        return interest.interest(self.decode(states), self.cfg)["score"]
-
-    def annotate(self, images, states=None):
-        frames = pair_frames(states, "the oracle annotator needs the simulator states of the pairs")
-        score = self.scores(frames).reshape(-1, 2)
-        return interest.compare(score[:, 0], score[:, 1], self.cfg)
-
-
-class MiniHackOracle:
-    """The MiniHack task heuristic (`envs.minihack.tasks.interest_score`) on the features stored with each frame:
-    key in the inventory beats none, and so on."""
-
-    name = "oracle"
-
-    def __init__(self, task: str):
-        from sensei_jax.envs.minihack import tasks
-
-        self.task, self.tasks = task, tasks
-
-    def annotate(self, images, states=None):
-        frames = pair_frames(states, "the MiniHack oracle needs the stored features of the pairs")
-        score = np.asarray(self.tasks.interest_score(frames, self.task)).reshape(-1, 2)
-        return self.tasks.compare(score[:, 0], score[:, 1])
 
 
 def pair_frames(states, missing: str) -> np.ndarray:

@@ -11,26 +11,21 @@ ANNOTATORS = ("llava", "oracle", "random")
 
 
 def make_annotator(cfg, env=None) -> Annotator:
-    """The annotator configured by `cfg.annotate` (and `cfg.vlm` for llava, `cfg.interest` for the oracle). The
-    Robodesk oracle restores states in `env` (built from `cfg.env` without rendering when not given); MiniHack's
-    (`run.domain: minihack`) scores the stored features by `minihack.task`'s heuristic."""
+    """The annotator configured by `cfg.annotate` (and `cfg.vlm` for llava). The oracle is the run's domain's
+    heuristic (`sensei_jax.domains`, `run.domain`) on the pairs' stored states; Robodesk's restores them in `env`
+    (built from `cfg.env` without rendering when not given)."""
     kind = cfg.annotate.annotator
     if kind == "random":
         from sensei_jax.annotators.chance import RandomAnnotator
 
         return RandomAnnotator(cfg.annotate)
-    if kind == "oracle" and getattr(cfg.run, "domain", "robodesk") == "minihack":
-        from sensei_jax.annotators.oracle import MiniHackOracle
-
-        return MiniHackOracle(cfg.minihack.task)
     if kind == "oracle":
-        from sensei_jax.annotators.oracle import OracleAnnotator
+        from sensei_jax import domains
+        from sensei_jax.annotators.oracle import ScoreOracle
 
-        if env is None:
-            from sensei_jax.envs.robodesk import Robodesk
-
-            env = Robodesk.from_config(cfg.env, render_images=False)
-        return OracleAnnotator(cfg.interest, env)
+        domain = domains.of(cfg)
+        return ScoreOracle(domain.oracle_scores(cfg, env), lambda a, b: domain.compare(a, b, cfg),
+                           domain.describe(cfg))
     if kind == "llava":
         from sensei_jax.vlm.annotate import from_config
 

@@ -11,7 +11,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "EnvState": "sensei_jax.envs.protocol",
     "MiniHack": "sensei_jax.envs.minihack.env",
     "MiniHackConfig": "sensei_jax.envs.minihack.config",
-    "PointReach": "sensei_jax.envs.toy",
+    "PointReach": "sensei_jax.envs.toy.env",
     "RestorableEnv": "sensei_jax.envs.protocol",
     "Robodesk": "sensei_jax.envs.robodesk.env",
     "RobodeskConfig": "sensei_jax.envs.robodesk.config",

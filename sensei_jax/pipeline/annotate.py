@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from sensei_jax import config as config_lib
-from sensei_jax import files, progress
+from sensei_jax import domains, files, progress
 from sensei_jax.annotators.registry import ANNOTATORS
 from sensei_jax.config import Config
 from sensei_jax.distributed import barrier, from_main_process, is_main_process
@@ -43,17 +43,15 @@ MANIFEST = "manifest.json"
 
 
 def _fingerprint(cfg: Config) -> str:
-    """What decides the labels: the annotate section, and the vlm section for llava, the interest section for the
-    oracle."""
+    """What decides the labels: the annotate section, and the vlm section for llava, what the domain's heuristic
+    reads for the oracle (Robodesk: the interest section)."""
     parts = {"annotate": config_lib.to_dict(cfg.annotate)}
     for key in ("batch_size", "partition_size", "model_parallel"):  # batching and sharding do not change results
         parts["annotate"].pop(key)
     if cfg.annotate.annotator == "llava":
         parts["vlm"] = config_lib.to_dict(cfg.vlm)
     if cfg.annotate.annotator == "oracle":
-        parts["interest"] = config_lib.to_dict(cfg.interest)
-        if cfg.run.domain == "minihack":
-            parts["interest"] = {"minihack_task": cfg.minihack.task}
+        parts["interest"] = domains.of(cfg).oracle_fingerprint(cfg)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

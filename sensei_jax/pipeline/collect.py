@@ -49,61 +49,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from sensei_jax import files, progress
 from sensei_jax.config import Config
 from sensei_jax.envs.protocol import RestorableEnv, host_errors
-from sensei_jax.envs.robodesk import TASKS, device_blocks, interest
+from sensei_jax.domains import Domain
+from sensei_jax.envs.robodesk import device_blocks
 from sensei_jax.pipeline import rundir
-from sensei_jax.pipeline.collection import (CHUNK_KEYS, DISTANCE_NAMES, INTERACTION_NAMES, MINIHACK_CHUNK_KEYS,
-                                            carry_path, chunk_path, complete_chunks, interaction_totals, load_carry,
+from sensei_jax.pipeline.collection import (carry_path, chunk_path, complete_chunks, interaction_totals, load_carry,
                                             load_chunk, save_carry, write_chunk)
-from sensei_jax.pipeline.envs import compiled_once, is_minihack, make_env, num_envs as world_count
+from sensei_jax.pipeline.envs import compiled_once, domain, make_env, num_envs as world_count
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # What is stored per step.
 
 
-def minihack_record(env, states) -> dict[str, jax.Array]:
-    """A MiniHack step as stored (MINIHACK_CHUNK_KEYS): the 80x80 crop the annotator sees and the oracle's
-    features instead of a simulator state, which NetHack cannot restore. Arrays [B, ...]."""
-    flags, success = states.info["interaction_flags"], states.info["success"]
-    num = states.reward.shape[0]
-    return {
-        "image": states.obs["reward_image"].astype(jnp.uint8),
-        "state": states.info["features"].astype(jnp.float32),
-        # Sorted, as meta.json names them: the info dict keeps the env's order here, inside the traced step, but
-        # comes back key-sorted from any pytree round trip (e.g. `jax.eval_shape`).
-        "interaction": jnp.stack([flags[name] for name in sorted(flags)], axis=-1).astype(bool),
-        "success": jnp.stack([success[name] for name in sorted(success)], axis=-1).astype(bool)
-        if success else jnp.zeros((num, 0), bool),
-        "reward": states.reward.astype(jnp.float32),
-        "done": states.done.astype(bool),
-        "episode_step": states.info["episode_step"].astype(jnp.int32),
-    }
-
-
 def record_fn(cfg: Config):
-    """(what one step stores, its keys) for the run's domain."""
-    if is_minihack(cfg):
-        return minihack_record, MINIHACK_CHUNK_KEYS
-    return step_record, CHUNK_KEYS
-
-
-def step_record(env: RestorableEnv, states) -> dict[str, jax.Array]:
-    """Everything stored for a batch of worlds at one step: arrays [B, ...]."""
-    flags = states.info["interaction_flags"]
-    success = states.info["success"]
-    heuristic = interest.features(env.scene(states))  # distance [B, D], drawer_qpos [B], stack_error [B]
-    return {
-        "image": states.obs["image"].astype(jnp.uint8),
-        "state": env.physics_state(states).astype(jnp.float32),
-        "interaction": jnp.stack([flags[name] for name in INTERACTION_NAMES], axis=-1).astype(bool),
-        "success": jnp.stack([success[name] for name in sorted(success)], axis=-1).astype(bool),
-        "reward": states.reward.astype(jnp.float32),
-        "done": states.done.astype(bool),
-        "episode_step": states.info["episode_step"].astype(jnp.int32),
-        "distance": heuristic["distance"],
-        "drawer_qpos": heuristic["drawer_qpos"],
-        "stack_error": heuristic["stack_error"],
-    }
+    """(what one step stores, its keys): the run's domain's `record` and `chunk_keys`."""
+    found = domain(cfg)
+    return found.record, found.chunk_keys
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -126,7 +87,7 @@ def build_reset(env: RestorableEnv, num_envs: int, mesh: Mesh):
     return jax.jit(reset)
 
 
-def build_chunk(env: RestorableEnv, action_smoothing: float, chunk_steps: int, mesh: Mesh):
+def build_chunk(env: RestorableEnv, record, action_smoothing: float, chunk_steps: int, mesh: Mesh):
     """`chunk_steps` policy steps of all worlds in one compiled scan:
     (states [B], actions f32 [B, A], chunk_key) -> (states, actions, records [T, B, ...]).
 
@@ -146,7 +107,7 @@ def build_chunk(env: RestorableEnv, action_smoothing: float, chunk_steps: int, m
             target = jax.lax.dynamic_slice_in_dim(target, first_world, local_envs)
             actions = (1.0 - action_smoothing) * actions + action_smoothing * target
             states = env.step(states, actions)
-            return (states, actions), step_record(env, states)
+            return (states, actions), record(env, states)
 
         (states, actions), records = jax.lax.scan(step, (states, actions), jnp.arange(chunk_steps))
         return states, actions, records
@@ -156,27 +117,37 @@ def build_chunk(env: RestorableEnv, action_smoothing: float, chunk_steps: int, m
     return jax.jit(chunk)
 
 
-def build_host_chunk(env, chunk_steps: int):
-    """MiniHack's random policy: `chunk_steps` steps of uniformly random discrete actions in one compiled scan (the
-    NetHack worlds step in the env's worker processes, through its host callback).
-    (states, chunk_key) -> (states, records [T, B, ...])."""
+def build_episodic_chunk(env, found: Domain, chunk_steps: int):
+    """The random policy of a domain whose worlds cannot be restored: `chunk_steps` steps of the domain's random
+    actions (`Domain.random_actions`: MiniHack's uniform discrete actions, the toy's uniform [-1, 1]) in one
+    compiled scan. A finished world restarts on the next step, by the env itself (`auto_reset`, MiniHack's NetHack
+    worlds stepping in worker processes through a host callback) or here. (states, chunk_key) -> (states,
+    records [T, B, ...])."""
+    auto_reset = getattr(env, "auto_reset", False)
+    restart = getattr(env, "select_worlds", None) or (lambda mask, fresh, current: jax.tree.map(
+        lambda f, c: jnp.where(mask.reshape(mask.shape + (1,) * (c.ndim - 1)), f, c), fresh, current))
 
     def chunk(states, chunk_key):
         def step(states, t):
+            key = jax.random.fold_in(chunk_key, t)
             num = states.reward.shape[0]
-            index = jax.random.randint(jax.random.fold_in(chunk_key, t), (num,), 0, env.action_size)
-            states = env.step(states, jax.nn.one_hot(index, env.action_size))
-            return states, minihack_record(env, states)
+            if not auto_reset:
+                fresh = env.reset_worlds(jax.random.split(jax.random.fold_in(key, 1), num))
+                states = restart(states.done, fresh, states)
+            states = env.step(states, found.random_actions(key, num, env.action_size))
+            return states, found.record(env, states)
 
         return jax.lax.scan(step, states, jnp.arange(chunk_steps))
 
     return jax.jit(chunk)
 
 
-def collect_host_random(cfg: Config, env, out: Path) -> dict[str, Any]:
-    """MiniHack's random policy, chunk by chunk. NetHack worlds cannot be saved, so a resumed collection keeps the
-    finished chunks and goes on from fresh episodes (seeded by the chunk it resumes at). Returns meta.json."""
-    num_envs, chunk_steps = cfg.minihack.num_envs, cfg.collect.chunk_steps
+def collect_episodic(cfg: Config, env, out: Path) -> dict[str, Any]:
+    """The random policy of a domain whose worlds cannot be restored, chunk by chunk (`build_episodic_chunk`): a
+    resumed collection keeps the finished chunks and goes on from fresh episodes (seeded by the chunk it resumes
+    at). Returns meta.json."""
+    found = domain(cfg)
+    num_envs, chunk_steps = found.num_envs(cfg), cfg.collect.chunk_steps
     num_chunks = -(-cfg.collect.steps // chunk_steps)
     seed_key = jax.random.fold_in(jax.random.key(cfg.run.seed), 1)  # stream 1: collection
     done_chunks = 0
@@ -184,7 +155,8 @@ def collect_host_random(cfg: Config, env, out: Path) -> dict[str, Any]:
         done_chunks += 1
     with host_errors(env):
         states = env.reset_batch(jax.random.fold_in(seed_key, 10_000 + done_chunks), num_envs)
-    chunk_fn = compiled_once(env, f"host_chunk/{chunk_steps}", lambda: build_host_chunk(env, chunk_steps))
+    chunk_fn = compiled_once(env, f"episodic_chunk/{chunk_steps}",
+                             lambda: build_episodic_chunk(env, found, chunk_steps))
     bar = progress.bar(num_chunks * chunk_steps * num_envs, desc="collect", unit="env step",
                        initial=done_chunks * chunk_steps * num_envs)
     seconds, stepped, record_shapes = 0.0, 0, None
@@ -197,7 +169,7 @@ def collect_host_random(cfg: Config, env, out: Path) -> dict[str, Any]:
             seconds += time.time() - start
             stepped += chunk_steps * num_envs
         record_shapes = {k: list(v.shape) for k, v in chunk_data.items()}
-        write_chunk(out, chunk, chunk_data, MINIHACK_CHUNK_KEYS)
+        write_chunk(out, chunk, chunk_data, found.chunk_keys)
         bar.update(chunk_steps * num_envs)
         bar.set_postfix(chunk=f"{chunk + 1}/{num_chunks}")
     bar.close()
@@ -213,10 +185,10 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     env = make_env(cfg)
     if cfg.collect.policy == "p2x":
         meta = collect_p2x(cfg, env, out)
-    elif is_minihack(cfg):
-        meta = collect_host_random(cfg, env, out)
-    else:
+    elif domain(cfg).restorable:
         meta = collect_random(cfg, env, out)
+    else:
+        meta = collect_episodic(cfg, env, out)
     files.write_json(out / "meta.json", meta)
     transitions = meta["num_chunks"] * meta["chunk_steps"] * meta["num_envs"]
     interactions = interaction_totals(out)
@@ -228,21 +200,11 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def _meta(cfg: Config, out: Path, num_chunks: int, record_shapes: dict | None, env=None) -> dict[str, Any]:
-    if is_minihack(cfg):
-        probe = jax.eval_shape(lambda k: env.reset_batch(k, 1), jax.random.key(0))
-        meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "num_envs": cfg.minihack.num_envs,
-                "policy": cfg.collect.policy, "domain": "minihack", "task": cfg.minihack.task,
-                "interaction_names": sorted(probe.info["interaction_flags"]),
-                "success_names": sorted(probe.info["success"]), "image_size": cfg.minihack.reward_image_size,
-                "camera": "crop"}
-    else:
-        meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "num_envs": cfg.env.num_envs,
-                "policy": cfg.collect.policy, "domain": "robodesk", "interaction_names": list(INTERACTION_NAMES),
-                "distance_names": list(DISTANCE_NAMES), "success_names": sorted(TASKS),
-                "image_size": cfg.env.image_size, "camera": cfg.env.camera}
+    found = domain(cfg)
+    meta = {"num_chunks": num_chunks, "chunk_steps": cfg.collect.chunk_steps, "policy": cfg.collect.policy,
+            **found.collection_meta(cfg, env)}
     if record_shapes is None:
-        keys = MINIHACK_CHUNK_KEYS if is_minihack(cfg) else CHUNK_KEYS
-        record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0, keys).items()}
+        record_shapes = {k: list(v.shape) for k, v in load_chunk(out, 0, found.chunk_keys).items()}
     meta["chunk_shapes"] = record_shapes
     return meta
 
@@ -267,7 +229,7 @@ def collect_random(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]
         actions = jax.device_put(actions, worlds)
     smoothing = cfg.collect.action_smoothing
     chunk_fn = compiled_once(env, f"chunk/{smoothing}/{chunk_steps}/{num_envs}/{devices}",
-                             lambda: build_chunk(env, smoothing, chunk_steps, mesh)
+                             lambda: build_chunk(env, domain(cfg).record, smoothing, chunk_steps, mesh)
                              .lower(states, actions, jax.device_put(seed_key, replicated)).compile())
 
     total = num_chunks * chunk_steps * num_envs
@@ -281,14 +243,14 @@ def collect_random(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]
         chunk_data = {k: np.asarray(v) for k, v in jax.device_get(records).items()}
         seconds += time.time() - start
         stepped += chunk_steps * num_envs
-        record_shapes = {k: list(chunk_data[k].shape) for k in CHUNK_KEYS}
-        write_chunk(out, chunk, chunk_data)
+        record_shapes = {k: list(chunk_data[k].shape) for k in domain(cfg).chunk_keys}
+        write_chunk(out, chunk, chunk_data, domain(cfg).chunk_keys)
         save_carry(carry_path(out, chunk), states, actions)
         bar.update(chunk_steps * num_envs)
         bar.set_postfix(chunk=f"{chunk + 1}/{num_chunks}")
     bar.close()
 
-    meta = _meta(cfg, out, num_chunks, record_shapes)
+    meta = _meta(cfg, out, num_chunks, record_shapes, env)
     if stepped:
         meta["env_steps_per_second"] = stepped / max(seconds, 1e-9)
     return meta

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from sensei_jax import hardware
+from sensei_jax import domains, hardware
 from sensei_jax.config import Config, ConfigError
 from sensei_jax.pipeline import stages
 
@@ -117,12 +117,12 @@ def check(cfg: Config, command: str | None) -> None:
     if cfg.run.device == "cpu":
         _force_cpu()
         return
-    robodesk = cfg.run.domain == "robodesk"
-    uses_env = stages.STAGES[command].uses_env(cfg) if command is not None else robodesk
+    warp = domains.of(cfg).uses_warp
+    uses_env = stages.STAGES[command].uses_env(cfg) if command is not None else warp
     jax_facts = hardware.jax_facts()
     found = problem(cfg.run.device, f"command '{command}'" if command is not None else "the pipeline", uses_env,
                     jax_facts, hardware.package_versions(), hardware.warp_facts, os.environ.get("JAX_PLATFORMS"),
-                    warp_needed=robodesk)
+                    warp_needed=warp)
     if found:
         raise ConfigError(found)
     for message in jax_facts["messages"]:  # e.g. a CUDA plugin that failed to load: the run goes on without it

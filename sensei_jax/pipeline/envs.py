@@ -7,59 +7,41 @@ it) instead of building them again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Callable
 
-from sensei_jax import config as config_lib
+from sensei_jax import domains
 from sensei_jax.config import Config
+from sensei_jax.domains import Domain
 
 _ENVS: dict[str, Any] = {}
 _COMPILED_FNS: dict[tuple, Any] = {}
 
 
-def is_minihack(cfg: Config) -> bool:
-    """Whether the run's domain is MiniHack (`run.domain`), whose env is the `minihack` section."""
-    return cfg.run.domain == "minihack"
+def domain(cfg: Config) -> Domain:
+    """The run's domain (`run.domain`, see `sensei_jax.domains`)."""
+    return domains.of(cfg)
 
 
 def num_envs(cfg: Config) -> int:
-    """The run's world count: `minihack.num_envs` or `env.num_envs`, by `run.domain`."""
-    return cfg.minihack.num_envs if is_minihack(cfg) else cfg.env.num_envs
+    """The run's world count, from its domain's env section (`env.num_envs`, `minihack.num_envs`, ...)."""
+    return domain(cfg).num_envs(cfg)
 
 
 def success_names(cfg: Config) -> tuple[str, ...]:
     """The tasks whose success the run's env reports (what task heads and transfer tasks may name), read from the
-    task tables without building the env: every Robodesk task, or the MiniHack task's own."""
-    if is_minihack(cfg):
-        from sensei_jax.envs.minihack.tasks import SUCCESSES
-
-        return SUCCESSES[cfg.minihack.task]
-    from sensei_jax.envs.robodesk.config import TASKS
-
-    return TASKS
+    domain's task tables without building the env."""
+    return domain(cfg).success_names(cfg)
 
 
 def make_env(cfg: Config, reward_view: bool = False, **overrides):
-    """The run's env, built once per process and config: Robodesk from `cfg.env` (with `overrides` of
-    `Robodesk.from_config`) or, with `run.domain: minihack`, MiniHack from `cfg.minihack` (its worker processes
-    start here and stay up for the process's later stages). Robodesk renders its reward view
-    (`env.reward_image_size`) only with `reward_view`: the stages that score it ask for it, the others
-    (collection, re-rendering, plain DreamerV3) do not pay for a 224x224 render a step; MiniHack's reward view is
-    its native 80x80 crop, which every step produces anyway."""
-    if is_minihack(cfg):
-        from sensei_jax.envs.minihack import MiniHack
-
-        key = json.dumps(["minihack", config_lib.to_dict(cfg.minihack), cfg.run.seed], sort_keys=True)
-        if key not in _ENVS:
-            _ENVS[key] = MiniHack.from_config(cfg.minihack, seed=cfg.run.seed)
-        return _ENVS[key]
-    from sensei_jax.envs.robodesk import Robodesk
-
-    env_cfg = cfg.env if reward_view else dataclasses.replace(cfg.env, reward_image_size=None)
-    key = json.dumps([config_lib.to_dict(env_cfg), overrides], sort_keys=True, default=str)
+    """The run's env, built once per process and config by its domain (`Domain.build_env`, with `overrides` of
+    the env's constructor). `reward_view`: the env also renders the view the reward model scores, where that costs
+    a render of its own (Robodesk's `env.reward_image_size`); the stages that score it ask for it."""
+    found = domain(cfg)
+    key = json.dumps(found.env_key(cfg, reward_view, overrides), sort_keys=True, default=str)
     if key not in _ENVS:
-        _ENVS[key] = Robodesk.from_config(env_cfg, **overrides)
+        _ENVS[key] = found.build_env(cfg, reward_view, **overrides)
     return _ENVS[key]
 
 

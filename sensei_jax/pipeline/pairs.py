@@ -29,10 +29,9 @@ import numpy as np
 
 from sensei_jax import files, progress
 from sensei_jax.config import Config
-from sensei_jax.envs.robodesk import interest
 from sensei_jax.pipeline import collection, rundir
 from sensei_jax.pipeline.config import PairsConfig
-from sensei_jax.pipeline.envs import compiled_once, is_minihack, make_env
+from sensei_jax.pipeline.envs import compiled_once, domain, make_env
 from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
 
 CONTRASTIVE, UNIFORM = 0, 1
@@ -88,33 +87,25 @@ def build_renderer(env, camera: str, size: int):
     return jax.jit(lambda physics: env.render(env.restore(physics), camera, size))
 
 
-def run_minihack(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """MiniHack's pairs: frames drawn from the collection (SENSEI: uniformly random pairs, `pairs.uniform`;
-    contrastive ones by the heuristic if `pairs.contrastive`), copied as they were stored: the native 80x80 crop
-    (16 px per tile) that SENSEI's annotator saw. NetHack cannot restore a world, so nothing is re-rendered; the
-    pairs' `states` are the oracle's features of both frames. Ground truth: the task heuristic's scores compared
-    (`envs.minihack.tasks`)."""
-    from sensei_jax.envs.minihack import tasks
-
+def run_copied(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """The pairs of a domain whose worlds cannot be restored (MiniHack, the toy): frames drawn from the collection
+    (SENSEI on MiniHack: uniformly random pairs, `pairs.uniform`; contrastive ones by the heuristic if
+    `pairs.contrastive`), copied as they were stored: for MiniHack the native 80x80 crop (16 px per tile) that
+    SENSEI's annotator saw. Nothing is re-rendered; the pairs' `states` are the stored states of both frames (the
+    oracle's features). Ground truth: the domain's heuristic scores compared (`Domain.compare`)."""
+    found = domain(cfg)
     out = run_dir / "pairs"
     source = run_dir / "collect"
     meta = collection.read_meta(source)
-    if meta.get("domain") != "minihack":
+    if meta.get("domain", "robodesk") != found.name:
         raise rundir.StageError(f"{source} holds a {meta.get('domain', 'robodesk')} collection, but run.domain is "
-                                "minihack: rerun with --force collect")
-    features = collection.load_collection(source, ("state",))["state"]
-    plan_path = out / "plan.npz"
-    if plan_path.is_file():
-        plan = _read_plan(plan_path)
-    else:
-        labels = tasks.frame_classes(features, cfg.minihack.task)
-        raw = plan_pairs(labels, cfg.pairs, lambda a, b: tasks.compare(a, b),
-                         np.random.default_rng([cfg.run.seed, 2]))
-        plan = {k: np.asarray(v) for k, v in raw.items()}
-        files.write_npz(plan_path, **plan)
+                                f"{found.name}: rerun with --force collect")
+    features = collection.load_collection(source, found.interest_keys)
+    plan = _plan(cfg, out / "plan.npz", features)
+    features = features["state"]
     index = plan["index"]
     if index.max() >= len(features):
-        raise rundir.StageError(f"{plan_path} refers to frame {int(index.max())}, but {source} holds "
+        raise rundir.StageError(f"{out / 'plan.npz'} refers to frame {int(index.max())}, but {source} holds "
                                 f"{len(features)}; rerun with --force pairs")
     size = int(meta["image_size"])
     dataset = copy_pairs(source, meta, out, index, features, size, cfg.pairs.render_batch)
@@ -158,6 +149,19 @@ def copy_pairs(source: Path, meta: dict[str, Any], dataset_dir: Path, index: np.
     return dataset
 
 
+def _plan(cfg: Config, plan_path: Path, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The pair plan at `plan_path`, or a new one drawn by the domain's heuristic (`Domain.frame_labels`,
+    `Domain.compare`) from the collection's `features` and saved there."""
+    if plan_path.is_file():
+        return _read_plan(plan_path)
+    found = domain(cfg)
+    raw = plan_pairs(found.frame_labels(features, cfg), cfg.pairs, lambda a, b: found.compare(a, b, cfg),
+                     np.random.default_rng([cfg.run.seed, 2]))
+    plan = {k: np.asarray(v) for k, v in raw.items()}
+    files.write_npz(plan_path, **plan)
+    return plan
+
+
 def _read_plan(plan_path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(plan_path, allow_pickle=False) as data:
@@ -170,21 +174,13 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     out = run_dir / "pairs"
     out.mkdir(parents=True, exist_ok=True)
-    if is_minihack(cfg):
-        return run_minihack(cfg, run_dir)
+    if not domain(cfg).restorable:
+        return run_copied(cfg, run_dir)
     source = run_dir / "collect"
-    features = collection.load_collection(source, ("state", "interaction", "distance", "drawer_qpos", "stack_error"))
+    features = collection.load_collection(source, domain(cfg).interest_keys)
     size, camera = render_settings(cfg)
-
     plan_path = out / "plan.npz"
-    if plan_path.is_file():
-        plan = _read_plan(plan_path)
-    else:
-        labels = interest.interest(features, cfg.interest)
-        raw = plan_pairs(labels, cfg.pairs, lambda a, b: interest.compare(a, b, cfg.interest),
-                         np.random.default_rng([cfg.run.seed, 2]))
-        plan = {k: np.asarray(v) for k, v in raw.items()}
-        files.write_npz(plan_path, **plan)
+    plan = _plan(cfg, plan_path, features)
     index = plan["index"]
     num_pairs = len(index)
     states = features["state"]

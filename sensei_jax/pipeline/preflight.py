@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 from sensei_jax.config import Config, ConfigError
 from sensei_jax.pipeline import stages as stage_registry
-from sensei_jax.pipeline.envs import is_minihack, num_envs, success_names
+from sensei_jax.pipeline.envs import domain, num_envs, success_names
 
 
 def stages_of(command: str | None) -> tuple[str, ...]:
@@ -59,7 +59,7 @@ def check(cfg: Config, stages: Iterable[str] = stage_registry.PIPELINE,
 
 
 def domain_name(cfg: Config) -> str:
-    return f"MiniHack {cfg.minihack.task}" if is_minihack(cfg) else "Robodesk"
+    return domain(cfg).describe(cfg)
 
 
 def check_task_name(cfg: Config, key: str, name: str) -> None:
@@ -144,13 +144,14 @@ def dataset_bytes(cfg: Config, stages: Iterable[str] = stage_registry.PIPELINE) 
     """About how many bytes `stages` write at the configured sizes, images only (the bulk): collected frames,
     pair images (both views) and the exploration replay each exploration checkpoints (SENSEI's and the baseline's)."""
     stages = set(stages)
-    agent_frame = 3 * (cfg.minihack.image_size if is_minihack(cfg) else cfg.env.image_size) ** 2
+    found = domain(cfg)
+    agent_frame = 3 * found.agent_image_size(cfg) ** 2
     sizes = {}
     if "collect" in stages:
-        collected_frame = 3 * cfg.minihack.reward_image_size ** 2 if is_minihack(cfg) else agent_frame
+        collected_frame = 3 * found.frame_size(cfg) ** 2
         sizes["collect"] = cfg.collect.steps * num_envs(cfg) * collected_frame
     if "pairs" in stages:
-        views = 1 if is_minihack(cfg) or cfg.pairs.second_camera is None else 2
+        views = 2 if found.restorable and cfg.pairs.second_camera is not None else 1
         sizes["pairs"] = (cfg.pairs.contrastive + cfg.pairs.uniform) * 2 * views * 3 * _pair_size(cfg) ** 2
     explorations = int("explore" in stages) + int("baseline" in stages and cfg.explore.behaviour != "p2x")
     if explorations:
@@ -159,9 +160,9 @@ def dataset_bytes(cfg: Config, stages: Iterable[str] = stage_registry.PIPELINE) 
 
 
 def _pair_size(cfg: Config) -> int:
-    """The pair images' resolution: MiniHack's native crop, else what the pairs stage renders at."""
-    if is_minihack(cfg):
-        return cfg.minihack.reward_image_size
+    """The pair images' resolution: what the pairs stage renders at, or the stored frames' where it copies them."""
+    if not domain(cfg).restorable:
+        return domain(cfg).frame_size(cfg)
     from sensei_jax.pipeline.pairs import render_settings
 
     return render_settings(cfg)[0]

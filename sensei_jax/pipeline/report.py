@@ -24,19 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from sensei_jax import distributed, files
+from sensei_jax import distributed, domains, files
 from sensei_jax.config import Config
-from sensei_jax.envs.robodesk import interest
-from sensei_jax.envs.robodesk.config import InterestConfig
+from sensei_jax.domains import Domain
 from sensei_jax.metrics import read_jsonl
 from sensei_jax.pipeline import collection, rundir
 from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
 from sensei_jax.reward.labels import LABEL_NAMES, Label
 
 # The paper's Robodesk figure groups the three buttons into one bar.
-FIGURE_OBJECTS = (("drawer", ("drawer",)), ("slide", ("slide",)),
-                  ("buttons", ("red_button", "green_button", "blue_button")), ("ball", ("ball",)),
-                  ("upright block", ("upright_block",)), ("flat block", ("flat_block",)))
 METHOD_COLORS = {"sensei": "#d1495b", "p2x": "#00798c", "random": "#8d8d8d"}
 
 
@@ -121,16 +117,17 @@ def reward_figure(curves: dict[str, list[tuple[int, float]]], path: Path, dpi: i
     _save(fig, path, dpi)
 
 
-def figure_objects(runs: dict[str, dict[str, Any]], minihack: bool) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The bars of the interaction figure: Robodesk's objects as the paper groups them, or MiniHack's flags."""
-    if not minihack:
-        return FIGURE_OBJECTS
+def figure_objects(runs: dict[str, dict[str, Any]], found: Domain) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The bars of the interaction figure: the domain's grouping (Robodesk's objects as the paper groups them), or
+    one bar per flag the runs report."""
+    if found.figure_objects is not None:
+        return found.figure_objects
     names = dict.fromkeys(name for run in runs.values() for name in run["interactions"])
     return tuple((name.replace("_", " "), (name,)) for name in names)
 
 
 def interaction_figure(runs: dict[str, dict[str, Any]], path: Path, dpi: int,
-                       objects: tuple[tuple[str, tuple[str, ...]], ...] = FIGURE_OBJECTS) -> None:
+                       objects: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
     """Grouped bars: one group per object (buttons summed), one bar per method, as in SENSEI's Robodesk figure."""
     plt = _pyplot()
     methods = list(runs)
@@ -241,22 +238,16 @@ def diagnostics_figure(metrics: dict[str, list[dict[str, Any]]], path: Path, dpi
     return [title for title, _ in panels]
 
 
-def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int, interest_cfg: InterestConfig,
-                         minihack_task: str | None = None) -> list[dict[str, Any]]:
-    """The collected episodes with the most interesting steps (SENSEI's heuristic, as pair sampling applies it;
-    for MiniHack `minihack_task`'s, any progress counts), each with `num_frames` evenly spaced frames
+def interesting_episodes(collect_dir: Path, num_episodes: int, num_frames: int, cfg: Config) -> list[dict[str, Any]]:
+    """The collected episodes with the most interesting steps (the domain's heuristic as pair sampling applies
+    it: its `good` frames; Robodesk: SENSEI's `interesting`), each with `num_frames` evenly spaced frames
     (uint8 [F, H, W, 3]), taken among its interesting steps when it has enough of them."""
     meta = collection.read_meta(collect_dir)
     worlds = meta["num_envs"]
-    if minihack_task is not None:
-        from sensei_jax.envs.minihack.tasks import frame_classes
-
-        flat = collection.load_collection(collect_dir, ("state", "episode_step"))
-        active = frame_classes(flat["state"], minihack_task)["good"].reshape(-1, worlds)
-    else:
-        flat = collection.load_collection(collect_dir, ("interaction", "distance", "drawer_qpos", "stack_error",
-                                                        "episode_step"))
-        active = interest.interest(flat, interest_cfg)["interesting"].reshape(-1, worlds)  # [T, B]
+    found = domains.of(cfg)
+    flat = collection.load_collection(collect_dir, (*found.interest_keys, "episode_step"))
+    labels = found.frame_labels(flat, cfg)
+    active = labels.get("interesting", labels["good"]).reshape(-1, worlds)  # [T, B]
     episode_step = flat["episode_step"].reshape(-1, worlds)
     episodes: list[dict[str, Any]] = []
     for world in range(worlds):
@@ -381,8 +372,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
         evaluation = files.read_json(run_dir / "evaluate" / "summary.json")
     runs = (evaluation or {}).get("runs", {})
     if runs:
-        minihack = cfg.run.domain == "minihack"
-        objects = figure_objects(runs, minihack)
+        found = domains.of(cfg)
+        objects = figure_objects(runs, found)
         interaction_figure(runs, run_dir / "interactions.png", dpi, objects)
         written.append("interactions.png")
         header = ["method", "steps", *[name for name, _ in objects], "mean return"]
@@ -393,18 +384,14 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
             rows.append([method, r.get("steps", "?"), *[sum(counts.get(p, 0) for p in parts)
                                                        for _, parts in objects],
                          float(np.mean(returns)) if returns else "-"])
-        if minihack:
-            md += ["## Exploration", "", f"MiniHack `{cfg.minihack.task}`. Steps in which each flag held, summed over "
-                   "the run; the return is the env's reward, which the agent never sees.", "", _table(header, rows),
-                   "", "Finished episodes in which each flag held at least once (the paper's MiniHack measure):", "",
+        md += ["## Exploration", "", f"{found.describe(cfg, markdown=True)}. {found.exploration_text}", "", _table(header, rows), ""]
+        if found.episode_measure:
+            md += ["Finished episodes in which each flag held at least once (the paper's MiniHack measure):", "",
                    _table(["method", "episodes", *[name for name, _ in objects]],
                           [[method, r.get("episodes", 0),
                             *[_share(r.get("episodes_with", {}).get(parts[0], 0), r.get("episodes", 0))
-                              for _, parts in objects]] for method, r in runs.items()]),
-                   "", "![](interactions.png)", ""]
-        else:
-            md += ["## Exploration", "", "Steps with object motion (|qvel| > 0.02), summed over the run, as the "
-                   "paper counts them.", "", _table(header, rows), "", "![](interactions.png)", ""]
+                              for _, parts in objects]] for method, r in runs.items()]), ""]
+        md += ["![](interactions.png)", ""]
         if any(r.get("success") for r in runs.values()):
             success_figure(runs, run_dir / "success.png", dpi)
             written.append("success.png")
@@ -440,8 +427,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     # Frames.
     if (run_dir / "collect" / "meta.json").is_file():
-        episodes = interesting_episodes(run_dir / "collect", cfg.report.strip_episodes, cfg.report.strip_frames,
-                                        cfg.interest, cfg.minihack.task if cfg.run.domain == "minihack" else None)
+        episodes = interesting_episodes(run_dir / "collect", cfg.report.strip_episodes, cfg.report.strip_frames, cfg)
         if episodes:
             frames_figure(episodes, run_dir / "frames.png", dpi)
             written.append("frames.png")

@@ -94,18 +94,18 @@ def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str
                                                     for k, v in list(values.items())[:6]))
     runs = summary("evaluate").get("runs", {})
     if runs:
+        from sensei_jax import domains
         from sensei_jax.pipeline.report import figure_objects
 
-        minihack = cfg.run.domain == "minihack"
-        objects = figure_objects(runs, minihack)
-        lines.append("\ninteractions (steps with the flag set)" if minihack else
-                     "\ninteractions (steps with object motion)")
+        found = domains.of(cfg)
+        objects = figure_objects(runs, found)
+        lines.append(f"\ninteractions ({found.counted})")
         lines.append("  " + f"{'method':16s}" + "".join(f"{name:>18s}" for name, _ in objects))
         for method, r in runs.items():
             counts = r.get("interactions", {})
             lines.append("  " + f"{method:16s}" + "".join(f"{sum(counts.get(p, 0) for p in parts):>18d}"
                                                          for _, parts in objects))
-        if minihack:
+        if found.episode_measure:
             lines.append("episodes in which it happened (of finished episodes)")
             for method, r in runs.items():
                 with_flag = r.get("episodes_with", {})

@@ -52,9 +52,11 @@ class Stage:
         return importlib.import_module(self.module)
 
     def uses_env(self, cfg: Any) -> bool:
-        """Whether this command steps or renders the Robodesk env under config `cfg` (never with MiniHack, whose
-        NetHack worlds step on the host's CPU cores)."""
-        if getattr(getattr(cfg, "run", None), "domain", "robodesk") != "robodesk":
+        """Whether this command steps or renders an MJX-Warp env under config `cfg` (Robodesk's; never MiniHack's
+        NetHack worlds, which step on the host's CPU cores, nor the pure-JAX toy)."""
+        from sensei_jax import domains
+
+        if not domains.get(getattr(getattr(cfg, "run", None), "domain", "robodesk")).uses_warp:
             return False
         return self.steps_env(cfg) if callable(self.steps_env) else self.steps_env
 
@@ -70,7 +72,7 @@ class Stage:
 REGISTRY: tuple[Stage, ...] = (
     Stage("collect", "sensei_jax.pipeline.collect",
           "roll out the vectorized env (Robodesk or MiniHack) and store frames and states",
-          sections=("run", "env", "minihack", "collect"),
+          sections=("run", "env", "minihack", "toy", "collect"),
           steps_env=True, multi_process=False),
     Stage("pairs", "sensei_jax.pipeline.pairs", "sample image pairs and re-render them for the annotator",
           # pairs re-render at the annotator's resolution, so the `vlm` section counts from here on
@@ -89,7 +91,7 @@ REGISTRY: tuple[Stage, ...] = (
           multi_process=lambda cfg: not cfg.evaluate.transfer),
     Stage("report", "sensei_jax.pipeline.report", "write report.md and the plots", sections=("report",)),
     Stage("train", "sensei_jax.pipeline.train", "plain DreamerV3 on a task reward", pipeline=False,
-          arguments="add_arguments", steps_env=lambda cfg: cfg.train.env == "robodesk"),  # not the toy env
+          arguments="add_arguments", steps_env=lambda cfg: cfg.train.env != "point_reach"),  # MJX Robodesk, not the toy env
     Stage("transfer", "sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint",
           pipeline=False, arguments="add_arguments", steps_env=True, multi_process=False),
     Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False,

@@ -63,7 +63,7 @@ def train_into(cfg: Config, logdir: Path) -> dict[str, Any]:
         config_lib.save(cfg, logdir / "config.yaml")
     _, _, trainer = build(cfg, logdir)
     summary = trainer.run()
-    summary["task"] = cfg.env.task if cfg.train.env == "robodesk" else "point_reach"
+    summary["task"] = "point_reach" if cfg.train.env == "point_reach" else cfg.env.task
     if distributed.is_main_process():
         files.write_json(logdir / "summary.json", summary)
     return summary

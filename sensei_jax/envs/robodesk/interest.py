@@ -97,3 +97,24 @@ def compare(score_first: np.ndarray, score_second: np.ndarray,
     prob_first = 1.0 / (1.0 + np.exp(-diff / cfg.temperature))
     label = np.where(np.abs(diff) < cfg.tie_margin, Label.TIE, np.where(diff > 0, Label.FIRST, Label.SECOND))
     return prob_first.astype(np.float32), label.astype(np.int8)
+
+
+def make_state_decoder(env, batch: int = 64):
+    """A function: simulator states float32 [M, S] -> `state_features` as numpy arrays [M, ...], by
+    restoring the states in `env` (a Robodesk; build it with render_images=False, the oracle needs no pixels).
+    Compiled once for `batch` worlds; longer inputs run in chunks, the last one padded."""
+    compiled = jax.jit(lambda physics: state_features(env, env.restore(physics)))
+
+    def decode(physics_states: np.ndarray) -> dict[str, np.ndarray]:
+        physics_states = np.asarray(physics_states, np.float32)
+        pieces = []
+        for start in range(0, len(physics_states), batch):
+            chunk = physics_states[start:start + batch]
+            count = len(chunk)
+            if count < batch:  # one compiled shape
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - count, 0)])
+            out = jax.device_get(compiled(jnp.asarray(chunk)))
+            pieces.append({k: v[:count] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+    return decode
