@@ -165,6 +165,47 @@ def test_benchmarks_import_libraries_not_stages():
     assert not problems, "benchmarks import stage modules:\n  " + "\n  ".join(problems)
 
 
+def test_domains_sit_between_the_envs_and_the_stages():
+    """A domain module reads envs (and the preference labels); the annotators, the pipeline and the CLI ask the
+    domain, never the other way round, and nothing in it loads the config loader or a model."""
+    upward = ("sensei_jax.pipeline", "sensei_jax.run", "sensei_jax.config", "sensei_jax.annotators",
+              "sensei_jax.vlm", "sensei_jax.dreamer", "sensei_jax.explore")
+    problems = _offending_imports(sorted((PACKAGE / "domains").rglob("*.py")), lambda m: _within(m, *upward))
+    assert not problems, "domains import a higher floor:\n  " + "\n  ".join(problems)
+    envs = _offending_imports(sorted((PACKAGE / "envs").rglob("*.py")), lambda m: _within(m, "sensei_jax.domains"))
+    assert not envs, "envs import the domain registry:\n  " + "\n  ".join(envs)
+
+
+def domain_name_branches(path: Path, names, root: Path = ROOT) -> list[str]:
+    """`file:line` of every comparison with a domain's name as a string literal (`x == "minihack"`,
+    `domain in ("robodesk", ...)`) and every call of the old `is_minihack` helper in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            literals = [c.value for o in operands for c in ([o] if isinstance(o, ast.Constant) else
+                                                            getattr(o, "elts", [])) if isinstance(c, ast.Constant)]
+            if any(value in names for value in literals):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "is_minihack":
+            found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_no_branch_on_a_domain_name_outside_the_registry(tmp_path):
+    from sensei_jax.domains import DOMAINS
+
+    sample = tmp_path / "sample.py"
+    sample.write_text("if cfg.run.domain == 'minihack':\n    pass\nok = kind in ('toy', 'other')\nis_minihack(cfg)\n"
+                      "fine = cfg.train.env == 'point_reach'\n")
+    assert domain_name_branches(sample, DOMAINS, tmp_path) == ["sample.py:1", "sample.py:3", "sample.py:4"]
+    files = [path for path in sorted(PACKAGE.rglob("*.py")) if not _within(
+        ".".join(path.relative_to(ROOT).with_suffix("").parts), "sensei_jax.domains")]
+    files += sorted((ROOT / "benchmarks").glob("*.py"))
+    problems = [hit for path in files for hit in domain_name_branches(path, DOMAINS)]
+    assert not problems, "branches on a domain's name (ask `sensei_jax.domains` instead):\n  " + "\n  ".join(problems)
+
+
 # -----------------------------------------------------------------------------------------------------------------
 # What stays free of jax, and the public names
 
@@ -219,7 +260,7 @@ PUBLIC = {
                            "DreamerConfig": "sensei_jax.dreamer.config",
                            "TrainConfig": "sensei_jax.dreamer.train_config"},
     "sensei_jax.envs": {"Env": "sensei_jax.envs.protocol", "RestorableEnv": "sensei_jax.envs.protocol",
-                        "Robodesk": "sensei_jax.envs.robodesk.env", "PointReach": "sensei_jax.envs.toy"},
+                        "Robodesk": "sensei_jax.envs.robodesk.env", "PointReach": "sensei_jax.envs.toy.env"},
     "sensei_jax.envs.robodesk": {"Robodesk": "sensei_jax.envs.robodesk.env", "TASKS": "sensei_jax.envs.robodesk.tasks",
                                  "RobodeskConfig": "sensei_jax.envs.robodesk.config"},
 }
