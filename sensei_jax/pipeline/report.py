@@ -14,6 +14,8 @@ Figures (each written only when its inputs exist, and the report says which are 
                         semantic head's fit, the go/explore split and threshold, per-mode semantic return, the
                         actor's entropy, the share of steps with a flag
     frames.png          strips of frames from the most interesting collected episodes (SENSEI's heuristic)
+
+When the run folder holds annotate_eval/summary.json (the `annotate-eval` command), report.md shows its table.
 """
 
 from __future__ import annotations
@@ -312,6 +314,25 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def annotator_evaluation(run_dir: Path, missing: list[str]) -> list[str]:
+    """The report's lines for <run>/annotate_eval/summary.json (`annotate-eval`): its table; none without the file,
+    and a note in `missing` when it cannot be read."""
+    from sensei_jax.pipeline import annotate_eval
+
+    path = run_dir / annotate_eval.FOLDER / "summary.json"
+    if not path.is_file():
+        return []
+    try:
+        summary = files.read_json(path)
+        text = annotate_eval.table(summary)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        missing.append(f"annotator evaluation: {path} is unreadable ({error}); rerun annotate-eval")
+        return []
+    return ["## Which annotator labels better", "",
+            f"`annotate-eval` on {summary.get('pairs')} pairs against `{summary.get('truth')}`, both orders of each "
+            "pair (docs/vlm.md defines the columns).", "", text, ""]
+
+
 def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if not distributed.is_main_process():  # the report is host work on files: process 0 alone makes it
@@ -354,6 +375,9 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
                    "label as the pair sampler's ground truth; on decided = among the pairs the annotator did not "
                    "call a tie or unknown.",
                    "", _table(["annotator", *LABEL_NAMES, "agreement", "on decided"], rows), "", "![](preferences.png)", ""]
+
+    # Annotator evaluation (the `annotate-eval` command), when it was run on this run's pairs.
+    md += annotator_evaluation(run_dir, missing)
 
     # Reward model.
     curves = distill_history(run_dir / "distill")

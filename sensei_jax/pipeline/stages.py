@@ -3,8 +3,8 @@
 A `Stage` names the module that implements it, the config sections it is the first to read (a change there
 invalidates it and every later stage of a finished run), the folder it writes in the run folder, and what the
 `run.device` check (pipeline/device.py) needs to know: whether it steps or renders the MJX-Warp env, and whether it
-is checked at all. Pipeline stages run in the order listed here; tools (`train`, `transfer`, `env`, `config`,
-`doctor`) are commands beside the pipeline.
+is checked at all. Pipeline stages run in the order listed here; tools (`train`, `transfer`, `annotate-eval`, `env`,
+`config`, `doctor`) are commands beside the pipeline.
 
 A stage module defines `run_stage(cfg, run_dir) -> summary` (pipeline stages; the JSON-able summary goes to
 status.json) and `main(args, cfg)` for its command, plus `add_arguments(parser)` for flags of its own (other
@@ -94,6 +94,10 @@ REGISTRY: tuple[Stage, ...] = (
           arguments="add_arguments", steps_env=lambda cfg: cfg.train.env != "point_reach"),  # MJX Robodesk, not the toy env
     Stage("transfer", "sensei_jax.pipeline.transfer", "train a task policy from an exploration checkpoint",
           pipeline=False, arguments="add_arguments", steps_env=True, multi_process=False),
+    Stage("annotate-eval", "sensei_jax.pipeline.annotate_eval",
+          "score annotators against a pair dataset's ground truth on both orders of each pair (accuracy, ties, "
+          "position bias, order agreement, pairs/s)", folder="annotate_eval", pipeline=False,
+          arguments="add_arguments", multi_process=False),
     Stage("env", "sensei_jax.pipeline.env_tools", "environment tools: `env info`, `env rollout`", pipeline=False,
           arguments="add_arguments", steps_env=True, multi_process=False),
     Stage("config", "sensei_jax.pipeline.show_config", "print the resolved config (after base: files and overrides)",
