@@ -142,8 +142,9 @@ TOY_SCHEDULE = dict(batch_size=8, batch_length=16, train_ratio=64.0, replay_capa
 TOY_METHODS = {  # method -> ExploreConfig keys over TOY_EXPLORE; None: random actions
     "sensei": {},
     # SENSEI's agent and program with semantic weight 0 in both modes: disagreement only, as behaviour p2x.
-    "p2x": {"go_weights": (0.0, 1.0), "explore_weights": (0.0, 1.0)},
-    "semantic": {"go_weights": (1.0, 0.0), "explore_weights": (1.0, 0.0)},  # ablation: semantic in both modes
+    "p2x": {"weights": {mode: {"semantic": 0.0, "disagreement": 1.0} for mode in ("go", "explore")}},
+    # ablation: semantic in both modes
+    "semantic": {"weights": {mode: {"semantic": 1.0, "disagreement": 0.0} for mode in ("go", "explore")}},
     "sensei_next": {"mode_reward": "next"},  # ablation: the switch compares r_{t+1} (docs/exploration.md)
     "random": None,
 }

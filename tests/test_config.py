@@ -185,7 +185,11 @@ def test_siblings_differ_from_their_bases_in_exactly_the_keys_they_state(tmp_pat
         after = flat_values(config_lib.to_dict(config_lib.load(path)))
         changed = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
         stated = set(flat_values(own))
-        assert changed == stated, f"{path.name}: states {sorted(stated)}, changes {sorted(changed)}"
+        # A stated mapping key (explore.weights: null over a table) changes the keys under it.
+        covers = lambda s, c: c == s or c.startswith(s + ".")  # noqa: E731
+        assert all(any(covers(s, c) for s in stated) for c in changed) and all(
+            any(covers(s, c) for c in changed) for s in stated), \
+            f"{path.name}: states {sorted(stated)}, changes {sorted(changed)}"
 
 
 def test_removed_keys_say_what_replaced_them():

@@ -50,9 +50,12 @@ def test_the_paper_configs_hold_the_values_of_the_fidelity_table(config, capsys)
     cfg = resolved(config, capsys)
     behaviour = {"robodesk_sensei.yaml": "sensei", "robodesk_p2x.yaml": "p2x", "robodesk_motif.yaml": "motif"}[config]
     assert cfg["explore"]["behaviour"] == behaviour
+    if behaviour != "sensei":  # the baselines' weights are their presets' (explore.weights null)
+        assert cfg["explore"]["weights"] is None
     wrong = []
     for section, key, value in paper_settings():
-        if (section, key) == ("explore", "behaviour"):
+        if (section, key) == ("explore", "behaviour") or ((section, key) == ("explore", "weights")
+                                                          and behaviour != "sensei"):
             continue
         if key not in cfg.get(section, {}):
             wrong.append(f"{section}.{key}: no such key")

@@ -81,7 +81,7 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
     from sensei_jax.explore.explorer import Explorer
 
     keychest = {"task": "keychest"}  # the other task: its exploration, end to end
-    cfg = micro_config(tmp_path, name="crash", explore={"behaviour": "p2x"}, minihack=keychest)
+    cfg = micro_config(tmp_path, name="crash", explore={"behaviour": "p2x", "weights": None}, minihack=keychest)
     out = tmp_path / "crash_explore"
     env = MiniHack.from_config(cfg.minihack, seed=cfg.run.seed)  # its own workers, not the run's shared env
     try:
@@ -91,7 +91,8 @@ def test_a_crashed_worker_stops_with_a_clear_error_and_the_run_resumes(tmp_path)
         raise
     assert first["steps"] == 64
 
-    longer = micro_config(tmp_path, name="crash", explore={"behaviour": "p2x", "steps": 128}, minihack=keychest)
+    longer = micro_config(tmp_path, name="crash", explore={"behaviour": "p2x", "weights": None, "steps": 128},
+                          minihack=keychest)
     pid = env.pool.pids[0]
     os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 10
@@ -136,7 +137,7 @@ def test_minihack_configs_resolve():
         cfg = config_lib.load(config_lib.CONFIG_DIR / f"{name}.yaml")
         assert cfg.run.domain == "minihack" and cfg.reward.image_size == cfg.minihack.reward_image_size
     keychest = config_lib.load(config_lib.CONFIG_DIR / "minihack_keychest_sensei.yaml")
-    assert keychest.minihack.task == "keychest" and tuple(keychest.explore.go_weights) == (1.0, 0.05)
+    assert keychest.minihack.task == "keychest" and keychest.explore.weights["go"] == {"semantic": 1.0, "disagreement": 0.05}
     with pytest.raises(config_lib.ConfigError, match="reward.image_size"):
         config_lib.load(config_lib.CONFIG_DIR / "minihack_default.yaml", overrides=["--reward.image_size", "64"])
     with pytest.raises(config_lib.ConfigError, match="minihack.task"):

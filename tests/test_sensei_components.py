@@ -152,7 +152,17 @@ def test_explore_config_section_and_validation():
         config_lib.load(None, ["--explore.quantile", "1.5"])
     with pytest.raises(config_lib.ConfigError, match="behaviour"):
         config_lib.load(None, ["--explore.behaviour", "rnd"])
-    assert dataclasses.asdict(ExploreConfig())["explore_weights"] == (0.1, 1.0)
+    assert ExploreConfig().resolved_weights["explore"] == {"semantic": 0.1, "disagreement": 1.0}
+    # A dotted override changes one weight of a file's table and keeps the rest.
+    keyroom = config_lib.load(config_lib.CONFIG_DIR / "minihack_keyroom_sensei.yaml",
+                              ["--explore.weights.go.disagreement", "0.05"])
+    assert keyroom.explore.weights == {"go": {"semantic": 1.0, "disagreement": 0.05},
+                                       "explore": {"semantic": 0.3, "disagreement": 1.0}}
+    # A preset's label over a table of another shape is refused; null gives the preset back.
+    with pytest.raises(config_lib.ConfigError, match="'p2x' is a preset of explore: disagreement"):
+        config_lib.load(config_lib.CONFIG_DIR / "minihack_keyroom_sensei.yaml", ["--explore.behaviour", "p2x"])
+    p2x = config_lib.load(config_lib.CONFIG_DIR / "minihack_keyroom_p2x.yaml")
+    assert p2x.explore.weights is None and p2x.explore.sources == ("disagreement",)
 
 
 @pytest.mark.parametrize(("old", "new"), [

@@ -81,7 +81,7 @@ class Explorer:
     def __init__(self, explore: ExploreConfig, dreamer: DreamerConfig, env: Env, num_envs: int, reward_model=None,
                  image_key: str = "image", seed: int = 0, task: str | None = None, tasks: tuple[str, ...] | None = None,
                  train: TrainConfig | None = None, reward_model_dir: str | Path | None = None):
-        if "semantic" in explore.sources and reward_model is None:
+        if explore.needs_reward_model and reward_model is None:
             raise ValueError(f"explore.behaviour '{explore.behaviour}' needs a reward model (explore.reward_model, "
                              "--reward-model DIR, or the run's distill/ folder)")
         self.cfg, self.dreamer, self.env, self.num_envs = explore, dreamer, env, num_envs

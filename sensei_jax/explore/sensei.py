@@ -30,9 +30,9 @@ from sensei_jax.dreamer.agent import Agent, ExtraModule
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.heads import HeadSpec
 from sensei_jax.explore import plan2explore
-from sensei_jax.explore.config import SOURCES, ExploreConfig
-
-SEMANTIC_KEY = "semantic_reward"  # replay key of the clipped reward-model output on each observed image
+from sensei_jax.explore import sources as source_registry
+from sensei_jax.explore.config import MODES, ExploreConfig
+from sensei_jax.explore.sources import SEMANTIC_KEY, SourceParts
 TASK_KEY = "task_{}"  # replay keys of the sparse task-success flags (float 0/1)
 ENSEMBLE = "p2e"  # name of the Plan2Explore ensemble among the agent's extra modules
 
@@ -46,7 +46,8 @@ class GoExploreSwitch:
     """Per-state reward-source weights for the actor (the actor-critic's `Weighting` protocol).
 
     Pure: `init()` gives the running statistics of the threshold, `__call__(state, ctx)` returns
-    (weights name -> [N, H], new state, metrics). Weights already include the 1 / denominator factor.
+    (weights name -> [N, H], new state, metrics). Weights already include the 1 / denominator factor. With one mode
+    (`p2x`: explore, `motif`: go) every imagined state is in it and no threshold is kept.
     """
 
     def __init__(self, cfg: ExploreConfig):
@@ -57,26 +58,25 @@ class GoExploreSwitch:
         self.low_quantile = cfg.low_quantile
         self.decay = cfg.threshold_decay
         self.min_threshold = cfg.code_min_threshold
-        self.go = dict(zip(SOURCES, cfg.go_weights))
-        self.explore = dict(zip(SOURCES, cfg.explore_weights))
-        fixed = {"p2x": {"disagreement": 1.0}, "motif": {"semantic": 1.0}}
-        self.fixed = fixed.get(cfg.behaviour)
-        if cfg.advantage_denominator is not None:
-            self.denominator = float(cfg.advantage_denominator)
-        elif self.fixed is not None:
-            self.denominator = 1.0
-        else:
-            self.denominator = float(sum(cfg.explore_weights))
+        self.modes, self.sources = cfg.modes, cfg.sources
+        weights = cfg.resolved_weights
+        last = weights[self.modes[-1]]  # the explore mode's, or the one mode's
+        self.denominator = float(cfg.advantage_denominator if cfg.advantage_denominator is not None
+                                 else sum(last.values()))
+        # mode -> (weight per source, before the denominator); one mode fills both rows.
+        self.table = {mode: tuple(float(weights[mode if mode in weights else self.modes[0]].get(k, 0.0))
+                                  for k in self.sources) for mode in MODES}
 
     @property
-    def sources(self) -> tuple[str, ...]:
-        return SOURCES if self.fixed is None else tuple(self.fixed)
+    def switches(self) -> bool:
+        """Whether each imagined state's mode is decided by the threshold (both modes weighted)."""
+        return len(self.modes) == 2
 
     def init(self) -> dict[str, jax.Array]:
-        """Running quantile statistics, and the mode weights [2 (go, explore), 2 (semantic, disagreement)] already
-        divided by the denominator. The weights live in the state (not in the compiled program), so they are
-        checkpointed with the agent and runs that differ only in weights share one compilation."""
-        table = jnp.array([[self.go[k] for k in SOURCES], [self.explore[k] for k in SOURCES]], jnp.float32)
+        """Running quantile statistics, and the mode weights [2 (go, explore), sources] already divided by the
+        denominator. The weights live in the state (not in the compiled program), so they are checkpointed with the
+        agent and runs that differ only in weights share one compilation."""
+        table = jnp.array([self.table[mode] for mode in MODES], jnp.float32)
         return {"high": jnp.zeros((), jnp.float32), "low": jnp.zeros((), jnp.float32),
                 "count": jnp.zeros((), jnp.int32), "weights": table / self.denominator}
 
@@ -104,21 +104,22 @@ class GoExploreSwitch:
 
     def weights(self, state: dict[str, jax.Array], semantic_reward: jax.Array, semantic_return: jax.Array,
                 update: bool = True) -> tuple[dict[str, jax.Array], dict[str, jax.Array], dict[str, jax.Array]]:
-        """-> (weights name -> [...] including 1/denominator, new state, scalar metrics)."""
+        """-> (weights name -> [...] including 1/denominator, new state, scalar metrics). With one mode the inputs
+        give only the shape."""
         weights, state, metrics, _ = self._switch(state, semantic_reward, semantic_return, update)
         return weights, state, metrics
 
     def _switch(self, state, semantic_reward, semantic_return, update):
-        """`weights` with the explore mask [...] too (None for the fixed behaviours)."""
-        shape = semantic_reward.shape
-        if self.fixed is not None:
-            weights = {k: jnp.full(shape, v / self.denominator, jnp.float32) for k, v in self.fixed.items()}
-            explore_fraction = jnp.float32(self.behaviour == "p2x")
+        """`weights` with the explore mask [...] too (None with one mode)."""
+        table = state["weights"]
+        if not self.switches:
+            row = MODES.index(self.modes[0])
+            weights = {k: jnp.full(semantic_reward.shape, table[row, i]) for i, k in enumerate(self.sources)}
+            explore_fraction = jnp.float32(self.modes[0] == "explore")
             return weights, state, {"sensei/explore_fraction": explore_fraction,
                                     "sensei/go_fraction": 1.0 - explore_fraction}, None
         explore, state = self.mode(state, semantic_reward, semantic_return, update)
-        table = state["weights"]
-        weights = {k: jnp.where(explore, table[1, i], table[0, i]) for i, k in enumerate(SOURCES)}
+        weights = {k: jnp.where(explore, table[1, i], table[0, i]) for i, k in enumerate(self.sources)}
         fraction = explore.mean(dtype=jnp.float32)
         metrics = {"sensei/threshold": self.threshold(state), "sensei/explore_fraction": fraction,
                    "sensei/go_fraction": 1.0 - fraction,
@@ -130,15 +131,15 @@ class GoExploreSwitch:
         """The actor-critic's hook. Per imagined step t (weights [N, H]) the compared semantic reward is that of
         s_t, the state the step is taken in (`explore.mode_reward: state`), or r_{t+1}, of the state it leads into
         (`next`); the compared return (the `code` form) is the semantic R_t."""
-        if self.fixed is not None:
-            key = next(iter(self.fixed))
+        if not self.switches:
+            key = self.sources[0]
             return self.weights(state, ctx.rewards[key], ctx.returns[key])
         rewards = ctx.state_rewards if self.mode_reward == "state" else ctx.rewards
         weights, state, metrics, explore = self._switch(state, rewards["semantic"], ctx.returns["semantic"],
                                                         update=True)
-        # What each mode achieves in imagination: the disagreement return where the states explore or go.
-        metrics.update(mode_diagnostics(explore, {"disagreement_return": ctx.returns["disagreement"]},
-                                        quantiles=False))
+        # What each mode achieves in imagination on every other source: its return where the states explore or go.
+        metrics.update(mode_diagnostics(explore, {f"{k}_return": ctx.returns[k] for k in self.sources
+                                                  if k != "semantic"}, quantiles=False))
         return weights, state, metrics
 
 
@@ -185,10 +186,38 @@ def disagreement_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, A
     raise ValueError(f"explore.disagreement_alignment must be 'incoming' or 'outgoing', got {alignment!r}")
 
 
-def reward_sources(cfg: ExploreConfig) -> dict[str, RewardSource]:
-    fns = {"semantic": semantic_reward,
-           "disagreement": functools.partial(disagreement_reward, alignment=cfg.disagreement_alignment)}
-    return {k: RewardSource(fns[k]) for k in cfg.sources}
+def semantic_parts(cfg: ExploreConfig, dreamer: DreamerConfig, action_size: int) -> SourceParts:
+    """The built-in `semantic` source: the semantic head's mean, the head learning the reward model's output."""
+    head = HeadSpec(target=SEMANTIC_KEY, scale=cfg.semantic_head_scale, grad=False)
+    return SourceParts(RewardSource(semantic_reward), heads={"semantic": head})
+
+
+def disagreement_parts(cfg: ExploreConfig, dreamer: DreamerConfig, action_size: int) -> SourceParts:
+    """The built-in `disagreement` source: Plan2Explore's ensemble std, the ensemble an extra module."""
+    reward = functools.partial(disagreement_reward, alignment=cfg.disagreement_alignment)
+    return SourceParts(RewardSource(reward), modules={ENSEMBLE: ensemble_module(cfg, dreamer, action_size)})
+
+
+def source_parts(cfg: ExploreConfig, dreamer: DreamerConfig, action_size: int,
+                 obs_space: Mapping[str, Any] | None = None) -> dict[str, SourceParts]:
+    """The parts of each source of `cfg` (the registry's builders), in registration order. With `obs_space`, a
+    source whose replay keys are missing from it is refused, naming them."""
+    parts = {}
+    for name in cfg.sources:
+        spec = source_registry.get(name)
+        missing = [key for key in spec.replay_keys if obs_space is not None and key not in obs_space]
+        if missing:
+            written = " (the reward model's output at collection)" if spec.reward_model else ""
+            raise ValueError(f"reward source '{name}' of behaviour '{cfg.behaviour}' needs the replay keys {missing}"
+                             f"{written} in the observation space; got {sorted(obs_space)}")
+        parts[name] = spec.parts(cfg, dreamer, action_size)
+    return parts
+
+
+def reward_sources(cfg: ExploreConfig, dreamer: DreamerConfig | None = None, action_size: int = 1
+                   ) -> dict[str, RewardSource]:
+    """name -> RewardSource of each source of `cfg`."""
+    return {k: p.reward for k, p in source_parts(cfg, dreamer or DreamerConfig.tiny(), action_size).items()}
 
 
 def task_reward_source(task: str) -> RewardSource:
@@ -238,13 +267,14 @@ def build_agent(dreamer: DreamerConfig, cfg: ExploreConfig, obs_space: Mapping[s
     used (their scales are the switch's business, not the agent's).
     """
     obs_space = dict(obs_space)
+    parts = source_parts(cfg, dreamer, action_size, obs_space)
     heads = head_specs(cfg, tasks, semantic="semantic" in cfg.sources or SEMANTIC_KEY in obs_space)
     extras = {ENSEMBLE: ensemble_module(cfg, dreamer, action_size)}
-    if "semantic" in cfg.sources and SEMANTIC_KEY not in obs_space:
-        raise ValueError(f"behaviour '{cfg.behaviour}' needs the replay key '{SEMANTIC_KEY}' in the observation "
-                         f"space (the reward model's output at collection); got {sorted(obs_space)}")
+    for part in parts.values():  # what other sources add (the built-in ones' are above, in their usual order)
+        heads.update({k: v for k, v in part.heads.items() if k not in heads})
+        extras.update({k: v for k, v in part.modules.items() if k not in extras})
     if task is None:
-        sources = reward_sources(cfg)
+        sources = {k: part.reward for k, part in parts.items()}
         weighting = GoExploreSwitch(cfg)
     else:
         if task not in tasks:

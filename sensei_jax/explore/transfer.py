@@ -18,7 +18,7 @@ from typing import Any
 
 import jax
 
-from sensei_jax import config as config_lib
+from sensei_jax import sections
 from sensei_jax import files
 from sensei_jax.distributed import is_main_process
 from sensei_jax.checkpoint import Checkpointer
@@ -94,12 +94,12 @@ def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_ep
     tasks = tuple(spec["tasks"])
     # The agent is rebuilt exactly as it explored, on its replay and schedule; only the budget is new, and no step
     # acts at random or waits for data (the replay is full).
-    explore_cfg = config_lib.from_dict(ExploreConfig, spec["explore"], prefix="explore")
+    explore_cfg = sections.from_dict(ExploreConfig, spec["explore"], prefix="explore")
     explore_cfg = dataclasses.replace(explore_cfg, steps=steps, transfer_steps=steps,
                                       transfer_eval_episodes=eval_episodes)
     schedule = {**exploration_schedule(spec, directory), "train_start": 0, "random_steps": 0}
     train = dataclasses.replace(train or TrainConfig(), **schedule)
-    dreamer = config_lib.from_dict(DreamerConfig, spec["dreamer"], prefix="dreamer")
+    dreamer = sections.from_dict(DreamerConfig, spec["dreamer"], prefix="dreamer")
     if reward_model is None and spec["semantic"]:
         reward_model = load_reward_model(spec["reward_model"], required=True)
     common = dict(num_envs=spec["num_envs"], reward_model=reward_model, image_key=spec.get("image_key", "image"),

@@ -267,7 +267,7 @@ def collect_p2x(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
     record_step, keys = record_fn(cfg)
     per_chunk = chunk_steps * num_envs  # env steps of all worlds in one chunk (the loop counts these)
     total = num_chunks * per_chunk
-    settings = dataclasses.replace(cfg.explore, behaviour="p2x", steps=total, task_heads=())
+    settings = dataclasses.replace(cfg.explore.with_preset("p2x"), steps=total, task_heads=())
     # The train section's schedule, with one loop collection call per chunk and a checkpoint after each.
     schedule = dataclasses.replace(cfg.train, collect_steps=chunk_steps, save_every=per_chunk)
     explorer = Explorer(settings, cfg.dreamer, env, num_envs, reward_model=None, seed=cfg.run.seed, tasks=(),

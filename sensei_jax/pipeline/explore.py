@@ -38,7 +38,7 @@ def explore(cfg: Config, out_dir: Path, reward_model_dir: str | Path | None, env
     """Explores with cfg.explore.behaviour for cfg.explore.steps; writes out_dir (see the module docstring)."""
     from sensei_jax.explore.explorer import Explorer, load_reward_model
 
-    reward_model = load_reward_model(reward_model_dir, required="semantic" in cfg.explore.sources)
+    reward_model = load_reward_model(reward_model_dir, required=cfg.explore.needs_reward_model)
     env = make_env(cfg, reward_view=reward_model is not None) if env is None else env
     image_key = scored_image_key(env, reward_model, reward_model_dir)
     explorer = Explorer(cfg.explore, cfg.dreamer, env, num_envs(cfg), reward_model=reward_model,
@@ -87,7 +87,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 def baseline_config(cfg: Config) -> Config:
     """The same run with the disagreement-only exploration behaviour (Plan2Explore), same steps and seed."""
-    return dataclasses.replace(cfg, explore=dataclasses.replace(cfg.explore, behaviour=BASELINE_BEHAVIOUR))
+    return dataclasses.replace(cfg, explore=cfg.explore.with_preset(BASELINE_BEHAVIOUR))
 
 
 def run_baseline(cfg: Config, run_dir: Path) -> dict[str, Any]:
