@@ -15,7 +15,7 @@ tokens per image); `--image-sizes 224` builds the same model from its config wit
 256 tokens), i.e. CLIP ViT-L/14 at 224 px. Qwen3-VL reads any size: an image of S x S px (S a multiple of 32,
 what its processor resizes to) takes (S / 32)^2 tokens; the default 256 is what SENSEI's 224 px pairs become
 under the released min_pixels of 256 x 256. The timed call is the annotator's own compiled scoring function
-(`sensei_jax.vlm.annotate.score_prompts`) with the family's position ids. Prints one JSON object with the
+(`sensei_jax.annotators.vlm.score_prompts`) with the family's position ids. Prints one JSON object with the
 hardware it ran on. Weight count, memory (whole and per device at model_parallel 1/2/4/8) and per-pair FLOPs
 come from `nnx.eval_shape` and the lowered program, without allocating the model.
 """
@@ -33,7 +33,7 @@ from flax import nnx
 
 import common
 from sensei_jax.vlm import family as family_lib
-from sensei_jax.vlm.annotate import score_prompts
+from sensei_jax.annotators.vlm import score_prompts
 from sensei_jax.vlm.llava_config import LlavaConfig
 from sensei_jax.vlm.model import parameter_bytes, parameter_count
 from sensei_jax.vlm.qwen3_vl.config import Qwen3VLConfig

@@ -16,7 +16,7 @@ from sensei_jax.annotators.base import label_from_prob
 from sensei_jax.annotators.chance import RandomAnnotator
 from sensei_jax.annotators.config import AnnotateConfig
 from sensei_jax.reward.labels import Label
-from sensei_jax.vlm.annotate import (LlavaAnnotator, LlavaScorer, StudyAnnotator, composite,
+from sensei_jax.annotators.vlm import (LlavaAnnotator, LlavaScorer, StudyAnnotator, composite,
                                      parse_study_answer)
 from sensei_jax.vlm.tiny import write_tiny_checkpoint
 

@@ -26,7 +26,7 @@ def _worker(out: Path, process_id: int, port: int) -> None:
     from sensei_jax.annotators import make_annotator
     from sensei_jax.pipeline.annotate import annotate_dataset
     from sensei_jax.reward.dataset import PairDataset
-    from sensei_jax.vlm.annotate import from_config
+    from sensei_jax.annotators.vlm import from_config
     from sensei_jax.vlm.sharding import make_mesh
 
     cfg = config_lib.load(None, OVERRIDES + ["--vlm.path", str(out / "ckpt"), "--annotate.model_parallel", "2"])

@@ -176,6 +176,22 @@ def test_domains_sit_between_the_envs_and_the_stages():
     assert not envs, "envs import the domain registry:\n  " + "\n  ".join(envs)
 
 
+def test_the_config_loader_sits_on_top():
+    """`sensei_jax.config` composes every section, so only the stages and the CLI import it; a library reads a
+    stored section with `sensei_jax.sections`."""
+    files = [path for path in sorted(PACKAGE.rglob("*.py"))
+             if not _within(".".join(path.relative_to(ROOT).with_suffix("").parts), "sensei_jax.pipeline",
+                            "sensei_jax.run", "sensei_jax.config")]
+    problems = _offending_imports(files, lambda m: m == "sensei_jax.config")
+    assert not problems, "modules below the loader import it:\n  " + "\n  ".join(problems)
+
+
+def test_annotators_depend_on_the_vlm_one_way():
+    problems = _offending_imports(sorted((PACKAGE / "vlm").rglob("*.py")),
+                                  lambda m: _within(m, "sensei_jax.annotators"))
+    assert not problems, "the vlm package imports annotators:\n  " + "\n  ".join(problems)
+
+
 def domain_name_branches(path: Path, names, root: Path = ROOT) -> list[str]:
     """`file:line` of every comparison with a domain's name as a string literal (`x == "minihack"`,
     `domain in ("robodesk", ...)`) and every call of the old `is_minihack` helper in the file."""

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sensei_jax.annotators.config import AnnotateConfig
-from sensei_jax.vlm.annotate import VlmScorer, from_config
+from sensei_jax.annotators.vlm import VlmScorer, from_config
 from sensei_jax.vlm.config import VlmConfig
 from sensei_jax.vlm.qwen3_vl.tiny import write_tiny_checkpoint
 
@@ -102,7 +102,7 @@ def _direct_logp_with_context(scorer, pairs):
 
 
 def test_study_mode_generates_two_chatml_turns(annotator, cfg):
-    from sensei_jax.vlm.annotate import StudyAnnotator, parse_study_answer
+    from sensei_jax.annotators.vlm import StudyAnnotator, parse_study_answer
 
     scorer = annotator.scorer
     study_cfg = dataclasses.replace(cfg, mode="study", max_new_tokens=4, batch_size=3, seq_bucket=64)

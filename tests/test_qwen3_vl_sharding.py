@@ -21,7 +21,7 @@ def _worker(out: Path) -> None:
     import jax.numpy as jnp
 
     from sensei_jax.annotators.config import AnnotateConfig
-    from sensei_jax.vlm.annotate import LlavaAnnotator, VlmScorer, pairs_per_call
+    from sensei_jax.annotators.vlm import LlavaAnnotator, VlmScorer, pairs_per_call
     from sensei_jax.vlm.generate import greedy_generate
     from sensei_jax.vlm.qwen3_vl.model import Qwen3VLModel
     from sensei_jax.vlm.qwen3_vl.processor import Qwen3VLProcessor

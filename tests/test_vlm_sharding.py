@@ -23,7 +23,7 @@ def _worker(out: Path) -> None:
     import jax
     import jax.numpy as jnp
 
-    from sensei_jax.vlm.annotate import LlavaAnnotator, LlavaScorer, pairs_per_call
+    from sensei_jax.annotators.vlm import LlavaAnnotator, LlavaScorer, pairs_per_call
     from sensei_jax.vlm.generate import greedy_generate, sample_generate
     from sensei_jax.vlm.llava_config import LlavaConfig
     from sensei_jax.vlm.model import LlavaModel

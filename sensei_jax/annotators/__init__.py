@@ -1,6 +1,6 @@
 """Annotators: a batch of image pairs in, per pair P(first is more interesting) and a preference label out.
 
-`make_annotator(cfg)` builds the one named by `annotate.annotator`: `llava` (the VLM, `sensei_jax.vlm.annotate`),
+`make_annotator(cfg)` builds the one named by `annotate.annotator`: `llava` (the VLM, `sensei_jax.annotators.vlm`),
 `oracle` (SENSEI's heuristic on the simulator states, `oracle`) or `random` (`chance`). `base` holds the contract,
 `config` the `annotate` section. Names are imported on first use, so reading a config stays free of jax.
 """

@@ -27,7 +27,7 @@ def make_annotator(cfg, env=None) -> Annotator:
         return ScoreOracle(domain.oracle_scores(cfg, env), lambda a, b: domain.compare(a, b, cfg),
                            domain.describe(cfg))
     if kind == "llava":
-        from sensei_jax.vlm.annotate import from_config
+        from sensei_jax.annotators.vlm import from_config
 
         return from_config(cfg.vlm, cfg.annotate)
     raise ValueError(f"annotate.annotator: unknown annotator {kind!r}; known: {', '.join(ANNOTATORS)}")

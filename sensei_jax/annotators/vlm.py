@@ -6,8 +6,8 @@ prefill per ordering, and the log-probabilities of the two answer tokens at the 
 P(first) for (A, B) and for (B, A); their average cancels position bias. Pairs are two `<image>` placeholders or
 one composite image (stacked with a white gap, padded to a square); the prompt is SENSEI's question, or
 SENSEI-General's context turn before it. `study` (`StudyAnnotator`) reproduces the follow-up LLaVA study: one
-composite, two sampled turns, exact answer matching. `from_config` builds the configured one; the other annotators
-and `make_annotator` are `sensei_jax.annotators`.
+composite, two sampled turns, exact answer matching. `from_config` builds the configured one; `make_annotator`
+(`registry`) builds any annotator.
 """
 
 from __future__ import annotations

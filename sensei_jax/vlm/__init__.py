@@ -1,13 +1,13 @@
-"""Vision-language models in flax.nnx (LLaVA-1.5; Qwen3-VL in the `qwen3_vl` package) and their image-pair
-annotator, behind one model interface (`family`: the registry of families and what each class offers).
+"""Vision-language models in flax.nnx (LLaVA-1.5; Qwen3-VL in the `qwen3_vl` package), behind one model interface
+(`family`: the registry of families and what each class offers). The image-pair annotator built on them is
+`sensei_jax.annotators.vlm`: annotators depend on models, never the other way.
 
 LLaVA's modules: `llava_config` (architecture + HF config.json), `vision` (CLIP), `language` (Llama), `model`
 (`LlavaModel`, `LlavaModel.from_pretrained`), `params` (safetensors loading in every key layout), `sharding` (the
 (data, model) mesh and the tensor-parallel parameter layout), `processor` (tokenizer, images, the llava_v1
-conversation format), `generate` (cached greedy or sampled decoding),
-`annotate` (`LlavaAnnotator`, `StudyAnnotator`), `tiny` (a random test checkpoint), `config` (the `vlm` config
-section). The oracle and random annotators and `make_annotator` are `sensei_jax.annotators`. The names below are
-imported on first use, so reading the config sections stays free of jax.
+conversation format), `generate` (cached greedy or sampled decoding), `tiny` (a random test checkpoint), `config`
+(the `vlm` config section). The names below are imported on first use, so reading the config sections stays free
+of jax.
 """
 
 from sensei_jax.lazy import lazy_exports

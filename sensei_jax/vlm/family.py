@@ -8,7 +8,7 @@ family (the `vlm` section, `doctor`, the checkpoint check) imports no jax. The f
     llava       llava          LlavaConfig            LlavaModel         LlavaProcessor (llava_v1 / llava-hf)
     qwen3_vl    qwen3_vl       Qwen3VLConfig          Qwen3VLModel       Qwen3VLProcessor (ChatML, MRoPE ids)
 
-What each class must offer is written down as the protocols below; the annotator (`vlm/annotate.py`), the mesh
+What each class must offer is written down as the protocols below; the annotator (`annotators/vlm.py`), the mesh
 (`vlm/sharding.py`), the checkpoint check (`vlm/checkpoint.py`), `doctor` and the throughput benchmark use nothing
 else. Adding a family is a new module with the three classes and one `Family` entry in `FAMILIES`.
 """
