@@ -325,3 +325,19 @@ def test_physics_memory_grows_linearly_with_the_world_count(env):
     assert table[16] / table[4] == pytest.approx(4.0, rel=0.01)
     blank = jax.eval_shape(lambda: env._blank_data(16))
     assert blank._impl.contact__frame.shape[0] == env.contacts_per_world * 16
+
+
+def test_the_constructor_defaults_are_the_config_sections():
+    """One set of defaults: `Robodesk(...)`'s keyword defaults are `RobodeskConfig`'s, so a config and a direct
+    construction cannot drift apart (they once differed in action_repeat, 1 against 2)."""
+    import dataclasses
+    import inspect
+
+    from sensei_jax.envs.robodesk.config import RobodeskConfig
+
+    defaults = {name: p.default for name, p in inspect.signature(Robodesk.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    section = {f.name: getattr(RobodeskConfig(), f.name) for f in dataclasses.fields(RobodeskConfig)}
+    shared = sorted(set(defaults) & set(section) - {"cameras"})  # cameras: None stands for the section's {}
+    assert len(shared) >= 15, shared
+    assert {name: defaults[name] for name in shared} == {name: section[name] for name in shared}

@@ -46,7 +46,9 @@ from mujoco.mjx._src import render_util  # noqa: E402
 from mujoco.mjx.warp import types as mjxw_types  # noqa: E402
 
 from sensei_jax.envs.robodesk import assets, device_blocks, ik, model, tasks  # noqa: E402
-from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY  # noqa: E402
+from sensei_jax.envs.robodesk.config import REWARD_IMAGE_KEY, RobodeskConfig  # noqa: E402
+
+_D = RobodeskConfig()  # the constructor's defaults are the `env` section's: one set of defaults
 
 ACTION_SIZE = 5
 END_EFFECTOR_SCALE = 0.01  # m per unit action
@@ -81,12 +83,14 @@ class Robodesk:
     """Robodesk (Kannan et al. 2021) on MJX-Warp with the Warp batch renderer, a `sensei_jax.envs.RestorableEnv`.
     See the module docstring."""
 
-    def __init__(self, task: str = "open_drawer", reward: str = "dense", camera: str = "right", image_size: int = 64,
-                 action_repeat: int = 1, episode_length: int = 500, auto_reset: bool = True,
-                 cameras: Mapping[str, int] | Sequence[str] | None = None, assets_dir: str | None = None,
-                 contacts_per_world: int = 64, constraints_per_world: int = 256, ik_iterations: int = 4,
-                 solver_iterations: int = 20, ls_iterations: int = 10, shadows: bool = False,
-                 render_images: bool = True, reward_camera: str = "right", reward_image_size: int | None = None):
+    def __init__(self, task: str = _D.task, reward: str = _D.reward, camera: str = _D.camera,
+                 image_size: int = _D.image_size, action_repeat: int = _D.action_repeat,
+                 episode_length: int = _D.episode_length, auto_reset: bool = _D.auto_reset,
+                 cameras: Mapping[str, int] | Sequence[str] | None = None, assets_dir: str | None = _D.assets_dir,
+                 contacts_per_world: int = _D.contacts_per_world, constraints_per_world: int = _D.constraints_per_world,
+                 ik_iterations: int = _D.ik_iterations, solver_iterations: int = _D.solver_iterations,
+                 ls_iterations: int = _D.ls_iterations, shadows: bool = _D.shadows, render_images: bool = True,
+                 reward_camera: str = _D.reward_camera, reward_image_size: int | None = _D.reward_image_size):
         tasks.check_task(task)
         if reward not in tasks.REWARD_MODES:
             raise ValueError(f"unknown reward mode {reward!r}; expected one of {tasks.REWARD_MODES}")
