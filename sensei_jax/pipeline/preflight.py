@@ -89,19 +89,20 @@ def check_task_names(cfg: Config, stages: tuple[str, ...]) -> None:
 
 
 def check_annotator_inputs(cfg: Config) -> None:
-    """The LLaVA annotator's checkpoint folder and context image (nothing to check for the other annotators)."""
+    """The VLM annotator's checkpoint folder (any family: LLaVA-1.5, Qwen3-VL) and context image (nothing to check
+    for the other annotators)."""
     annotate = cfg.annotate
     if annotate.annotator != "llava":
         return
     if not cfg.vlm.path:
         raise ConfigError(
-            "annotate.annotator is 'llava' but no checkpoint is given: pass --vlm.path DIR, a local LLaVA-1.5 "
+            "annotate.annotator is 'llava' but no checkpoint is given: pass --vlm.path DIR, a local VLM "
             "checkpoint in Hugging Face format (config.json, *.safetensors, tokenizer.json, "
-            "preprocessor_config.json; e.g. a download of llava-hf/llava-1.5-7b-hf), or use "
-            "--annotate.annotator oracle to run without a VLM")
+            "preprocessor_config.json; e.g. a download of llava-hf/llava-1.5-7b-hf or Qwen/Qwen3-VL-8B-Instruct), or "
+            "use --annotate.annotator oracle to run without a VLM")
     if not Path(cfg.vlm.path).is_dir():
-        raise ConfigError(f"--vlm.path {cfg.vlm.path} is not a directory (expected a local LLaVA-1.5 "
-                          "checkpoint in Hugging Face format)")
+        raise ConfigError(f"--vlm.path {cfg.vlm.path} is not a directory (expected a local VLM checkpoint in "
+                          "Hugging Face format: LLaVA-1.5 or Qwen3-VL)")
     check_vlm_folder(cfg.vlm.path)
     image = annotate.context_image
     if annotate.mode == "score" and annotate.prompt == "general" and image and not Path(image).is_file():
