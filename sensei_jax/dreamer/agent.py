@@ -307,18 +307,9 @@ class Agent:
             metrics.update({f"fit/{name}/{k}": v for k, v in head_fit(prediction, target).items()})
         posterior = jax.tree.map(sg, {k: outs[k] for k in ("deter", "stoch", "feat")})
 
-        # Extra modules (their own optimizers), on the stop-gradient posteriors.
-        extra_params, extra_opt = dict(params["extras"]), dict(opt["extras"])
-        extra_inputs = {**posterior, "action": data["action"].astype(jnp.float32)}
-        for i, (name, module) in enumerate(self.extra_modules.items()):
-            def extra_loss(p, name=name, module=module, k=jax.random.fold_in(k_extra, i)):
-                return module.loss(nnx.merge(self.graphdefs[f"extra:{name}"], p), extra_inputs, data, k)
-
-            (loss, mets), grads = jax.value_and_grad(extra_loss, has_aux=True)(extra_params[name])
-            updates, extra_opt[name] = module.optimizer.update(grads, extra_opt[name], extra_params[name])
-            extra_params[name] = optax.apply_updates(extra_params[name], updates)
-            metrics[f"loss/{name}"] = loss
-            metrics.update({f"{name}/{k}": v for k, v in mets.items()})
+        extra_params, extra_opt, extra_metrics = self._train_extras(params["extras"], opt["extras"], posterior, data,
+                                                                    k_extra)
+        metrics.update(extra_metrics)
 
         # Actor-critic in imagination from every posterior state, with the updated world model.
         wm = nnx.merge(self.graphdefs["wm"], wm_params)
@@ -343,6 +334,22 @@ class Agent:
             latents = {"deter": posterior["deter"], "stoch": jnp.argmax(posterior["stoch"], -1).astype(jnp.int32)}
             return new_state, metrics, latents
         return new_state, metrics
+
+    def _train_extras(self, params: dict, opt: dict, posterior: dict, data: Mapping[str, Any], key: jax.Array):
+        """One step of each extra module (its own optimizer) on the stop-gradient posteriors -> (params, opt,
+        metrics)."""
+        params, opt, metrics = dict(params), dict(opt), {}
+        inputs = {**posterior, "action": data["action"].astype(jnp.float32)}
+        for i, (name, module) in enumerate(self.extra_modules.items()):
+            def extra_loss(p, name=name, module=module, k=jax.random.fold_in(key, i)):
+                return module.loss(nnx.merge(self.graphdefs[f"extra:{name}"], p), inputs, data, k)
+
+            (loss, mets), grads = jax.value_and_grad(extra_loss, has_aux=True)(params[name])
+            updates, opt[name] = module.optimizer.update(grads, opt[name], params[name])
+            params[name] = optax.apply_updates(params[name], updates)
+            metrics[f"loss/{name}"] = loss
+            metrics.update({f"{name}/{k}": v for k, v in mets.items()})
+        return params, opt, metrics
 
     def _latent_entropy(self, logits: jax.Array) -> jax.Array:
         return LatentCategorical(logits, self.cfg.unimix).entropy().mean()
