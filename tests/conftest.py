@@ -27,7 +27,7 @@ def pytest_xdist_auto_num_workers(config):
 LONG_FILES = ("test_pipeline.py", "test_dreamer_multidevice.py", "test_multiprocess.py", "test_env_robodesk.py",
               "test_benchmarks_smoke.py", "test_pipeline_collect_p2x.py", "test_explore_resume_transfer.py",
               "test_env_robodesk_sharded.py", "test_dreamer_loop.py", "test_sensei_explore.py",
-              "test_pipeline_resume.py")
+              "test_pipeline_resume.py", "test_pipeline_toy.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -65,3 +65,24 @@ def test_a_domain_is_found_by_name_and_unknown_names_are_refused():
     assert {"robodesk", "minihack", "toy"} <= set(domains.DOMAINS)
     with pytest.raises(config_lib.ConfigError, match="run.domain: unknown domain 'maze'; known: robodesk"):
         config_lib.load(TOY_CONFIG, overrides=["--run.domain", "maze"])
+
+
+def test_a_qwen3_vl_annotator_runs_the_toy_pipeline_to_exploration(tmp_path):
+    """`vlm.family: qwen3_vl` end to end: a tiny random Qwen3-VL checkpoint labels the toy's pairs, the reward model
+    distils its labels and SENSEI explores with that reward."""
+    from sensei_jax.annotators.config import AnnotateConfig
+    from sensei_jax.vlm.qwen3_vl.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "qwen3_vl", [AnnotateConfig().question], seed=3, std=0.1)
+    assert main(["--config", str(TOY_CONFIG), "--run.root", str(tmp_path), "--run.name", "qwen", "--stop-after",
+                 "explore", "--annotate.annotator", "llava", "--vlm.path", str(checkpoint), "--vlm.dtype", "float32",
+                 "--annotate.min_answer_mass", "0.0", "--collect.steps", "64", "--pairs.contrastive", "16",
+                 "--pairs.uniform", "16", "--explore.steps", "256"]) == 0
+    run = rundir.RunDir(tmp_path / "qwen")
+    annotate = files.read_json(run.stage_dir("annotate") / "summary.json")
+    assert annotate["family"] == "qwen3_vl" and annotate["pairs"] == 32
+    labels = PairDataset.open(run.stage_dir("pairs")).load_preferences("llava")
+    assert labels.shape == (32,) and set(np.unique(labels)) <= {0, 1, 2, 3}
+    assert run.done("distill") and files.read_json(run.stage_dir("distill") / "summary.json")["preferences"] == "llava"
+    summary = files.read_json(run.stage_dir("explore") / "sensei" / "summary.json")
+    assert summary["steps"] == 256 and summary["train_steps"] > 0 and "weight/semantic" in summary["final_metrics"]

@@ -192,7 +192,8 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     files.write_json(out / "meta.json", meta)
     transitions = meta["num_chunks"] * meta["chunk_steps"] * meta["num_envs"]
     interactions = interaction_totals(out)
-    summary = {"transitions": transitions, "env_steps_per_second": round(meta.get("env_steps_per_second", 0.0), 1),
+    rate = meta.get("env_steps_per_second")
+    summary = {"transitions": transitions, "env_steps_per_second": None if rate is None else round(rate, 1),
                "interactions": interactions}
     if "train_steps" in meta:
         summary["train_steps"] = meta["train_steps"]
@@ -315,8 +316,15 @@ def collect_p2x(cfg: Config, env: RestorableEnv, out: Path) -> dict[str, Any]:
 # CLI.
 
 
+def rate_text(summary: dict[str, Any]) -> str:
+    """The collection's rate for messages; none is measured where every chunk stepped while compiling (a collection
+    of one chunk that was not compiled ahead)."""
+    rate = summary.get("env_steps_per_second")
+    return "rate not measured: its only chunk compiled" if rate is None else f"{rate} env steps/s"
+
+
 def main(args: argparse.Namespace, cfg: Config) -> int:
     summary = rundir.run_single_stage("collect", cfg, run_stage, force=args.force)
-    print(f"collected {summary['transitions']} transitions ({summary['env_steps_per_second']} env steps/s) in "
+    print(f"collected {summary['transitions']} transitions ({rate_text(summary)}) in "
           f"{cfg.run_dir / 'collect'}; interactions {summary['interactions']}")
     return 0

@@ -30,7 +30,7 @@ from sensei_jax import distributed, domains, files
 from sensei_jax.config import Config
 from sensei_jax.domains import Domain
 from sensei_jax.metrics import read_jsonl
-from sensei_jax.pipeline import collection, rundir
+from sensei_jax.pipeline import collect, collection, rundir
 from sensei_jax.reward.dataset import GROUND_TRUTH, DatasetError, PairDataset
 from sensei_jax.reward.labels import LABEL_NAMES, Label
 
@@ -354,7 +354,7 @@ def run_stage(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if collect_summary:
         md += ["## Collection", "",
                f"{collect_summary.get('transitions')} transitions with the `{cfg.collect.policy}` policy "
-               f"({collect_summary.get('env_steps_per_second')} env steps/s).", ""]
+               f"({collect.rate_text(collect_summary)}).", ""]
 
     # Preferences.
     try:

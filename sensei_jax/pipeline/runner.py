@@ -81,8 +81,9 @@ def format_summary(cfg: Config, run: rundir.RunDir, total_seconds: float) -> str
     summary = lambda name: (status.get(name) or {}).get("summary") or {}  # noqa: E731
     collected = summary("collect")
     if collected:
-        lines.append(f"\ncollect   {collected.get('transitions')} transitions, "
-                     f"{collected.get('env_steps_per_second')} env steps/s")
+        from sensei_jax.pipeline import collect  # jax: only once a stage ran
+
+        lines.append(f"\ncollect   {collected.get('transitions')} transitions, {collect.rate_text(collected)}")
     pairs = summary("pairs")
     if pairs:
         lines.append(f"pairs     {pairs.get('pairs')} pairs at {pairs.get('image_size')}px, ground truth "
