@@ -9,6 +9,25 @@ from __future__ import annotations
 import dataclasses
 
 
+# The reward model's conv stack (kernel, stride per layer) and the max-pool after it (`reward.model`).
+KERNELS = (8, 4, 3)
+STRIDES = (4, 2, 2)
+POOL = 2
+
+
+def feature_grid(image_size: int) -> int:
+    """Side of the feature map the conv stack and the max-pool leave of an image_size x image_size input."""
+    size = image_size
+    for kernel, stride in zip(KERNELS, STRIDES):
+        size = (size - kernel) // stride + 1 if size >= kernel else 0
+    return size // POOL
+
+
+def min_image_size() -> int:
+    """The smallest input side the conv stack turns into at least one feature (52)."""
+    return next(size for size in range(1, 1024) if feature_grid(size) >= 1)
+
+
 @dataclasses.dataclass
 class RewardConfig:
     # Model (Motif's image CNN: conv 8/4, 4/2, 3/2 with ELU, 2x2 max-pool, MLP hidden/2 -> hidden -> 1).
@@ -33,6 +52,10 @@ class RewardConfig:
         if self.image_size < 1 or self.hidden < 2 or min(self.channels) < 1:
             raise ValueError(f"image_size, hidden and channels must be positive, got image_size={self.image_size}, "
                              f"hidden={self.hidden}, channels={self.channels}")
+        if feature_grid(self.image_size) < 1:
+            raise ValueError(f"reward.image_size {self.image_size} is too small for the reward model's conv stack "
+                             f"(8/4, 4/2, 3/2, pool 2): it needs at least {min_image_size()} pixels (frames of "
+                             "another size are resized inside the model)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.epochs < 1 or self.batch_size < 1:

@@ -21,9 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-KERNELS = (8, 4, 3)
-STRIDES = (4, 2, 2)
-POOL = 2
+from sensei_jax.reward.config import KERNELS, POOL, STRIDES, feature_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,10 +47,7 @@ class RewardModelConfig:
 
     def feature_grid(self) -> int:
         """Side of the feature map after the conv stack and the max-pool."""
-        size = self.image_size
-        for kernel, stride in zip(KERNELS, STRIDES):
-            size = (size - kernel) // stride + 1 if size >= kernel else 0
-        return size // POOL
+        return feature_grid(self.image_size)
 
     @property
     def num_features(self) -> int:
