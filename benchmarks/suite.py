@@ -29,6 +29,12 @@ steps they cover (the cpu and smoke profiles: a plumbing check, not a forecast).
 
 The gpu profile refuses to run on a machine without a GPU (4,096 Robodesk worlds would take hours on a CPU) unless
 `--allow-cpu` is given.
+
+`--compile-only` runs nothing: it compiles the profile's programs from abstract shapes on whatever backend is here
+(a CPU is enough) and prints XLA's memory analysis of each against the device memory (`--limit-gib`, default 80)
+with `--headroom` (default 0.1), one JSON, exit 1 when a program fails to compile or does not fit
+(gpu_shapes.py; `--profile gpu` its real shapes in about 2 min on 2 CPU cores, `--profile smoke` tiny ones;
+`--only` picks benchmarks as above, `reward` has no program there).
 """
 
 from __future__ import annotations
@@ -208,6 +214,28 @@ def parse_only(text: str | None) -> list[str]:
     return [n for n in BENCHMARKS if n in names]
 
 
+def compile_only(args, names: list[str]) -> int:
+    """`--compile-only`: gpu_shapes.py's check of the profile's programs in the benchmarks `names`."""
+    import gpu_shapes
+
+    if args.profile == "cpu":
+        raise SystemExit("suite.py --compile-only: for --profile gpu (its real shapes) or smoke; the cpu profile's "
+                         "programs simply run")
+    smoke = args.profile == "smoke"
+    groups = [n for n in names if n in gpu_shapes.GROUPS]
+    programs = gpu_shapes.select(",".join(groups), smoke) if groups else []
+    report = gpu_shapes.check(programs, args.limit_gib, args.headroom, smoke=smoke,
+                              log=lambda line: print(line, file=sys.stderr, flush=True))
+    report.update(profile=args.profile, only=names,
+                  not_covered=[n for n in names if n not in gpu_shapes.GROUPS])
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return gpu_shapes.exit_code(report)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("gpu", "cpu", "smoke"), required=True)
@@ -215,8 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--vlm-path", help="a local llava-hf checkpoint: time its weights instead of random ones")
     parser.add_argument("--allow-cpu", action="store_true", help="run the gpu profile on a machine without a GPU")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="compile the profile's programs from abstract shapes and check their memory, run nothing")
+    parser.add_argument("--limit-gib", "--limit-gb", dest="limit_gib", type=float, default=80.0,
+                        help="with --compile-only: device memory in GiB to fit in (default 80)")
+    parser.add_argument("--headroom", type=float, default=0.1,
+                        help="with --compile-only: fraction added to each program's memory before comparing")
     args = parser.parse_args(argv)
     names = parse_only(args.only)
+    if args.compile_only:
+        return compile_only(args, names)
     if args.vlm_path and not (Path(args.vlm_path) / "config.json").is_file():
         raise SystemExit(f"suite.py: --vlm-path {args.vlm_path}: no config.json there (a llava-hf checkpoint "
                          "directory with config.json and safetensors)")

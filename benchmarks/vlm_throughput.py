@@ -121,6 +121,15 @@ def inputs(cfg, batch: int, bucket: int, image_size: int | None = None):
     return ids, length, positions, pixels
 
 
+def lower_scoring(abstract, ids: np.ndarray, length: int, positions: np.ndarray, pixels_shape: tuple[int, ...]):
+    """The annotator's compiled scoring function (`score_prompts`, both orders, 2 images per prompt) lowered for
+    the model `abstract` (shapes only is enough) and the prompt of `inputs`, without running it."""
+    return score_prompts.lower(abstract, jax.ShapeDtypeStruct(pixels_shape, jnp.float32),
+                               jax.ShapeDtypeStruct(ids.shape, jnp.int32), length - 1, jnp.asarray([7, 8], jnp.int32),
+                               images_per_prompt=2, both_orders=True,
+                               positions=jax.ShapeDtypeStruct(positions.shape, jnp.int32))
+
+
 def measure(cfg, dtype="bfloat16", batch: int = 4, iters: int = 5, bucket: int = 64,
             timed: bool = True, model=None, name: str = "", image_size: int | None = None) -> dict:
     """Pair scoring with both orders for the model of `cfg`, any family (random weights unless `model` is given):
@@ -130,10 +139,7 @@ def measure(cfg, dtype="bfloat16", batch: int = 4, iters: int = 5, bucket: int =
     abstract = abstract_model(cfg, dtype)
     ids, length, positions, pixels = inputs(cfg, batch, bucket, image_size)
     candidates = jnp.asarray([7, 8], jnp.int32)
-    lowered = score_prompts.lower(abstract, jax.ShapeDtypeStruct(pixels.shape, jnp.float32),
-                                  jax.ShapeDtypeStruct(ids.shape, jnp.int32), length - 1, candidates,
-                                  images_per_prompt=2, both_orders=True,
-                                  positions=jax.ShapeDtypeStruct(positions.shape, jnp.int32))
+    lowered = lower_scoring(abstract, ids, length, positions, pixels.shape)
     cost = lowered.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops_per_call = float(cost.get("flops", float("nan")))

@@ -50,6 +50,13 @@ class Update:
         (agent_state, replay_state, metrics on the devices)."""
         return self._train(agent_state, replay_state, key, np.int32(step))
 
+    def lower_train_step(self, agent_state: Any, replay_state: ReplayState) -> jax.stages.Lowered:
+        """`train_step`'s program lowered for the shapes, dtypes and shardings of `agent_state` and `replay_state`
+        (arrays or `jax.ShapeDtypeStruct`s, e.g. `Trainer.abstract_state()`), without running it: `.compile()` it
+        to check that a configuration compiles and read its `memory_analysis()`."""
+        return self._train.lower(agent_state, replay_state, jax.ShapeDtypeStruct((2,), jnp.uint32),
+                                 jax.ShapeDtypeStruct((), jnp.int32))
+
     def report(self, agent_state: Any, replay_state: ReplayState, key: jax.Array) -> dict[str, jax.Array]:
         """`agent.report`'s videos on `train.video_sequences` replayed windows drawn with the raw key `key`."""
         return self._report(agent_state, replay_state, key)
