@@ -22,9 +22,10 @@ Programs (the default set; `--only` takes names or groups, comma-separated; the 
                               `train` benchmark)
   vlm      llava_7b_224, llava_7b_336   LLaVA-1.5-7B-shaped pair scoring, both orders, bf16, 8 pairs per call
            qwen3_vl_8b_256    Qwen3-VL-8B-shaped pair scoring at 256 px, bf16, 8 pairs per call
+  reward   reward_train_224   the Motif reward model's train step, 32 pairs of 224 px (the distill stage's)
   env      env_4096_images, env_4096    one Robodesk step of 4,096 worlds, 64x64 images on and off
 Smoke (`--smoke`): sensei_train_smoke (toy env, tiny agent), dreamer_train_smoke (tiny preset, 16 px, batch 2 x 8),
-llava_tiny (32 px), env_2_images (2 worlds, 16 px). The reward model (the suite's `reward`) has no program here.
+llava_tiny (32 px), reward_train_smoke (4 pairs of 64 px), env_2_images (2 worlds, 16 px).
 
 A program that fails to lower or compile is recorded with its error; the exit status is 1 when any program failed
 or does not fit. Prints one JSON object with the hardware (benchmarks/common.py).
@@ -175,6 +176,31 @@ def build_vlm_scoring(family: str, model: str, image_size: int | None, batch: in
     return Built(lowered, shapes, jnp.dtype(dtype).name, {"weights": weights}, notes)
 
 
+def build_reward_train(image_size: int = 224, batch: int = 32) -> Built:
+    """The Motif reward model's train step (`reward.train.make_steps`, what the distill stage compiles) on
+    `batch` pairs of `image_size` px, parameters, optimizer state and batch abstract."""
+    import jax
+    import jax.numpy as jnp
+
+    from sensei_jax.reward.config import RewardConfig
+    from sensei_jax.reward.model import RewardModelConfig, init_params
+    from sensei_jax.reward.train import make_steps
+
+    cfg = RewardConfig(image_size=image_size, batch_size=batch)
+    model_cfg = RewardModelConfig.from_config(cfg)
+    optimizer, train_step, _ = make_steps(model_cfg, cfg.learning_rate, cfg.weight_decay)
+    # The parameters' shapes (drawn with numpy on the host: a fraction of a second for this model).
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), init_params(model_cfg, 0))
+    opt_state = jax.eval_shape(optimizer.init, params)
+    images = jax.ShapeDtypeStruct((batch, 2, image_size, image_size, 3), jnp.uint8)
+    lowered = train_step.lower(params, opt_state, images, jax.ShapeDtypeStruct((batch,), jnp.int8),
+                               jax.ShapeDtypeStruct((batch,), jnp.bool_))
+    state_gib = (tree_bytes(params) + tree_bytes(opt_state)) / GIB
+    shapes = {"image_size": image_size, "batch_pairs": batch, "parameters": int(sum(x.size for x in
+                                                                                      jax.tree.leaves(params)))}
+    return Built(lowered, shapes, "float32", {"params_and_optimizer": state_gib})
+
+
 def _warp_array_bytes(obj: Any, depth: int = 0, seen: set | None = None) -> int:
     """Bytes of the Warp arrays reachable from `obj`'s attributes (a Warp render context: allocated by Warp,
     outside XLA's buffers)."""
@@ -234,6 +260,8 @@ PROGRAMS: dict[str, tuple[str, str, Callable[[], Built]]] = {
                      lambda: build_vlm_scoring("llava", "7b", 336)),
     "qwen3_vl_8b_256": ("vlm", "Qwen3-VL-8B-shaped pair scoring at 256 px",
                         lambda: build_vlm_scoring("qwen3_vl", "8b", 256)),
+    "reward_train_224": ("reward", "Motif reward model train step, 32 pairs of 224 px",
+                         lambda: build_reward_train(224, 32)),
     "env_4096_images": ("env", "Robodesk step, 4,096 worlds, 64x64 images", lambda: build_env_step(4096, True)),
     "env_4096": ("env", "Robodesk step, 4,096 worlds, no images", lambda: build_env_step(4096, False)),
     # Smoke: the same builders at tiny shapes.
@@ -244,12 +272,14 @@ PROGRAMS: dict[str, tuple[str, str, Callable[[], Built]]] = {
                                                         image_size=16)),
     "llava_tiny": ("vlm", "tiny LLaVA pair scoring at 32 px (smoke)",
                    lambda: build_vlm_scoring("llava", "tiny", 32, batch=2, dtype="float32")),
+    "reward_train_smoke": ("reward", "Motif reward model train step, 4 pairs of 64 px (smoke)",
+                           lambda: build_reward_train(64, 4)),
     "env_2_images": ("env", "Robodesk step, 2 worlds, 16x16 images (smoke)", lambda: build_env_step(2, True, 16)),
 }
 GPU_PROGRAMS = ("sensei_train", "sensei_train_bf16", "dreamer_train", "llava_7b_224", "llava_7b_336",
-                "qwen3_vl_8b_256", "env_4096_images", "env_4096")
-SMOKE_PROGRAMS = ("sensei_train_smoke", "dreamer_train_smoke", "llava_tiny", "env_2_images")
-GROUPS = ("explore", "train", "vlm", "env")  # the suite's benchmark names; its `reward` has no program here
+                "qwen3_vl_8b_256", "reward_train_224", "env_4096_images", "env_4096")
+SMOKE_PROGRAMS = ("sensei_train_smoke", "dreamer_train_smoke", "llava_tiny", "reward_train_smoke", "env_2_images")
+GROUPS = ("explore", "train", "vlm", "reward", "env")  # the suite's benchmark names
 
 
 def select(only: str | None, smoke: bool = False) -> list[str]:

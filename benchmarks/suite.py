@@ -33,8 +33,8 @@ The gpu profile refuses to run on a machine without a GPU (4,096 Robodesk worlds
 `--compile-only` runs nothing: it compiles the profile's programs from abstract shapes on whatever backend is here
 (a CPU is enough) and prints XLA's memory analysis of each against the device memory (`--limit-gib`, default 80)
 with `--headroom` (default 0.1), one JSON, exit 1 when a program fails to compile or does not fit
-(gpu_shapes.py; `--profile gpu` its real shapes in about 2 min on 2 CPU cores, `--profile smoke` tiny ones;
-`--only` picks benchmarks as above, `reward` has no program there).
+(gpu_shapes.py; `--profile gpu` its real shapes in 2-3 min on 2 CPU cores, `--profile smoke` tiny ones;
+`--only` picks benchmarks as above).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 with memory figures, and a program that does not fit or does not compile fails the check.
 
 The real-shape run is a reduced set at the gpu profile's shapes (the SENSEI train step of configs/robodesk_sensei.yaml,
-LLaVA-1.5-7B-shaped scoring at 336 px, the 4,096-world Robodesk step with images; the full set, about 2 min, is in
+LLaVA-1.5-7B-shaped scoring at 336 px, the 4,096-world Robodesk step with images; the full set, 2-3 min, is in
 docs/performance.md): nothing is allocated at model size, only compiled.
 """
 
