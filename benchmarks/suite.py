@@ -6,7 +6,7 @@
 
 Benchmarks (`--only` picks some, comma-separated), each the `measure` function of its script beside this one:
   env      Robodesk env steps/s with and without images (env_throughput.py)
-  vlm      LLaVA pair scoring, pairs/s with both orders, per vision-tower size (vlm_throughput.py)
+  vlm      LLaVA and Qwen3-VL pair scoring, pairs/s with both orders, per vision-tower size (vlm_throughput.py)
   reward   Motif reward-model training pairs/s and scoring images/s (reward_throughput.py)
   train    DreamerV3 train step and collection, per precision (train_throughput.py)
   explore  SENSEI exploration steps/s at the train ratio, per env count (explore_throughput.py)
@@ -63,7 +63,10 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu": {
         "budget_s": 480,
         "env": {"num_envs": [1024, 4096], "steps": 20, "image_size": 64},
-        "vlm": {"model": "7b", "image_sizes": [224, 336], "dtype": "bfloat16", "batch": 8, "iters": 3},
+        "vlm": {"model": "7b", "image_sizes": [224, 336], "dtype": "bfloat16", "batch": 8, "iters": 3,
+                # the second family beside LLaVA: Qwen3-VL 4B and 8B (random bf16 weights) at 256 px
+                "families": [{"family": "qwen3_vl", "model": "4b", "image_sizes": [256]},
+                             {"family": "qwen3_vl", "model": "8b", "image_sizes": [256]}]},
         "reward": {"sizes": [224], "steps": 20, "batch": 32, "infer_batch": 256},
         "train": {"preset": "medium", "precisions": ["float32", "bfloat16"], "env": "point_reach", "image_size": 64,
                   "batch_size": 16, "batch_length": 64, "num_envs": 16, "collect_steps": 8, "collect_calls": 3,
@@ -74,7 +77,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": {
         "budget_s": 180,
         "env": {"num_envs": [4, 16], "steps": 4, "image_size": 64},
-        "vlm": {"model": "tiny", "image_sizes": [32, 48], "dtype": "float32", "batch": 4, "iters": 3},
+        "vlm": {"model": "tiny", "image_sizes": [32, 48], "dtype": "float32", "batch": 4, "iters": 3,
+                "families": [{"family": "qwen3_vl", "model": "tiny", "image_sizes": [64]}]},
         "reward": {"sizes": [224], "steps": 3, "batch": 8, "infer_batch": 32},
         "train": {"preset": "tiny", "precisions": ["float32", "bfloat16"], "env": "point_reach", "image_size": 32,
                   "batch_size": 4, "batch_length": 16, "num_envs": 4, "collect_steps": 8, "collect_calls": 2,
@@ -116,8 +120,13 @@ def run_env(sizes: dict, args) -> list[dict]:
 def run_vlm(sizes: dict, args) -> list[dict]:
     import vlm_throughput
 
-    return vlm_throughput.measure_sizes(sizes["model"], sizes["image_sizes"], sizes["dtype"], sizes["batch"],
-                                        sizes["iters"], timed=True, vlm_path=args.vlm_path)
+    results = vlm_throughput.measure_sizes(sizes["model"], sizes["image_sizes"], sizes["dtype"], sizes["batch"],
+                                           sizes["iters"], timed=True, vlm_path=args.vlm_path)
+    if not args.vlm_path:  # a given checkpoint is the one family timed
+        for other in sizes.get("families", []):
+            results += vlm_throughput.measure_sizes(other["model"], other["image_sizes"], sizes["dtype"],
+                                                    sizes["batch"], sizes["iters"], timed=True, family=other["family"])
+    return results
 
 
 def run_reward(sizes: dict, args) -> list[dict]:
