@@ -38,7 +38,9 @@ def subprocess_env(devices: int | None = None, optimized: bool = False, **extra:
     if optimized:
         flags = " ".join(flag for flag in flags.split() if flag not in TEST_XLA_FLAGS.split())
     if devices is not None:
-        flags += f" --xla_force_host_platform_device_count={devices}"
+        # Virtual devices are threads that meet in each collective; on a loaded 2-core machine one can miss XLA's
+        # default 40 s rendezvous (seen once beside a parallel 7B compile), which aborts the process.
+        flags += f" --xla_force_host_platform_device_count={devices} --xla_cpu_collective_timeout_seconds=600"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     cache = compile_cache.directory()
