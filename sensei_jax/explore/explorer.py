@@ -170,85 +170,38 @@ class Explorer:
         if writes:
             files.write_json(out_dir / "spec.json", spec)
         trainer = self.make_trainer(out_dir)
-        log_ = InteractionLog(self.interactions, self.tasks, self.num_envs)
-        episodes_file = out_dir / "episodes.jsonl"
-        progress_file = out_dir / "progress.json"
-        curves: list[dict[str, Any]] = []
-        resumed = (out_dir / "checkpoints").is_dir() and progress_file.is_file()
-        if resumed:
-            book = files.read_json(progress_file)
-            log_.load(book["log"])
-            if getattr(self.env, "host_stepped", False):  # host worlds restart on resume: no episode is in flight
-                log_.reset_current()
-            curves = book.get("curves", [])
-            # Episodes written after the checkpoint are collected again.
-            if writes:
-                files.write_text(episodes_file, "".join(json.dumps(e) + "\n" for e in log_.episodes))
-            log(f"explore: resuming at step {book['step']} from {out_dir / 'checkpoints'}")
-        writer = MetricsWriter(out_dir)
-        log_every = self.train_cfg.log_every
-        next_log: int | None = None
-
-        def on_collect(outputs: dict[str, Any], first_step: int) -> None:
-            nonlocal next_log
-            records = outputs["records"]
-            chunk_end = first_step + records["done"].shape[0] * self.num_envs
-            finished = log_.add(records, first_step // self.num_envs)
-            for episode in finished:
-                episode["step"] = chunk_end
-            if finished and writes:
-                with open(episodes_file, "a") as f:
-                    f.writelines(json.dumps(episode) + "\n" for episode in finished)
-                writer.scalars(chunk_end, {
-                    "episode/return": np.mean([e["return"] for e in finished]),
-                    "episode/semantic_return": np.mean([e["semantic_return"] for e in finished]),
-                    **{f"episode/interactions/{k}": np.mean([e["interactions"][k] for e in finished])
-                       for k in self.interactions}})
-            if next_log is None:
-                next_log = (first_step // log_every + 1) * log_every
-            if chunk_end >= next_log or chunk_end >= steps:
-                next_log = (chunk_end // log_every + 1) * log_every
-                totals = log_.totals_dict()["interactions"]
-                # The share of this interval's steps with each flag: how the visits change as the agent learns.
-                last = curves[-1] if curves else {"step": 0, "interactions": {}}
-                span = max(chunk_end - last["step"], 1)
-                rates = {k: (v - last["interactions"].get(k, 0)) / span for k, v in totals.items()}
-                writer.scalars(chunk_end, {**{f"interactions/{k}": v for k, v in totals.items()},
-                                           **{f"interaction_rate/{k}": v for k, v in rates.items()}})
-                recent = log_.episodes[-max(self.num_envs, 1):]
-                curves.append({"step": chunk_end,
-                               "return": float(np.mean([e["return"] for e in recent])) if recent else None,
-                               "interactions": totals, "interaction_rate": rates})
-
-        def on_save(step: int) -> None:
-            if writes:
-                files.write_json(progress_file, {"step": step, "log": log_.state_dict(), "curves": curves})
-
+        book = ExplorationBook(out_dir, InteractionLog(self.interactions, self.tasks, self.num_envs), self.num_envs,
+                               self.train_cfg.log_every, steps, writes)
+        book.resume(host_stepped=getattr(self.env, "host_stepped", False), log=log)
         try:
-            result = trainer.run(steps, writer, initial=state, on_collect=on_collect, on_save=on_save)
+            result = trainer.run(steps, book.writer, initial=state, on_collect=book.on_collect, on_save=book.on_save)
         finally:
-            writer.close()
-        totals = log_.totals_dict()
+            book.writer.close()
+        summary = self._summary(result, book, out_dir)
+        if writes:
+            files.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **book.log.totals_dict()})
+            files.write_json(out_dir / "summary.json", summary)
+        self.state = trainer.state
+        return summary
+
+    def _summary(self, result: dict[str, Any], book: "ExplorationBook", out_dir: Path) -> dict[str, Any]:
+        """summary.json of a finished run: what was visited, the episodes, the curves and the final metrics."""
+        totals, episodes = book.log.totals_dict(), book.log.episodes
         metrics = result["train_metrics"]
-        summary = {
-            "behaviour": cfg.behaviour, "steps": result["env_steps"], "num_envs": self.num_envs,
+        return {
+            "behaviour": self.cfg.behaviour, "steps": result["env_steps"], "num_envs": self.num_envs,
             "interactions": totals["interactions"], "success": totals["success"],
-            "episodes": len(log_.episodes), "episode_returns": [e["return"] for e in log_.episodes],
+            "episodes": len(episodes), "episode_returns": [e["return"] for e in episodes],
             # Finished episodes in which each flag was set at least once (MiniHack's measure: key picked up, door
             # opened, ...), and each task succeeded.
-            "episodes_with": {k: sum(e["interactions"][k] > 0 for e in log_.episodes) for k in self.interactions},
-            "episodes_succeeded": {t: sum(e["success"][t] > 0 for e in log_.episodes) for t in self.tasks},
-            "semantic_returns": [e["semantic_return"] for e in log_.episodes], "curves": curves,
+            "episodes_with": {k: sum(e["interactions"][k] > 0 for e in episodes) for k in self.interactions},
+            "episodes_succeeded": {t: sum(e["success"][t] > 0 for e in episodes) for t in self.tasks},
+            "semantic_returns": [e["semantic_return"] for e in episodes], "curves": book.curves,
             "fps": result["env_steps_per_s"], "train_steps": result["train_steps"],
             "final_metrics": {k: v for k, v in metrics.items()
                               if k.startswith(("loss/", "weighting/", "rew/", "weight/", "fit/", "actor/", "ret/"))},
             "checkpoint": str(out_dir / "checkpoints"), "tasks": list(self.tasks),
         }
-        if writes:
-            files.write_json(out_dir / "interactions.json", {"steps": result["env_steps"], **totals})
-            files.write_json(out_dir / "summary.json", summary)
-        self.state = trainer.state
-        return summary
 
     def evaluate(self, agent_state, episodes: int, key: jax.Array) -> dict[str, Any]:
         """Runs the policy in `eval` mode (its mode action) until `episodes` episodes have finished, without
@@ -271,6 +224,74 @@ class Explorer:
                 "interactions": {k: int(sum(e["interactions"][k] for e in done)) for k in self.interactions}}
 
 
+
+
+class ExplorationBook:
+    """What an exploration run records besides the loop's own metrics, and what of it survives a resume: the
+    interaction log (per episode and in total), episodes.jsonl, the interaction curves, and progress.json written at
+    each checkpoint. `on_collect` and `on_save` are the loop's hooks; only the main process (`writes`) writes."""
+
+    def __init__(self, out_dir: Path, interaction_log: InteractionLog, num_envs: int, log_every: int, steps: int,
+                 writes: bool):
+        self.log, self.num_envs, self.log_every, self.steps, self.writes = (interaction_log, num_envs, log_every,
+                                                                            steps, writes)
+        self.episodes_file, self.progress_file = out_dir / "episodes.jsonl", out_dir / "progress.json"
+        self.checkpoints = out_dir / "checkpoints"
+        self.curves: list[dict[str, Any]] = []
+        self.next_log: int | None = None
+        self.writer = MetricsWriter(out_dir)
+
+    def resume(self, host_stepped: bool, log=print) -> None:
+        """Takes back the log and curves of the last checkpoint, when there is one; episodes written after it are
+        dropped from episodes.jsonl (the loop collects them again)."""
+        if not (self.checkpoints.is_dir() and self.progress_file.is_file()):
+            return
+        book = files.read_json(self.progress_file)
+        self.log.load(book["log"])
+        if host_stepped:  # host worlds restart on resume: no episode is in flight
+            self.log.reset_current()
+        self.curves = book.get("curves", [])
+        if self.writes:
+            files.write_text(self.episodes_file, "".join(json.dumps(e) + "\n" for e in self.log.episodes))
+        log(f"explore: resuming at step {book['step']} from {self.checkpoints}")
+
+    def on_collect(self, outputs: dict[str, Any], first_step: int) -> None:
+        """Folds one collection call's records into the log; writes finished episodes and, every log interval, the
+        interaction totals and rates."""
+        records = outputs["records"]
+        chunk_end = first_step + records["done"].shape[0] * self.num_envs
+        finished = self.log.add(records, first_step // self.num_envs)
+        for episode in finished:
+            episode["step"] = chunk_end
+        if finished and self.writes:
+            with open(self.episodes_file, "a") as f:
+                f.writelines(json.dumps(episode) + "\n" for episode in finished)
+            self.writer.scalars(chunk_end, {
+                "episode/return": np.mean([e["return"] for e in finished]),
+                "episode/semantic_return": np.mean([e["semantic_return"] for e in finished]),
+                **{f"episode/interactions/{k}": np.mean([e["interactions"][k] for e in finished])
+                   for k in self.log.interactions}})
+        if self.next_log is None:
+            self.next_log = (first_step // self.log_every + 1) * self.log_every
+        if chunk_end >= self.next_log or chunk_end >= self.steps:
+            self.next_log = (chunk_end // self.log_every + 1) * self.log_every
+            self._log_curve(chunk_end)
+
+    def _log_curve(self, step: int) -> None:
+        totals = self.log.totals_dict()["interactions"]
+        # The share of this interval's steps with each flag: how the visits change as the agent learns.
+        last = self.curves[-1] if self.curves else {"step": 0, "interactions": {}}
+        span = max(step - last["step"], 1)
+        rates = {k: (v - last["interactions"].get(k, 0)) / span for k, v in totals.items()}
+        self.writer.scalars(step, {**{f"interactions/{k}": v for k, v in totals.items()},
+                                   **{f"interaction_rate/{k}": v for k, v in rates.items()}})
+        recent = self.log.episodes[-max(self.num_envs, 1):]
+        self.curves.append({"step": step, "return": float(np.mean([e["return"] for e in recent])) if recent else None,
+                            "interactions": totals, "interaction_rate": rates})
+
+    def on_save(self, step: int) -> None:
+        if self.writes:
+            files.write_json(self.progress_file, {"step": step, "log": self.log.state_dict(), "curves": self.curves})
 
 
 def load_reward_model(directory: str | Path | None, required: bool):
