@@ -120,3 +120,19 @@ def test_an_agent_needs_the_replay_keys_of_its_sources():
         build_agent(DreamerConfig.tiny(), ExploreConfig(behaviour="motif"), {"position": ((2,), np.float32)}, 2)
     with pytest.raises(ValueError, match="registered already"):
         sources.register(sources.SourceSpec("semantic", latent_parts))
+
+
+def test_an_older_spec_s_weight_pairs_read_as_the_table():
+    """spec.json of an exploration written before `explore.weights` stores (semantic, disagreement) pairs; a
+    transfer reads them as the same table (SENSEI) or as the preset (p2x, motif)."""
+    from sensei_jax import sections
+    from sensei_jax.explore.config import upgrade_section
+
+    old = {"behaviour": "sensei", "go_weights": [1.0, 0.1], "explore_weights": [0.3, 1.0], "steps": 8}
+    cfg = sections.from_dict(ExploreConfig, upgrade_section(old), prefix="explore")
+    assert cfg.resolved_weights == {"go": {"semantic": 1.0, "disagreement": 0.1},
+                                    "explore": {"semantic": 0.3, "disagreement": 1.0}} and cfg.steps == 8
+    for behaviour in ("p2x", "motif"):
+        cfg = sections.from_dict(ExploreConfig, upgrade_section({**old, "behaviour": behaviour}), prefix="explore")
+        assert cfg.weights is None and cfg.resolved_weights == PRESETS[behaviour]
+    assert upgrade_section({"weights": None}) == {"weights": None}

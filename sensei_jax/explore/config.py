@@ -143,6 +143,21 @@ class ExploreConfig:
         return dataclasses.replace(self, behaviour=behaviour, weights=None)
 
 
+def upgrade_section(data: dict[str, Any]) -> dict[str, Any]:
+    """An `explore` section as an older spec.json stored it, with the (semantic, disagreement) pairs `go_weights`
+    and `explore_weights` turned into `weights` (None where the behaviour is a preset of another shape, as p2x and
+    motif were), so that an exploration written before the move still transfers."""
+    if "go_weights" not in data and "explore_weights" not in data:
+        return data
+    data = dict(data)
+    pairs = {mode: data.pop(f"{mode}_weights", None) for mode in MODES}
+    table = {mode: dict(zip(("semantic", "disagreement"), map(float, pair))) for mode, pair in pairs.items()
+             if pair is not None}
+    preset = PRESETS.get(data.get("behaviour", "sensei"))
+    data["weights"] = None if preset is not None and _shape(preset) != _shape(table) else table
+    return data
+
+
 def _shape(weights: dict) -> dict[str, set[str]]:
     return {mode: set(table) for mode, table in weights.items()}
 

@@ -24,7 +24,7 @@ from sensei_jax.distributed import is_main_process
 from sensei_jax.checkpoint import Checkpointer
 from sensei_jax.dreamer.config import DreamerConfig
 from sensei_jax.dreamer.train_config import SCHEDULE_KEYS, TrainConfig
-from sensei_jax.explore.config import ExploreConfig
+from sensei_jax.explore.config import ExploreConfig, upgrade_section
 from sensei_jax.explore.explorer import Explorer, load_reward_model
 
 # Where the pipeline keeps explorations: <run>/explore/<behaviour>/.
@@ -94,7 +94,7 @@ def transfer(directory: Path, task: str, env, out_dir: Path, steps: int, eval_ep
     tasks = tuple(spec["tasks"])
     # The agent is rebuilt exactly as it explored, on its replay and schedule; only the budget is new, and no step
     # acts at random or waits for data (the replay is full).
-    explore_cfg = sections.from_dict(ExploreConfig, spec["explore"], prefix="explore")
+    explore_cfg = sections.from_dict(ExploreConfig, upgrade_section(spec["explore"]), prefix="explore")
     explore_cfg = dataclasses.replace(explore_cfg, steps=steps, transfer_steps=steps,
                                       transfer_eval_episodes=eval_episodes)
     schedule = {**exploration_schedule(spec, directory), "train_start": 0, "random_steps": 0}
