@@ -34,6 +34,7 @@ class Domain:
     section: str = ""  # the config section of its env
     restorable: bool = False
     uses_warp: bool = False
+    env_tools: bool = False  # the `env info` / `env rollout` tools show this domain's env (`pipeline/env_tools.py`)
     chunk_keys: tuple[str, ...] = ("image", "state", "interaction", "success", "reward", "done", "episode_step")
     interest_keys: tuple[str, ...] = ("state",)  # what `frame_labels` reads from a collection
     # Bars of the report's interaction figure: (name, flags summed). None: one bar per flag the runs report.

@@ -26,6 +26,7 @@ class RobodeskDomain(Domain):
     section = "env"
     restorable = True
     uses_warp = True
+    env_tools = True
     chunk_keys = CHUNK_KEYS
     interest_keys = ("state", "interaction", "distance", "drawer_qpos", "stack_error")
     figure_objects = FIGURE_OBJECTS

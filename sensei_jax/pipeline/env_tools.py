@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sensei_jax import files, progress
-from sensei_jax.domains.robodesk import RobodeskDomain
+from sensei_jax import domains
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _make_env(cfg, **overrides):
     from sensei_jax.envs.robodesk import Robodesk
 
-    if cfg.run.domain != RobodeskDomain.name:
-        raise ValueError(f"`env info` and `env rollout` show the Robodesk env; run.domain is {cfg.run.domain!r} "
+    found = domains.of(cfg)
+    if not found.env_tools:
+        raise ValueError(f"`env info` and `env rollout` show the Robodesk env; run.domain is {found.name!r} "
                          "(other domains' frames are in the collect stage's chunks and the report's frames.png)")
 
     return Robodesk.from_config(cfg.env, **overrides)
