@@ -63,6 +63,13 @@ def test_the_toy_runs_every_stage_from_the_cli(toy_run):
 def test_a_domain_is_found_by_name_and_unknown_names_are_refused():
     assert domains.get("toy").section == "toy" and not domains.get("toy").restorable
     assert {"robodesk", "minihack", "toy"} <= set(domains.DOMAINS)
+
+    class Half(domains.Domain):  # a domain that forgot what a collected step stores, and more
+        def build_env(self, cfg, reward_view=False, **overrides):
+            return None
+
+    with pytest.raises(TypeError, match="abstract method"):
+        Half()
     with pytest.raises(config_lib.ConfigError, match="run.domain: unknown domain 'maze'; known: robodesk"):
         config_lib.load(TOY_CONFIG, overrides=["--run.domain", "maze"])
 

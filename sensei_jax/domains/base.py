@@ -20,14 +20,17 @@ Implementations live in `sensei_jax/domains/<name>.py`, each exporting `DOMAIN`;
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, Mapping
 
 import numpy as np
 
 
-class Domain:
-    """The defaults that hold for most domains; subclasses set the class attributes and the abstract methods."""
+class Domain(abc.ABC):
+    """The defaults that hold for most domains; subclasses set the class attributes and implement the abstract
+    methods (a domain missing one cannot be instantiated). `StoredStateDomain` is the base of domains whose stored
+    states score frames directly."""
 
     name: str = ""
     label: str = ""  # how messages and the report name it
@@ -59,11 +62,13 @@ class Domain:
         """What decides the built env: equal keys share one env within a process (`pipeline.envs.make_env`)."""
         return [self.name, dataclasses.asdict(self.env_config(cfg)), cfg.run.seed, reward_view, dict(overrides)]
 
+    @abc.abstractmethod
     def build_env(self, cfg: Any, reward_view: bool = False, **overrides):
-        raise NotImplementedError
+        """The env of this domain for run config `cfg` (`overrides`: keyword arguments of its constructor)."""
 
+    @abc.abstractmethod
     def success_names(self, cfg: Any) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The tasks whose success the env reports, read from the domain's task tables without building it."""
 
     def agent_image_size(self, cfg: Any) -> int:
         return int(self.env_config(cfg).image_size)
@@ -87,9 +92,9 @@ class Domain:
 
     # --- collection
 
+    @abc.abstractmethod
     def record(self, env, states) -> dict:
         """What one collected step stores, arrays [B, ...] under `chunk_keys` (traced inside the collection)."""
-        raise NotImplementedError
 
     def collection_meta(self, cfg: Any, env) -> dict[str, Any]:
         """The domain's part of the collection's meta.json (flag and task names, frame size, camera)."""
@@ -109,27 +114,33 @@ class Domain:
 
     # --- interest: pair planning, ground truth and the oracle
 
+    @abc.abstractmethod
     def frame_labels(self, features: Mapping[str, np.ndarray], cfg: Any) -> dict[str, np.ndarray]:
         """The heuristic's classes of collected frames: `score` [N], `good` [N] (worth pairing against `bad`),
         `bad` [N], from the collection's `interest_keys`."""
-        score = self.frame_scores(np.asarray(features["state"], np.float32), cfg)
-        lowest = score.min() if len(score) else 0.0
-        return {"score": score, "good": score > lowest, "bad": score <= lowest}
 
-    def frame_scores(self, states: np.ndarray, cfg: Any) -> np.ndarray:
-        """The heuristic score float32 [M] of frames from their stored states [M, S]."""
-        raise NotImplementedError
-
+    @abc.abstractmethod
     def compare(self, score_first: np.ndarray, score_second: np.ndarray, cfg: Any) -> tuple[np.ndarray, np.ndarray]:
         """Scores of both frames of N pairs -> (prob_first float32 [N], label int8 [N]): the ground truth."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def oracle_scores(self, cfg: Any, env=None):
-        """The oracle's scorer: stored states [M, S] of pair frames -> heuristic scores [M] (`frame_scores`;
-        `annotators.oracle.ScoreOracle` compares them with `compare`). `env`: the run's env, where the domain needs
+        """The oracle's scorer: stored states [M, S] of pair frames -> heuristic scores [M]
+        (`annotators.oracle.ScoreOracle` compares them with `compare`). `env`: the run's env, where the domain needs
         one to read its states."""
-        return lambda states: self.frame_scores(np.asarray(states, np.float32), cfg)
 
     def oracle_fingerprint(self, cfg: Any) -> dict[str, Any]:
         """What decides the oracle's labels (the annotate stage redoes them when it changes)."""
         return {"domain": self.name, "env": dataclasses.asdict(self.env_config(cfg))}
+
+
+class StoredStateDomain(Domain):
+    """A domain whose stored states are the heuristic's features themselves (MiniHack's task features, the toy's
+    position): the oracle scores them with `frame_scores`, no env needed."""
+
+    @abc.abstractmethod
+    def frame_scores(self, states: np.ndarray, cfg: Any) -> np.ndarray:
+        """The heuristic score float32 [M] of frames from their stored states [M, S]."""
+
+    def oracle_scores(self, cfg: Any, env=None):
+        return lambda states: self.frame_scores(np.asarray(states, np.float32), cfg)

@@ -9,10 +9,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sensei_jax.domains.base import Domain
+from sensei_jax.domains.base import StoredStateDomain
 
 
-class MiniHackDomain(Domain):
+class MiniHackDomain(StoredStateDomain):
     name = "minihack"
     label = "MiniHack"
     section = "minihack"

@@ -13,10 +13,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from sensei_jax.domains.base import Domain
+from sensei_jax.domains.base import StoredStateDomain
 
 
-class ToyDomain(Domain):
+class ToyDomain(StoredStateDomain):
     name = "toy"
     label = "Toy corner"
     section = "toy"
