@@ -188,8 +188,12 @@ def disagreement_reward(traj: dict[str, jax.Array], wm: Any, extras: dict[str, A
 
 def semantic_parts(cfg: ExploreConfig, dreamer: DreamerConfig, action_size: int) -> SourceParts:
     """The built-in `semantic` source: the semantic head's mean, the head learning the reward model's output."""
-    head = HeadSpec(target=SEMANTIC_KEY, scale=cfg.semantic_head_scale, grad=False)
-    return SourceParts(RewardSource(semantic_reward), heads={"semantic": head})
+    return SourceParts(RewardSource(semantic_reward), heads={"semantic": semantic_head(cfg)})
+
+
+def semantic_head(cfg: ExploreConfig) -> HeadSpec:
+    """The semantic head: it learns the reward model's clipped output from stop-gradient features."""
+    return HeadSpec(target=SEMANTIC_KEY, scale=cfg.semantic_head_scale, grad=False)
 
 
 def disagreement_parts(cfg: ExploreConfig, dreamer: DreamerConfig, action_size: int) -> SourceParts:
@@ -232,7 +236,7 @@ def head_specs(cfg: ExploreConfig, tasks: tuple[str, ...] | None = None, semanti
     keys written at collection time."""
     specs = {}
     if ("semantic" in cfg.sources) if semantic is None else semantic:
-        specs["semantic"] = HeadSpec(target=SEMANTIC_KEY, scale=cfg.semantic_head_scale, grad=False)
+        specs["semantic"] = semantic_head(cfg)
     for task in cfg.task_heads if tasks is None else tasks:
         specs[TASK_KEY.format(task)] = HeadSpec(target=TASK_KEY.format(task), scale=cfg.task_head_scale, grad=False)
     return specs

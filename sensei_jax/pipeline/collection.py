@@ -32,17 +32,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from sensei_jax import files
+from sensei_jax.domains.robodesk import CHUNK_KEYS  # Robodesk's; each domain names its own (`Domain.chunk_keys`)
 from sensei_jax.envs.robodesk import interest
 from sensei_jax.envs.robodesk.tasks import INTERACTIONS
 from sensei_jax.pipeline.rundir import StageError
 
 INTERACTION_NAMES = INTERACTIONS  # drawer, slide, red/green/blue button, ball, upright block, flat block
 DISTANCE_NAMES = interest.TARGETS  # the `distance` columns: the targets of SENSEI's interestingness heuristic
-CHUNK_KEYS = ("image", "state", "interaction", "success", "reward", "done", "episode_step", "distance", "drawer_qpos",
-              "stack_error")
-# MiniHack stores no simulator state (NetHack worlds cannot be restored): `image` is the annotator's view itself
-# (the native 80x80 crop) and `state` the oracle's features of that step (`envs.minihack.tasks`).
-MINIHACK_CHUNK_KEYS = CHUNK_KEYS[:7]
 
 
 def chunk_path(directory: Path, index: int) -> Path:
@@ -96,8 +92,7 @@ def complete_chunks(directory: Path) -> int:
 
 def write_chunk(directory: Path, index: int, data: dict[str, np.ndarray],
                 keys: tuple[str, ...] = CHUNK_KEYS) -> None:
-    """Writes chunk `index` (arrays [T, B, ...] under `keys`, Robodesk's CHUNK_KEYS or MINIHACK_CHUNK_KEYS)
-    atomically."""
+    """Writes chunk `index` (arrays [T, B, ...] under `keys`, the domain's `chunk_keys`) atomically."""
     files.write_npz(chunk_path(directory, index), **{k: data[k] for k in keys})
 
 
